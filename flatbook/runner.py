@@ -1,0 +1,241 @@
+"""Execute chapters with papermill: checked parameters, atomic outputs, a run report on top.
+
+``run_chapter`` is what ``python -m flatbook run`` and ``make book`` call:
+
+1. the chapter's ``parameters`` cell gives the names, defaults and types; the profile's
+   overrides and the caller's overrides (the caller wins) are checked against it *before*
+   any kernel starts;
+2. papermill executes the notebook into a hidden temporary file beside the output;
+3. on success the executed notebook gets a generated "how this page was computed" box under
+   its title (profile, parameters used next to the paper's defaults, device, flatbook version,
+   wall time), the papermill-injected cell is tagged ``remove-cell`` (hidden in the book) and
+   the parameters cell ``hide-cell`` (collapsed); then it is moved into place atomically;
+4. on failure the temporary file is deleted, so no half-written notebook is left, and
+   ``ChapterFailed`` names the chapter, the failing cell and the error.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import nbformat
+
+from . import __version__
+from .chapters import Chapter, get_chapter, load_profile, repo_root, chapters as all_chapters
+from .parameters import ParameterError, check_overrides
+
+__all__ = ["ChapterFailed", "RunReport", "default_output", "resolve_parameters", "run_chapter", "run_book"]
+
+REPORT_CELL_TAG = "flatbook-run-report"
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's execution raised; nothing was written at the output path."""
+
+    def __init__(self, chapter: str, message: str, cell_index: int | None = None, cell_source: str = ""):
+        self.chapter = chapter
+        self.cell_index = cell_index
+        self.cell_source = cell_source
+        where = f" in cell {cell_index}" if cell_index is not None else ""
+        first_line = cell_source.strip().splitlines()[0] if cell_source.strip() else ""
+        snippet = f" ({first_line[:80]!r})" if first_line else ""
+        super().__init__(f"chapter {chapter!r} failed{where}{snippet}: {message}")
+
+
+@dataclass
+class RunReport:
+    chapter: str
+    output: Path
+    profile: str
+    parameters: dict[str, Any]  # every parameter's value in this run
+    defaults: dict[str, Any]
+    device: str
+    wall_seconds: float
+    started: str = field(default="")
+
+
+def default_output(chapter: str, root: Path | None = None) -> Path:
+    """Where executed notebooks go unless told otherwise: ``_build/executed/<chapter>.ipynb``."""
+    return (root or repo_root()) / "_build" / "executed" / f"{chapter}.ipynb"
+
+
+def resolve_parameters(
+    chapter: Chapter, profile: str = "paper", overrides: Mapping[str, Any] | None = None, root: Path | None = None
+) -> dict[str, Any]:
+    """The checked overrides for one run: the profile's, then the caller's on top."""
+    merged = dict(load_profile(profile, root).for_chapter(chapter))
+    merged.update(check_overrides(chapter.name, chapter.parameters, dict(overrides or {})))
+    return merged
+
+
+def _markdown_value(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+
+
+def report_markdown(report: RunReport, profile_description: str) -> str:
+    """The box shown at the top of an executed chapter (MyST admonition with a table)."""
+    rows = []
+    for name, default in report.defaults.items():
+        used = report.parameters[name]
+        changed = used != default
+        used_md = _markdown_value(used)
+        rows.append(f"| `{name}` | {'**' + used_md + '**' if changed else used_md} | {_markdown_value(default)} |")
+    n_changed = sum(report.parameters[n] != d for n, d in report.defaults.items())
+    if report.profile == "paper" and n_changed == 0:
+        headline = "These are the paper's settings (the notebook's defaults), unchanged."
+    else:
+        headline = (
+            f"**{n_changed} of {len(report.defaults)} parameters differ from the paper's settings** "
+            "(bold below): numbers on this page are not the paper's experiment unless said so."
+            if n_changed else "All parameters equal the paper's settings."
+        )
+    return "\n".join(
+        [
+            "```{admonition} How this page was computed",
+            ":class: note",
+            f"Profile **{report.profile}**: {profile_description}. {headline}",
+            "",
+            f"Device: {report.device}. flatbook {__version__}. "
+            f"Executed {report.started} in {report.wall_seconds:.1f} s (wall time).",
+            "",
+            "| parameter | this run | paper (notebook default) |",
+            "|---|---|---|",
+            *rows,
+            "```",
+        ]
+    )
+
+
+def _atomic_write_notebook(nb: nbformat.NotebookNode, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        nbformat.write(nb, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _add_tag(cell: nbformat.NotebookNode, tag: str) -> None:
+    tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+
+
+def _decorate(nb: nbformat.NotebookNode, report: RunReport, profile_description: str) -> nbformat.NotebookNode:
+    """Hide papermill's injected cell, fold the parameters cell, put the run report under the title."""
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            _add_tag(cell, "remove-cell")
+        elif "parameters" in tags:
+            _add_tag(cell, "hide-cell")
+    box = nbformat.v4.new_markdown_cell(report_markdown(report, profile_description))
+    box.metadata["tags"] = [REPORT_CELL_TAG]
+    first = nb.cells[0] if nb.cells else None
+    at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ") else 0
+    nb.cells.insert(at, box)
+    nb.metadata["flatbook"] = {
+        "chapter": report.chapter,
+        "profile": report.profile,
+        "parameters": report.parameters,
+        "defaults": report.defaults,
+        "device": report.device,
+        "version": __version__,
+        "wall_seconds": report.wall_seconds,
+        "started": report.started,
+    }
+    return nb
+
+
+def run_chapter(
+    name: str,
+    *,
+    profile: str = "paper",
+    overrides: Mapping[str, Any] | None = None,
+    output: str | Path | None = None,
+    root: Path | None = None,
+    progress: bool = True,
+    log_output: bool = False,
+) -> RunReport:
+    """Execute one chapter; see the module docstring. Raises ParameterError or ChapterFailed."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    root = root or repo_root()
+    chapter = get_chapter(name, root)
+    prof = load_profile(profile, root)
+    params = resolve_parameters(chapter, profile, overrides, root)
+    output = Path(output) if output is not None else default_output(chapter.name, root)
+    if output.suffix != ".ipynb":
+        raise ParameterError(f"--output must end in .ipynb, got {str(output)!r}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    defaults = {n: p.default for n, p in chapter.parameters.items()}
+
+    from .device import describe_device
+
+    device = describe_device()
+    partial = output.with_name(f".{output.stem}.partial-{os.getpid()}.ipynb")
+    started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(chapter.path),
+            str(partial),
+            parameters=params,
+            kernel_name="python3",
+            language="python",
+            progress_bar=progress,
+            log_output=log_output,
+            cwd=str(root),
+        )
+        wall = time.perf_counter() - t0
+        report = RunReport(chapter.name, output, prof.name, {**defaults, **params}, defaults, device, wall, started)
+        nb = _decorate(nbformat.read(str(partial), as_version=4), report, prof.description)
+        _atomic_write_notebook(nb, output)
+        return report
+    except PapermillExecutionError as exc:
+        source = exc.source if isinstance(exc.source, str) else "".join(exc.source or [])
+        raise ChapterFailed(chapter.name, f"{exc.ename}: {exc.evalue}", exc.cell_index, source) from None
+    except ParameterError:
+        raise
+    except Exception as exc:  # kernel died, notebook unreadable, ...
+        raise ChapterFailed(chapter.name, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def run_book(
+    profile: str = "laptop",
+    names: Sequence[str] | None = None,
+    *,
+    root: Path | None = None,
+    progress: bool = True,
+    echo=print,
+) -> tuple[list[RunReport], list[Exception]]:
+    """Execute chapters in reading order (all, or ``names``); go on past failures and return both."""
+    root = root or repo_root()
+    selected = [get_chapter(n, root) for n in names] if names else all_chapters(root)
+    load_profile(profile, root)  # a bad profile fails before any chapter runs
+    for ch in selected:  # and so does any bad override in it
+        resolve_parameters(ch, profile, None, root)
+    reports, failures = [], []
+    for i, ch in enumerate(selected, 1):
+        echo(f"[{i}/{len(selected)}] {ch.name}: executing at profile {profile!r} ...")
+        try:
+            rep = run_chapter(ch.name, profile=profile, root=root, progress=progress)
+            echo(f"[{i}/{len(selected)}] {ch.name}: done in {rep.wall_seconds:.1f} s -> {rep.output}")
+            reports.append(rep)
+        except (ChapterFailed, ParameterError) as exc:
+            echo(f"[{i}/{len(selected)}] {ch.name}: FAILED: {exc}")
+            failures.append(exc)
+    return reports, failures
