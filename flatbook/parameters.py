@@ -21,6 +21,7 @@ Type rules for an override of a default:
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +223,7 @@ def check_overrides(chapter: str, params: Mapping[str, Parameter], overrides: Ma
     problems, checked = [], {}
     for name, value in overrides.items():
         if name not in params:
-            close = [p for p in params if p.lower() == name.lower() or p.startswith(name) or name.startswith(p)]
+            close = difflib.get_close_matches(name, list(params), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown parameter {name!r}{hint}")
             continue

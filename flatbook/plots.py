@@ -10,7 +10,7 @@ import seaborn as sns
 
 from .symbolic import RaySpectrum
 
-__all__ = ["use_book_style", "palette", "plot_ray_measures", "plot_eigenvalues_vs_trace"]
+__all__ = ["use_book_style", "palette", "plot_ray_measures", "plot_sharpness_vs_loss", "plot_eigenvalues_vs_trace"]
 
 _MEASURE_LABELS = {
     "log10_loss": r"$\log_{10} L$",
@@ -56,6 +56,28 @@ def plot_ray_measures(
         ax.set_xscale("log")
         ax.set_xlabel("weight scale $t$ (weights $w = t\\,d$)")
         ax.set_ylabel(_MEASURE_LABELS[m])
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_sharpness_vs_loss(spectra: Sequence[RaySpectrum], title: str | None = None):
+    """Sharpness against the loss itself: log10 ||H||_2 and log10 Tr(H) against log10 L.
+
+    The x axis runs from high loss (left) to low loss (right), the direction an optimiser moves.
+    """
+    if not spectra:
+        raise ValueError("plot_sharpness_vs_loss needs at least one RaySpectrum")
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.6), sharex=True)
+    for sp_, c in zip(spectra, palette(len(spectra))):
+        for ax, m in zip(axes, ("log10_spectral_norm", "log10_trace")):
+            ax.plot(sp_.log10_loss, getattr(sp_, m), color=c, label=_direction_label(sp_.direction))
+            ax.set_ylabel(_MEASURE_LABELS[m])
+    for ax in axes:
+        ax.set_xlabel(r"$\log_{10} L$ (lower loss to the right)")
+        if not ax.xaxis_inverted():
+            ax.invert_xaxis()
     axes[0].legend(fontsize="small")
     if title:
         fig.suptitle(title)

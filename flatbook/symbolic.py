@@ -50,6 +50,8 @@ __all__ = [
     "scale_grid",
     "default_counterexample_point",
     "validate_point",
+    "resolve_point",
+    "resolve_directions",
 ]
 
 
@@ -231,6 +233,20 @@ def default_counterexample_point(depth: int) -> list[float]:
     if depth >= 3:
         return base + [1.0] * (depth - 3)
     return [2.0, -1.5]
+
+
+def resolve_point(point: Sequence[float] | None, depth: int) -> list[float]:
+    """A chapter's ``counterexample_point`` parameter: ``None`` means ``default_counterexample_point``."""
+    return validate_point(default_counterexample_point(depth) if point is None else point, depth, "counterexample_point")
+
+
+def resolve_directions(directions: Sequence[Sequence[float]] | None, depth: int, X: float) -> list[list[float]]:
+    """A chapter's ``directions`` parameter: ``None`` means ``default_directions(depth, X)``."""
+    if directions is None:
+        return default_directions(depth, X)
+    if isinstance(directions, (str, bytes)) or not isinstance(directions, Sequence) or not directions:
+        raise ValueError(f"directions must be a non-empty list of lists of {depth} numbers, got {directions!r}")
+    return [validate_point(d, depth, f"directions[{i}]") for i, d in enumerate(directions)]
 
 
 def hessian_at(derivation: GedankenDerivation, point: Sequence[float], X: float) -> np.ndarray:

@@ -1,0 +1,64 @@
+# flatbook: two commands for a newcomer.
+#   make book   set up .venv, get the offline data, execute every chapter (laptop profile), render HTML
+#   make test   set up .venv, run the test suite
+# Others: make setup | data | html | clean.   Variables: VENV (default .venv), PYTHON (python3), PROFILE.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PROFILE ?= laptop
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.flatbook-installed
+FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
+
+.PHONY: book test html setup data clean
+
+book: setup data
+	@start=$$(date +%s); \
+	echo "== make book: executing every chapter at profile '$(PROFILE)' with papermill, then rendering HTML"; \
+	$(PY) -m flatbook book --profile $(PROFILE) || exit $$?; \
+	echo "== make book: done in $$(( $$(date +%s) - start )) s; open _build/html/index.html"
+
+test: setup
+	@start=$$(date +%s); \
+	echo "== make test: running pytest (unit, exact-reference, chapter execution at profile 'ci', HTML build)"; \
+	$(PY) -m pytest -q $(PYTEST_ARGS) || exit $$?; \
+	echo "== make test: done in $$(( $$(date +%s) - start )) s"
+
+html: setup
+	@start=$$(date +%s); \
+	echo "== make html: rendering _build/executed/*.ipynb into _build/html (no execution)"; \
+	$(PY) -m flatbook html || exit $$?; \
+	echo "== make html: done in $$(( $$(date +%s) - start )) s"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@start=$$(date +%s); \
+	echo "== make setup: virtual environment $(VENV) with requirements.txt and flatbook (editable)"; \
+	if [ ! -x $(PY) ]; then $(PYTHON) -m venv $(VENV) || exit $$?; fi; \
+	$(PY) -m pip install --quiet --upgrade pip || exit $$?; \
+	$(PY) -m pip install --quiet -r requirements.txt || exit $$?; \
+	$(PY) -m pip install --quiet --no-deps -e . || exit $$?; \
+	$(PY) -m pip check || exit $$?; \
+	touch $(STAMP); \
+	echo "== make setup: done in $$(( $$(date +%s) - start )) s"
+
+# Fashion-MNIST offline: Debian's dataset-fashion-mnist package puts the original IDX files in
+# /usr/share/datasets/fashion-mnist. Where apt cannot install it, torchvision downloads the files
+# on first use (set FLATBOOK_DATA to choose where).
+data:
+	@if [ -d $(FASHION_MNIST_DEB) ]; then \
+		echo "== make data: Fashion-MNIST found in $(FASHION_MNIST_DEB)"; \
+	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		echo "== make data: installing Debian's dataset-fashion-mnist (Fashion-MNIST, offline)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null \
+		|| { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
+		|| echo "== make data: apt could not install it; torchvision will download Fashion-MNIST on first use"; \
+	else \
+		echo "== make data: no apt here; torchvision will download Fashion-MNIST on first use"; \
+	fi
+
+clean:
+	rm -rf _build

@@ -1,0 +1,116 @@
+"""Every chapter executes at the `ci` profile, and the HTML book builds from those notebooks,
+with math, figures and the run reports, loading nothing from the network."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from flatbook.chapters import chapters
+from flatbook.runner import REPORT_CELL_TAG, run_chapter
+from flatbook.site import build_html, external_resources
+
+from conftest import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = [c.name for c in chapters(ROOT)]
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory) -> Path:
+    """Every chapter executed once at the ci profile (shared by the tests below)."""
+    folder = tmp_path_factory.mktemp("executed")
+    for name in CHAPTERS:
+        run_chapter(name, profile="ci", root=ROOT, output=folder / f"{name}.ipynb", progress=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def html(executed, tmp_path_factory) -> Path:
+    out_root = tmp_path_factory.mktemp("site")
+    return build_html(executed_dir=executed, root=ROOT, output_root=out_root, echo=lambda *_: None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_executes_at_ci_without_errors(executed, name):
+    nb = nbformat.read(str(executed / f"{name}.ipynb"), as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    assert nb.metadata.flatbook["profile"] == "ci"
+    assert any(REPORT_CELL_TAG in c.metadata.get("tags", []) for c in nb.cells)
+
+
+@pytest.mark.slow
+def test_gedanken_results(executed):
+    nb = nbformat.read(str(executed / "gedanken.ipynb"), as_version=4)
+    text = "\n".join(
+        str(o.get("data", {}).get("text/markdown", "")) + str(o.get("data", {}).get("text/latex", ""))
+        + str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert r"\frac{61}{4 e^{3}}" in text  # Tr(H) at the counter-example, exactly
+    assert "Tr(H) = 0.759253, λ₁(H) = 0.621354" in text and "**Tr(H) = λ₁(H) fails**" in text
+    assert "the term Eq. (3) drops is **non-zero**" in text
+    pngs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 3  # eigenvalues vs trace, measures along rays, sharpness vs loss
+
+
+@pytest.mark.slow
+def test_html_book_builds_offline(html):
+    assert (html / "index.html").is_file()
+    page = (html / "book" / "gedanken.html").read_text()
+    assert "How this page was computed" in page
+    assert r"\nabla^2 L" in page and "Tr(H) = λ₁(H) fails" in page
+    assert page.count("<img") >= 3
+    assert "num_scales = 25" not in page  # papermill's injected cell is removed
+    mathjax = [l for l in page.splitlines() if "tex-chtml.js" in l]
+    assert mathjax and "http" not in mathjax[0]
+    assert (html / "mathjax" / "tex-chtml.js").is_file()
+    assert (html / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+    assert external_resources(html) == {}
+    refs = (html / "book" / "references.html").read_text()
+    assert "Flatness is a False Friend" in refs and "Dinh" in refs
+
+
+def test_external_resources_are_detected(tmp_path):
+    (tmp_path / "a.html").write_text(
+        '<html><head><script src="https://cdn.example/x.js"></script>'
+        '<link rel="stylesheet" href="//fonts.example/f.css"><link rel="next" href="https://ok.example/">'
+        '</head><body><a href="https://links.are.fine/">x</a><script src="_static/local.js"></script></body></html>'
+    )
+    (tmp_path / "s.css").write_text('@import url("https://fonts.example/g.css");')
+    found = external_resources(tmp_path)
+    assert found == {
+        "a.html": ["<script> https://cdn.example/x.js", "<link> //fonts.example/f.css"],
+        "s.css": ["@import https://fonts.example/g.css"],
+    }
+
+
+@pytest.mark.slow
+def test_cli_run_gedanken_with_depth_4(tmp_path):
+    out = tmp_path / "g4.ipynb"
+    res = run_cli("run", "gedanken", "--profile", "ci", "-p", "depth", "4", "--output", str(out))
+    assert res.returncode == 0, res.stderr
+    nb = nbformat.read(str(out), as_version=4)
+    assert nb.metadata.flatbook["parameters"]["depth"] == 4
+    assert "w_{4}" in str(nb.cells)
+
+
+@pytest.mark.slow
+def test_plain_papermill_works(tmp_path):
+    papermill = Path(sys.executable).with_name("papermill")
+    out = tmp_path / "p.ipynb"
+    res = subprocess.run(
+        [str(papermill), str(ROOT / "book" / "gedanken.ipynb"), str(out), "-p", "depth", "2", "-p", "num_scales", "10",
+         "-p", "verify_depths_up_to", "2", "--no-progress-bar"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Unable to parse" not in res.stderr  # papermill reads every parameter of the cell
+    nb = nbformat.read(str(out), as_version=4)
+    assert nb.metadata.papermill["parameters"]["depth"] == 2

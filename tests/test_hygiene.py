@@ -1,0 +1,70 @@
+"""Repository hygiene: clean chapter sources, a table of contents and profiles that match them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from flatbook.chapters import chapters, load_profile, toc_files
+from flatbook.parameters import parameters_cell_index, read_parameters
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def test_there_are_chapters():
+    assert SOURCES, "book/ has no chapter notebooks"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_chapter_source_is_clean(path):
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name} cell {i} has outputs: commit notebooks without outputs"
+            assert cell.execution_count is None, f"{path.name} cell {i} has an execution count"
+    first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    assert parameters_cell_index(nb) == first_code
+    assert read_parameters(nb)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "a chapter opens with its title"
+
+
+def test_every_toc_entry_exists_and_every_chapter_is_listed():
+    entries = toc_files(ROOT)
+    for entry in entries:
+        assert (ROOT / f"{entry}.md").is_file() or (ROOT / f"{entry}.ipynb").is_file(), entry
+    listed = {Path(e).name for e in entries}
+    for path in SOURCES:
+        assert path.stem in listed, f"{path.name} is not in _toc.yml"
+    assert [c.path for c in chapters(ROOT)] == [ROOT / f"{e}.ipynb" for e in entries if (ROOT / f"{e}.ipynb").is_file()]
+
+
+@pytest.mark.parametrize("profile", ["ci", "laptop"])
+def test_profiles_cover_every_chapter_with_valid_overrides(profile):
+    prof = load_profile(profile, ROOT)
+    assert prof.description
+    for ch in chapters(ROOT):
+        assert ch.name in prof.overrides, f"{profile}.yaml has no entry for {ch.name}"
+        prof.for_chapter(ch)  # raises on unknown names or wrong types
+
+
+def test_citations_resolve():
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text(), re.M))
+    texts = [p.read_text() for p in (ROOT / "book").glob("*.md")]
+    texts += ["\n".join(c.source for c in nbformat.read(str(p), as_version=4).cells) for p in SOURCES]
+    cited = {k.strip() for t in texts for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", t) for k in group.split(",")}
+    assert cited, "no citations found"
+    assert cited <= keys, f"cited but not in references.bib: {sorted(cited - keys)}"
+
+
+def test_requirements_are_pinned():
+    lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
+    lines = [l for l in lines if l]
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.\-]+", l) for l in lines), lines
+    pins = dict(l.split("==") for l in lines)
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1" and pins["jupyter-book"] == "1.0.4.post1"

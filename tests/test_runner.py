@@ -1,0 +1,123 @@
+"""The papermill runner and the CLI, on a throw-away book: checks before running, atomic outputs,
+clear failures, the run report on top of every executed chapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from flatbook.chapters import load_profile
+from flatbook.parameters import ParameterError
+from flatbook.runner import REPORT_CELL_TAG, ChapterFailed, run_chapter
+
+from conftest import run_cli
+
+
+def _stdout(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_run_applies_profile_then_cli_overrides_and_writes_report(toy_book, tmp_path):
+    out = tmp_path / "out" / "good.ipynb"
+    res = run_cli("run", "good", "--profile", "ci", "-p", "rate", "2", "-y", "name: yaml", "--output", str(out),
+                  root=toy_book)
+    assert res.returncode == 0, res.stderr
+    nb = nbformat.read(str(out), as_version=4)
+    assert "n 1 rate 2.0 decays [0.0, 0.01] name yaml" in _stdout(nb)
+    box = [c for c in nb.cells if REPORT_CELL_TAG in c.metadata.get("tags", [])]
+    assert len(box) == 1 and nb.cells.index(box[0]) == 1  # right under the title
+    text = box[0].source
+    assert "Profile **ci**" in text and "flatbook" in text and "wall time" in text and "cpu" in text
+    assert "| `n` | **`1`** | `3` |" in text  # changed by the profile: bold, next to the default
+    assert "| `rate` | **`2.0`** | `0.5` |" in text
+    assert "4 of 4 parameters differ" in text
+    tags = {t for c in nb.cells for t in c.metadata.get("tags", [])}
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "remove-cell" in injected[0].metadata.tags
+    assert "hide-cell" in [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])][0].metadata.tags
+    assert nb.metadata.flatbook["profile"] == "ci" and nb.metadata.flatbook["parameters"]["n"] == 1
+    assert _leftovers(out.parent) == []
+    assert REPORT_CELL_TAG in tags
+
+
+def test_paper_profile_runs_defaults(toy_book, tmp_path):
+    rep = run_chapter("good", profile="paper", root=toy_book, output=tmp_path / "g.ipynb", progress=False)
+    nb = nbformat.read(str(rep.output), as_version=4)
+    assert "n 3 rate 0.5 decays [0, 0.0001, 0.0005] name x" in _stdout(nb)
+    assert "These are the paper's settings" in nb.cells[1].source
+
+
+def test_unknown_parameter_is_refused_before_running(toy_book, tmp_path):
+    out = tmp_path / "never.ipynb"
+    res = run_cli("run", "good", "-p", "rte", "2", "--output", str(out), root=toy_book)
+    assert res.returncode == 2
+    assert "unknown parameter 'rte' (did you mean 'rate'?)" in res.stderr
+    assert "allowed parameters of 'good'" in res.stderr and "decays = [0, 0.0001, 0.0005]" in res.stderr
+    assert not out.exists()
+
+
+def test_wrong_type_is_refused(toy_book, tmp_path):
+    res = run_cli("run", "good", "-p", "n", "three", "-p", "decays", "[0, oops]", root=toy_book)
+    assert res.returncode == 2
+    assert "'n' must be an integer (default 3), got 'three'" in res.stderr
+    assert "decays[1]" in res.stderr
+
+
+def test_failing_chapter_names_cell_and_leaves_nothing(toy_book, tmp_path):
+    out = tmp_path / "res" / "broken.ipynb"
+    out.parent.mkdir()
+    res = run_cli("run", "broken", "--output", str(out), root=toy_book)
+    assert res.returncode == 1
+    assert "chapter 'broken' failed in cell" in res.stderr
+    assert "raise ValueError('deliberate failure for the test')" in res.stderr
+    assert "ValueError: deliberate failure for the test" in res.stderr
+    assert not out.exists() and _leftovers(out.parent) == []
+
+
+def test_failing_chapter_keeps_previous_output(toy_book, tmp_path):
+    out = tmp_path / "broken.ipynb"
+    out.write_text("previous good result")
+    with pytest.raises(ChapterFailed) as info:
+        run_chapter("broken", root=toy_book, output=out, progress=False)
+    assert info.value.chapter == "broken" and info.value.cell_index is not None
+    assert out.read_text() == "previous good result"
+
+
+def test_book_goes_on_and_reports_every_failure(toy_book):
+    res = run_cli("book", "--profile", "ci", "--no-html", root=toy_book)
+    assert res.returncode == 1
+    assert "good: done" in res.stdout and "broken: FAILED" in res.stdout
+    assert "1 chapter(s) failed" in res.stderr and "chapter 'broken' failed" in res.stderr
+    assert (toy_book / "_build" / "executed" / "good.ipynb").is_file()
+    assert not (toy_book / "_build" / "executed" / "broken.ipynb").exists()
+
+
+def test_unknown_chapter_and_bad_output(toy_book):
+    res = run_cli("run", "nope", root=toy_book)
+    assert res.returncode == 2 and "unknown chapter 'nope'; chapters are: good, broken" in res.stderr
+    with pytest.raises(ParameterError, match="must end in .ipynb"):
+        run_chapter("good", root=toy_book, output=toy_book / "x.txt")
+
+
+def test_profile_must_cover_every_chapter(toy_book):
+    (toy_book / "book" / "profiles" / "laptop.yaml").write_text("description: d\nchapters:\n  good: {}\n")
+    with pytest.raises(ParameterError, match="no entry for chapter 'broken'"):
+        run_chapter("broken", profile="laptop", root=toy_book)
+    (toy_book / "book" / "profiles" / "bad.yaml").write_text("description: d\nchapters:\n  good: {n: x}\n  broken: {}\n")
+    with pytest.raises(ParameterError, match="'n' must be an integer"):
+        run_chapter("good", profile="bad", root=toy_book)
+    (toy_book / "book" / "profiles" / "typo.yaml").write_text("description: d\nchapters:\n  goood: {}\n")
+    with pytest.raises(ParameterError, match="unknown chapters"):
+        load_profile("typo", toy_book)
+
+
+def test_list_shows_chapters_parameters_and_profiles(toy_book):
+    res = run_cli("list", root=toy_book)
+    assert res.returncode == 0, res.stderr
+    assert "good: Good chapter" in res.stdout and "decays" in res.stdout and "profile ci:" in res.stdout
