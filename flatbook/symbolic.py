@@ -108,8 +108,10 @@ class GedankenDerivation:
 
     @property
     def polynomial_part(self) -> sp.Matrix:
-        """``H / L``: a matrix of polynomials in the weights and ``X`` (no exponential left)."""
-        return sp.simplify(self.hessian / self.loss)
+        """``H / L``: a matrix of polynomials in the weights and ``X`` (no exponential left); cached."""
+        if "polynomial_part_expr" not in self._numeric_cache:
+            self._numeric_cache["polynomial_part_expr"] = sp.simplify(self.hessian / self.loss)
+        return self._numeric_cache["polynomial_part_expr"]
 
     def characteristic_polynomial(self, symbol: sp.Symbol | None = None) -> sp.Expr:
         """det(mu I - H / L) in ``mu``: the eigenvalues of ``H`` are ``L`` times its roots."""
@@ -189,6 +191,8 @@ def symmetric_point_eigenvalues(derivation: GedankenDerivation) -> dict[sp.Expr,
 
 def validate_point(values: Sequence[float], depth: int, name: str) -> list[float]:
     """Check that ``values`` is a list of ``depth`` finite numbers; return it as floats."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{name} must be a list of {depth} numbers, got {values!r}")
     if len(values) != depth:
@@ -208,7 +212,8 @@ def default_directions(depth: int, X: float = 1.0) -> list[list[float]]:
     carries the sign that makes ``X prod(d)`` negative.
     """
     depth = _check_depth(depth)
-    if isinstance(X, bool) or not isinstance(X, (int, float)) or not np.isfinite(X) or X == 0:
+    if isinstance(X, (bool, np.bool_)) or not isinstance(X, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(X) or X == 0:
         raise ValueError(f"X must be a non-zero finite number (X = 0 makes the loss 1 everywhere), got {X!r}")
     sign = -1.0 if X > 0 else 1.0
     balanced = [1.0] * (depth - 1) + [sign]
@@ -219,15 +224,20 @@ def default_directions(depth: int, X: float = 1.0) -> list[list[float]]:
 
 def scale_grid(scale_min: float, scale_max: float, num: int) -> np.ndarray:
     """``num`` log-spaced weight scales from ``scale_min`` to ``scale_max`` (both > 0)."""
-    if not (isinstance(scale_min, (int, float)) and isinstance(scale_max, (int, float))) or not 0 < scale_min < scale_max:
-        raise ValueError(f"need 0 < scale_min < scale_max, got scale_min={scale_min!r}, scale_max={scale_max!r}")
-    if isinstance(num, bool) or not isinstance(num, int) or num < 2:
+    numbers = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                  and np.isfinite(v) for v in (scale_min, scale_max))
+    if not numbers or not 0 < scale_min < scale_max:
+        raise ValueError(
+            f"need finite numbers with 0 < scale_min < scale_max, got scale_min={scale_min!r}, scale_max={scale_max!r}"
+        )
+    if isinstance(num, (bool, np.bool_)) or not isinstance(num, (int, np.integer)) or num < 2:
         raise ValueError(f"num_scales must be an integer >= 2, got {num!r}")
-    return np.geomspace(float(scale_min), float(scale_max), num)
+    return np.geomspace(float(scale_min), float(scale_max), int(num))
 
 
 def default_counterexample_point(depth: int) -> list[float]:
-    """``(2, 1.5, -1)`` for depth 3 (PAPER.md's counter-example); padded with 1s or cut otherwise."""
+    """``(2, 1.5, -1)`` for depth 3 (PAPER.md's counter-example), padded with 1s for deeper models;
+    ``(2, -1.5)`` for depth 2 (keeping ``prod w < 0``, a point of low loss for ``X > 0``)."""
     depth = _check_depth(depth)
     base = [2.0, 1.5, -1.0]
     if depth >= 3:

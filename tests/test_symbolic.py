@@ -219,6 +219,18 @@ def test_trace_versus_lambda_where_rank_one_part_vanishes():
     assert cmp.trace_equals_lambda_max is False
 
 
+def test_trace_versus_lambda_spectral_norm_when_negative_eigenvalue_dominates():
+    """Symmetric point s = 0.5, X = -2: eigenvalue -X s L (twice) vs the top one; here |lambda_min| > lambda_max."""
+    point, X = [0.5, 0.5, 0.5], -2.0
+    cmp = symbolic.trace_versus_lambda(derivation(3), point, X)
+    H = torch_hessian(point, X)
+    eig = np.linalg.eigvalsh(H)
+    assert abs(eig[0]) > eig[-1] > 0  # the reference really is in the interesting regime
+    assert cmp.spectral_norm == pytest.approx(np.linalg.norm(H, 2), rel=1e-10)
+    assert cmp.lambda_max == pytest.approx(eig[-1], rel=1e-10)
+    np.testing.assert_allclose(cmp.eigenvalues, eig, rtol=1e-10)
+
+
 def test_trace_equals_lambda_max_property_tolerance():
     base = symbolic.trace_versus_lambda(derivation(2), [1.0, -1.0], 1.0)
     same = dataclasses.replace(base, trace=1.0, lambda_max=1.0 + 1e-12)
@@ -566,12 +578,13 @@ def test_scale_grid_values_and_errors():
             symbolic.scale_grid(0.1, 1.0, num)
 
 
-def test_BUG_scale_grid_accepts_infinite_scale_max():
-    """KNOWN BUG (deliberately failing): scale_grid(1, inf, 5) returns [1, inf, inf, inf, inf]
-    (with a numpy RuntimeWarning) instead of raising; the `0 < scale_min < scale_max` check never
-    tests finiteness. The non-finite grid is only rejected later by spectrum_along_ray."""
-    with pytest.raises(ValueError):
-        symbolic.scale_grid(1.0, float("inf"), 5)
+def test_scale_grid_rejects_non_finite_bounds():
+    """Regression test for a bug found while writing this file: at commit 7d5d5f8, scale_grid(1, inf, 5)
+    returned [1, inf, inf, inf, inf] (plus a numpy RuntimeWarning) instead of raising, because the
+    `0 < scale_min < scale_max` check never tested finiteness. Fails against 7d5d5f8's symbolic.py."""
+    for lo, hi in [(1.0, float("inf")), (float("-inf"), 1.0), (float("inf"), float("inf"))]:
+        with pytest.raises(ValueError, match="scale_min"):
+            symbolic.scale_grid(lo, hi, 5)
 
 
 def test_default_counterexample_point():
