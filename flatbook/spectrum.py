@@ -1,0 +1,417 @@
+"""Spectra of symmetric operators from products alone: Lanczos, SLQ, Hutchinson.
+
+Stochastic Lanczos quadrature (SLQ; Ghorbani et al. 2019, the paper's Appendix B): for a
+symmetric P x P operator H and a start vector v with ||v|| = 1, m steps of Lanczos build an
+orthonormal basis Q of the Krylov space span{v, Hv, ..., H^(m-1) v} and the tridiagonal
+T = Q^T H Q. With T = U diag(theta) U^T, the Ritz values theta_k and weights
+gamma_k = U[0, k]^2 (which sum to 1) form the m-point Gauss quadrature of the spectral measure
+mu_v = sum_i (v . phi_i)^2 delta(lambda_i):
+
+    v^T f(H) v  ~  sum_k gamma_k f(theta_k).
+
+For a Gaussian v/||v||, E[(v . phi_i)^2] = 1/P, so
+
+    Tr(H)    ~ P sum_k gamma_k theta_k,        ||H||_F^2 ~ P sum_k gamma_k theta_k^2,
+    lambda_max ~ max_k theta_k (a lower bound that converges fast),
+
+and the spectral density is sum_k gamma_k delta(theta_k), smoothed by a Gaussian. Several start
+vectors ("probes") are averaged; their spread gives standard errors.
+
+Lanczos runs in float64 with *full reorthogonalisation* (each new vector is orthogonalised
+against the whole basis, twice): without it, rounding makes converged Ritz values reappear as
+spurious copies ("ghosts") and the weights wrong. ``reorthogonalize=False`` exists to show that.
+
+Operators are anything with ``num_params`` and ``matmat(V)`` (P x k -> P x k); a
+``flatbook.HessianOperator`` computes all k columns in one pass over the data, so k probes cost
+one data pass per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SymmetricOperator",
+    "MatrixOperator",
+    "LanczosResult",
+    "lanczos",
+    "Spectrum",
+    "slq",
+    "TraceEstimate",
+    "hutchinson_trace",
+    "top_eigenvalues",
+]
+
+
+class SymmetricOperator(Protocol):
+    num_params: int
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor: ...
+
+
+class MatrixOperator:
+    """A dense symmetric matrix as an operator (references, tests, exact comparisons)."""
+
+    def __init__(self, A: torch.Tensor | np.ndarray):
+        A = torch.as_tensor(A, dtype=torch.float64)
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"MatrixOperator needs a square matrix, got shape {tuple(A.shape)}")
+        self.A = A
+        self.num_params = A.shape[0]
+        self.device = A.device
+        self.settings: dict[str, Any] = {"operator": "dense matrix"}
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.A @ v.to(self.A)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.A @ V.to(self.A)
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _operator_size(op: SymmetricOperator) -> int:
+    P = getattr(op, "num_params", None)
+    if isinstance(P, bool) or not isinstance(P, (int, np.integer)) or P < 1:
+        raise ValueError(f"the operator must have num_params >= 1, got {P!r}")
+    return int(P)
+
+
+def _operator_device(op: SymmetricOperator) -> torch.device:
+    return torch.device(getattr(op, "device", "cpu"))
+
+
+def _products(op: SymmetricOperator, V: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """op.matmat(V) as float64 on ``device``; a non-finite product is an error, not a silent NaN."""
+    W = op.matmat(V.to(_operator_device(op)))
+    W = W.to(device=device, dtype=torch.float64)
+    if W.shape != V.shape:
+        raise ValueError(f"the operator returned shape {tuple(W.shape)} for input {tuple(V.shape)}")
+    if not torch.isfinite(W).all():
+        raise ValueError("the operator returned a non-finite product (NaN or inf): check the model and data")
+    return W
+
+
+@dataclass
+class LanczosResult:
+    """Per probe j: the tridiagonal T_j (alphas[j, :m_j], betas[j, :m_j - 1]) and its size m_j."""
+
+    alphas: np.ndarray  # (probes, steps), zero-padded past m_j
+    betas: np.ndarray  # (probes, steps), beta_i couples q_i and q_(i+1); zero-padded
+    sizes: np.ndarray  # (probes,) number of Lanczos vectors m_j actually built
+    seconds_per_product: float
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values and weights, (probes, steps) each; padding has NaN nodes and 0 weights."""
+        probes, steps = self.alphas.shape
+        nodes = np.full((probes, steps), np.nan)
+        weights = np.zeros((probes, steps))
+        for j in range(probes):
+            m = int(self.sizes[j])
+            T = np.diag(self.alphas[j, :m])
+            if m > 1:
+                off = self.betas[j, : m - 1]
+                T += np.diag(off, 1) + np.diag(off, -1)
+            theta, U = np.linalg.eigh(T)
+            nodes[j, :m] = theta
+            weights[j, :m] = U[0, :] ** 2
+        return nodes, weights
+
+
+def _start_vectors(P: int, probes: int, seed: int) -> torch.Tensor:
+    """Gaussian start vectors from a private generator (the global RNG is untouched), unit columns."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    V = torch.randn(P, probes, generator=gen, dtype=torch.float64)
+    return V / V.norm(dim=0, keepdim=True)
+
+
+def lanczos(
+    op: SymmetricOperator,
+    *,
+    steps: int = 100,
+    probes: int = 1,
+    seed: int = 0,
+    reorthogonalize: bool = True,
+    basis_device: str | torch.device | None = None,
+    basis_dtype: torch.dtype = torch.float64,
+    start: torch.Tensor | None = None,
+    progress: bool = False,
+    breakdown_tol: float = 1e-12,
+) -> LanczosResult:
+    """Run ``min(steps, P)`` Lanczos steps for ``probes`` start vectors at once.
+
+    Each step is one ``op.matmat`` call on a P x probes block. With ``reorthogonalize`` the new
+    vectors are orthogonalised against every previous basis vector of their probe (classical
+    Gram-Schmidt, applied twice). A probe whose residual norm falls below ``breakdown_tol``
+    times the largest |alpha| or beta seen has found an invariant subspace: it stops there
+    (its T is exact) and its columns are left out of later products.
+
+    ``basis_device="cpu"`` keeps the P x steps x probes basis in host memory (large models on
+    a GPU); ``basis_dtype=torch.float32`` halves it (the recurrence stays float64).
+    """
+    P = _operator_size(op)
+    steps = _check_positive_int("steps", steps)
+    probes = _check_positive_int("probes", probes)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    m_max = min(steps, P)
+    device = torch.device(basis_device) if basis_device is not None else _operator_device(op)
+    if start is None:
+        q = _start_vectors(P, probes, seed).to(device)
+    else:
+        q = torch.as_tensor(start, dtype=torch.float64).reshape(P, -1).to(device)
+        if q.shape[1] != probes:
+            raise ValueError(f"start has {q.shape[1]} columns but probes={probes}")
+        q = q / q.norm(dim=0, keepdim=True)
+    basis = torch.zeros(m_max, P, probes, dtype=basis_dtype, device=device)
+    alphas = np.zeros((probes, m_max))
+    betas = np.zeros((probes, m_max))
+    sizes = np.zeros(probes, dtype=int)
+    active = np.ones(probes, dtype=bool)
+    scale = np.zeros(probes)  # largest |alpha|, beta seen: the breakdown threshold is relative
+    q_prev = torch.zeros_like(q)
+    beta_prev = torch.zeros(probes, dtype=torch.float64, device=device)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=m_max, desc=f"Lanczos ({probes} probe{'s' if probes > 1 else ''})", unit="step")
+    product_seconds = 0.0
+    try:
+        for i in range(m_max):
+            basis[i] = q.to(basis_dtype)
+            cols = np.flatnonzero(active)
+            t0 = time.perf_counter()
+            w = torch.zeros_like(q)
+            w[:, cols] = _products(op, q[:, cols], device)
+            product_seconds += time.perf_counter() - t0
+            alpha = (q * w).sum(dim=0)
+            w = w - alpha * q - beta_prev * q_prev
+            if reorthogonalize:
+                for _ in range(2):  # "twice is enough" (Kahan, Parlett)
+                    Q = basis[: i + 1].to(torch.float64)  # (i+1, P, probes)
+                    coeffs = torch.einsum("ipk,pk->ik", Q, w)
+                    w = w - torch.einsum("ipk,ik->pk", Q, coeffs)
+            beta = w.norm(dim=0)
+            a_np, b_np = alpha.cpu().numpy(), beta.cpu().numpy()
+            for j in cols:
+                alphas[j, i] = a_np[j]
+                sizes[j] = i + 1
+                scale[j] = max(scale[j], abs(a_np[j]), b_np[j])
+                if i + 1 < m_max and b_np[j] > breakdown_tol * max(scale[j], 1e-300):
+                    betas[j, i] = b_np[j]
+                else:
+                    active[j] = False
+            if not active.any():
+                break
+            safe = torch.where(beta > 0, beta, torch.ones_like(beta))
+            q_prev, q = q, w / safe
+            q[:, ~torch.as_tensor(active, device=device)] = 0.0
+            beta_prev = torch.where(torch.as_tensor(active, device=device), beta, torch.zeros_like(beta))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(s_per_product=f"{product_seconds / (i + 1):.3g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    n_products = max(int(sizes.max()), 1)
+    return LanczosResult(alphas, betas, sizes, product_seconds / n_products)
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+
+
+@dataclass
+class Spectrum:
+    """Ritz values and weights of an SLQ run, with the settings that produced them.
+
+    ``nodes`` and ``weights`` are (probes, m) arrays; a probe that stopped early (breakdown)
+    is padded with NaN nodes and zero weights. ``settings`` records what was measured: for a
+    HessianOperator the bn_mode, weight_decay, data size, dtype and device; always the seed,
+    steps, probes and reorthogonalisation.
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    num_params: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.nodes = np.atleast_2d(np.asarray(self.nodes, dtype=np.float64))
+        self.weights = np.atleast_2d(np.asarray(self.weights, dtype=np.float64))
+        if self.nodes.shape != self.weights.shape:
+            raise ValueError(f"nodes {self.nodes.shape} and weights {self.weights.shape} differ in shape")
+
+    @property
+    def probes(self) -> int:
+        return self.nodes.shape[0]
+
+    def _per_probe_moment(self, power: int) -> np.ndarray:
+        theta = np.nan_to_num(self.nodes, nan=0.0)
+        return (self.weights * theta**power).sum(axis=1)
+
+    # --- estimates (value, and standard error over probes; NaN for one probe) -------------
+    @property
+    def lambda_max(self) -> float:
+        """The largest Ritz value over all probes (a lower bound on the top eigenvalue)."""
+        return float(np.nanmax(self.nodes))
+
+    @property
+    def lambda_max_se(self) -> float:
+        return _mean_se(np.nanmax(self.nodes, axis=1))[1]
+
+    @property
+    def lambda_min(self) -> float:
+        """The smallest Ritz value over all probes (an upper bound on the bottom eigenvalue)."""
+        return float(np.nanmin(self.nodes))
+
+    @property
+    def lambda_min_se(self) -> float:
+        return _mean_se(np.nanmin(self.nodes, axis=1))[1]
+
+    @property
+    def trace(self) -> float:
+        """P * mean over probes of sum_k gamma_k theta_k."""
+        return self.num_params * _mean_se(self._per_probe_moment(1))[0]
+
+    @property
+    def trace_se(self) -> float:
+        return self.num_params * _mean_se(self._per_probe_moment(1))[1]
+
+    @property
+    def frobenius(self) -> float:
+        """sqrt(P * mean over probes of sum_k gamma_k theta_k^2)."""
+        return math.sqrt(max(self.num_params * _mean_se(self._per_probe_moment(2))[0], 0.0))
+
+    @property
+    def frobenius_se(self) -> float:
+        """Delta method: se(F) = se(F^2) / (2 F)."""
+        f = self.frobenius
+        return self.num_params * _mean_se(self._per_probe_moment(2))[1] / (2 * f) if f > 0 else float("nan")
+
+    def density(self, grid: Sequence[float] | np.ndarray, sigma: float) -> np.ndarray:
+        """Gaussian-smoothed spectral density on ``grid``: mean over probes of
+        sum_k gamma_k N(x; theta_k, sigma^2). Integrates to 1 over the real line."""
+        if not (isinstance(sigma, (int, float)) and sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+        x = np.asarray(grid, dtype=np.float64)
+        theta = np.nan_to_num(self.nodes, nan=0.0)[..., None]  # (probes, m, 1); padded weights are 0
+        kernel = np.exp(-0.5 * ((x - theta) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+        return (self.weights[..., None] * kernel).sum(axis=1).mean(axis=0)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "lambda_max": self.lambda_max, "lambda_max_se": self.lambda_max_se,
+            "lambda_min": self.lambda_min, "lambda_min_se": self.lambda_min_se,
+            "trace": self.trace, "trace_se": self.trace_se,
+            "frobenius": self.frobenius, "frobenius_se": self.frobenius_se,
+        }
+
+    # --- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only; NaN padding is written as null."""
+        nodes = [[None if math.isnan(v) else float(v) for v in row] for row in self.nodes]
+        return {
+            "format": "flatbook.Spectrum/1",
+            "num_params": int(self.num_params),
+            "nodes": nodes,
+            "weights": self.weights.tolist(),
+            "settings": dict(self.settings),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Spectrum":
+        if d.get("format") != "flatbook.Spectrum/1":
+            raise ValueError(f"not a flatbook Spectrum dict (format={d.get('format')!r})")
+        nodes = np.array([[np.nan if v is None else v for v in row] for row in d["nodes"]], dtype=np.float64)
+        return cls(nodes, np.asarray(d["weights"], dtype=np.float64), int(d["num_params"]), dict(d["settings"]))
+
+
+def slq(
+    op: SymmetricOperator,
+    *,
+    steps: int = 100,
+    probes: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+    reorthogonalize: bool = True,
+    basis_device: str | torch.device | None = None,
+    basis_dtype: torch.dtype = torch.float64,
+) -> Spectrum:
+    """Stochastic Lanczos quadrature with ``probes`` Gaussian start vectors run together.
+
+    The paper used ``steps=100, probes=1``. See ``lanczos`` for the options.
+    """
+    res = lanczos(op, steps=steps, probes=probes, seed=seed, reorthogonalize=reorthogonalize,
+                  basis_device=basis_device, basis_dtype=basis_dtype, progress=progress)
+    nodes, weights = res.ritz()
+    settings = dict(getattr(op, "settings", {}) or {})
+    settings.update({
+        "method": "slq", "steps": int(steps), "steps_run": res.sizes.tolist(), "probes": int(probes),
+        "seed": int(seed), "reorthogonalize": bool(reorthogonalize), "basis_dtype": str(basis_dtype).replace("torch.", ""),
+        "seconds_per_product": res.seconds_per_product,
+    })
+    return Spectrum(nodes, weights, _operator_size(op), settings)
+
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    value: float
+    stderr: float
+    samples: int
+
+
+def hutchinson_trace(op: SymmetricOperator, samples: int = 100, seed: int = 0, *, block: int = 16) -> TraceEstimate:
+    """Hutchinson's estimator: mean of z^T H z over Rademacher vectors z, ``block`` at a time."""
+    P = _operator_size(op)
+    samples = _check_positive_int("samples", samples)
+    block = _check_positive_int("block", block)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    values = []
+    done = 0
+    while done < samples:
+        k = min(block, samples - done)
+        Z = torch.randint(0, 2, (P, k), generator=gen, dtype=torch.int64).to(torch.float64) * 2 - 1
+        HZ = _products(op, Z, torch.device("cpu"))
+        values.append((Z * HZ).sum(dim=0).numpy())
+        done += k
+    v = np.concatenate(values)
+    mean, se = _mean_se(v)
+    return TraceEstimate(mean, se, samples)
+
+
+def top_eigenvalues(op: SymmetricOperator, k: int = 1, *, tol: float = 1e-8, seed: int = 0,
+                    max_products: int | None = None) -> np.ndarray:
+    """The k largest (algebraic) eigenvalues, descending, by ARPACK's implicitly restarted
+    Lanczos (scipy.sparse.linalg.eigsh) on the operator's products, to relative tolerance ``tol``."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    P = _operator_size(op)
+    k = _check_positive_int("k", k)
+    if k >= P:
+        raise ValueError(f"k must be < num_params={P} for the iterative solver, got k={k}; use dense_hessian")
+    gen = np.random.default_rng(seed)
+
+    def mv(v: np.ndarray) -> np.ndarray:
+        V = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(P, -1)
+        return _products(op, V, torch.device("cpu")).numpy().reshape(v.shape)
+
+    lin = LinearOperator((P, P), matvec=mv, matmat=mv, dtype=np.float64)
+    values = eigsh(lin, k=k, which="LA", tol=tol, v0=gen.standard_normal(P),
+                   maxiter=max_products, return_eigenvectors=False)
+    return np.sort(values)[::-1]

@@ -1,0 +1,275 @@
+"""HessianOperator and dense_hessian against independent float64 references."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flatbook.curvature import HessianOperator, dense_hessian
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def logreg(d=6, c=3):
+    torch.manual_seed(0)
+    return nn.Linear(d, c).double()
+
+
+def mlp(d=5, h=4, c=3):
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, c)).double()
+
+
+def bn_cnn(c=3):
+    torch.manual_seed(2)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.Linear(3 * 4 * 4, c)
+    ).double()
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, ch=2, c=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, ch, 3, padding=1)
+        self.bn = nn.BatchNorm2d(ch)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.head = nn.Linear(ch * 5 * 5, c)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        h = h + self.conv2(torch.relu(self.bn(h)))
+        return self.head(torch.relu(h).flatten(1))
+
+
+def resnet():
+    torch.manual_seed(3)
+    return ResidualBlock().double()
+
+
+def vector_data(n=23, d=5, c=3, seed=0):
+    g = _gen(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
+
+
+def image_data(n=12, size=6, c=3, seed=0):
+    g = _gen(seed)
+    return torch.randn(n, 1, size, size, generator=g), torch.randint(0, c, (n,), generator=g)
+
+
+LOSS = nn.CrossEntropyLoss()
+
+
+def reference_hessian(model: nn.Module, x, y, train_bn: bool) -> torch.Tensor:
+    """torch.autograd.functional.hessian of the mean loss on all of (x, y), on a deep copy."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    if train_bn:
+        for m in ref.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+    names = [n for n, _ in ref.named_parameters()]
+    values = tuple(p.detach().clone() for p in ref.parameters())
+
+    def loss(*flat):
+        return LOSS(torch.func.functional_call(ref, dict(zip(names, flat)), (x,)), y)
+
+    blocks = torch.autograd.functional.hessian(loss, values)
+    sizes = [v.numel() for v in values]
+    return torch.cat([torch.cat([blocks[i][j].reshape(sizes[i], sizes[j]) for j in range(len(values))], 1)
+                      for i in range(len(values))], 0)
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()]
+
+
+def _assert_unchanged(model, before):
+    state, flags = before
+    after = model.state_dict()
+    assert state.keys() == after.keys()
+    for k in state:
+        assert torch.equal(state[k], after[k]), k
+    assert flags == [m.training for m in model.modules()]
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+CASES = [
+    ("logreg", logreg, lambda: vector_data(d=6), "eval"),
+    ("mlp", mlp, vector_data, "eval"),
+    ("bn_cnn-eval", bn_cnn, image_data, "eval"),
+    ("bn_cnn-train", bn_cnn, image_data, "train"),
+    ("resnet-eval", resnet, lambda: image_data(size=5), "eval"),
+    ("resnet-train", resnet, lambda: image_data(size=5), "train"),
+]
+
+
+@pytest.mark.parametrize("name, make_model, make_data, bn_mode", CASES, ids=[c[0] for c in CASES])
+def test_dense_hessian_matches_autograd_reference_and_matvec(name, make_model, make_data, bn_mode):
+    model, (x, y) = make_model(), make_data()
+    model.train()  # the operator must not care, nor change it
+    before = _state(model)
+    # one batch in train mode (batch statistics of all the data); several batches otherwise
+    bs = len(y) if bn_mode == "train" else 5
+    H = dense_hessian(model, LOSS, (x, y), batch_size=bs, bn_mode=bn_mode, block=7)
+    R = reference_hessian(model, x, y, train_bn=bn_mode == "train")
+    assert rel(H, R) < 1e-10
+    assert torch.allclose(H, H.T, atol=1e-12 * R.abs().max())
+    op = HessianOperator(model, LOSS, (x, y), batch_size=bs, bn_mode=bn_mode)
+    v = torch.randn(op.num_params, generator=_gen(5))
+    assert rel(op.matvec(v).cpu(), H @ v) < 1e-10
+    V = torch.randn(op.num_params, 3, generator=_gen(6))
+    assert rel(op.matmat(V).cpu(), H @ V) < 1e-10
+    _assert_unchanged(model, before)
+
+
+def test_logistic_regression_closed_form_and_zero_eigenvalues():
+    d, c = 6, 3
+    model, (x, y) = logreg(d, c), vector_data(n=40, d=d, c=c)
+    H = dense_hessian(model, LOSS, (x, y), batch_size=16)
+    # parameters are ordered (weight (c x d) row-major, bias (c)); closed form per sample:
+    # (diag p - p p^T) kron x~ x~^T in the (class, feature) ordering with x~ = [x; 1]
+    with torch.no_grad():
+        p = torch.softmax(model(x), dim=1)
+    xt = torch.cat([x, torch.ones(len(x), 1)], 1)
+    A = torch.einsum("nij,nkl->nikjl", torch.diag_embed(p) - p[:, :, None] * p[:, None, :],
+                     xt[:, :, None] * xt[:, None, :]).mean(0)  # (c, d+1, c, d+1)
+    # reorder: weight entries (i, k<d) first, then biases (i, k=d)
+    order = [i * (d + 1) + k for i in range(c) for k in range(d)] + [i * (d + 1) + d for i in range(c)]
+    closed = A.reshape(c * (d + 1), c * (d + 1))[order][:, order]
+    assert rel(H, closed) < 1e-12
+    eig = torch.linalg.eigvalsh(H)
+    assert int((eig.abs() < 1e-12 * eig.abs().max()).sum()) >= d + 1  # softmax invariance
+
+
+def test_batch_size_does_not_change_the_hessian_and_last_batch_is_weighted():
+    model, (x, y) = mlp(), vector_data(n=23)
+    Hs = [dense_hessian(model, LOSS, (x, y), batch_size=b) for b in (1, 4, 10, 23)]  # 23 = 2*10 + 3
+    for H in Hs[1:]:
+        assert rel(H, Hs[0]) < 1e-12
+    # an iterable of uneven batches gives the same
+    batches = [(x[:3], y[:3]), (x[3:20], y[3:20]), (x[20:], y[20:])]
+    assert rel(dense_hessian(model, LOSS, batches), Hs[0]) < 1e-12
+    R = reference_hessian(model, x, y, train_bn=False)
+    assert rel(Hs[0], R) < 1e-10
+
+
+def test_train_mode_batches_use_their_own_statistics():
+    model, (x, y) = bn_cnn(), image_data(n=12)
+    H_two = dense_hessian(model, LOSS, (x, y), batch_size=6, bn_mode="train")
+    R = 0.5 * (reference_hessian(model, x[:6], y[:6], True) + reference_hessian(model, x[6:], y[6:], True))
+    assert rel(H_two, R) < 1e-10
+    H_one = dense_hessian(model, LOSS, (x, y), batch_size=12, bn_mode="train")
+    assert rel(H_two, H_one) > 1e-3  # batch statistics genuinely depend on the batch
+
+
+def test_weight_decay_shifts_every_eigenvalue_by_gamma():
+    model, (x, y) = mlp(), vector_data()
+    H0 = dense_hessian(model, LOSS, (x, y), batch_size=8)
+    H1 = dense_hessian(model, LOSS, (x, y), batch_size=8, weight_decay=0.25)
+    assert torch.allclose(torch.linalg.eigvalsh(H1), torch.linalg.eigvalsh(H0) + 0.25, atol=1e-12)
+
+
+def test_parameter_restriction_is_the_diagonal_block():
+    model, (x, y) = mlp(), vector_data()
+    H = dense_hessian(model, LOSS, (x, y), batch_size=8)
+    names = [n for n, _ in model.named_parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    start = sum(sizes[:2])  # the second Linear's weight and bias: names[2], names[3]
+    block = H[start:start + sizes[2] + sizes[3], start:start + sizes[2] + sizes[3]]
+    Hb = dense_hessian(model, LOSS, (x, y), batch_size=8, params=[names[2], names[3]])
+    assert rel(Hb, block) < 1e-12
+    Hp = dense_hessian(model, LOSS, (x, y), batch_size=8, params=[model[2].weight, model[2].bias])
+    assert torch.equal(Hp, Hb)
+
+
+def test_float32_model_products_accumulate_in_float64():
+    model, (x, y) = mlp(), vector_data()
+    H64 = dense_hessian(model, LOSS, (x, y), batch_size=8)
+    model32 = copy.deepcopy(model).float()
+    op = HessianOperator(model32, LOSS, (x.float(), y), batch_size=8)
+    v = torch.randn(op.num_params, generator=_gen(1))
+    out = op.matvec(v)
+    assert out.dtype == torch.float64 and op.settings["dtype"] == "float32"
+    assert rel(out, H64 @ v) < 1e-5
+
+
+def test_settings_recorded():
+    model, (x, y) = bn_cnn(), image_data()
+    op = HessianOperator(model, LOSS, (x, y), batch_size=5, bn_mode="eval", weight_decay=1e-3)
+    s = op.settings
+    assert (s["bn_mode"], s["weight_decay"], s["num_samples"], s["num_batches"], s["batch_size"]) == ("eval", 1e-3, 12, 3, 5)
+    assert s["num_params"] == op.num_params == sum(p.numel() for p in model.parameters())
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+class _Shuffled:
+    """A re-iterable whose batches change between passes (as a shuffling DataLoader's do)."""
+
+    def __init__(self, x, y):
+        self.x, self.y, self.calls = x, y, 0
+
+    def __iter__(self):
+        self.calls += 1
+        cut = 4 if self.calls == 1 else 5
+        yield self.x[:cut], self.y[:cut]
+        yield self.x[cut:], self.y[cut:]
+
+
+def test_bad_input_is_refused_up_front():
+    model, (x, y) = mlp(), vector_data()
+    with pytest.raises(ValueError, match="bn_mode must be one of"):
+        HessianOperator(model, LOSS, (x, y), batch_size=4, bn_mode="inference")
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        HessianOperator(model, LOSS, (x, y), batch_size=4, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        HessianOperator(model, LOSS, (x, y))
+    with pytest.raises(ValueError, match="data is empty"):
+        HessianOperator(model, LOSS, (x[:0], y[:0]), batch_size=4)
+    with pytest.raises(ValueError, match="data is empty"):
+        HessianOperator(model, LOSS, [])
+    with pytest.raises(ValueError, match="RE-iterable"):
+        HessianOperator(model, LOSS, iter([(x, y)]))
+    frozen = mlp()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        HessianOperator(frozen, LOSS, (x, y), batch_size=4)
+    with pytest.raises(ValueError, match="not a parameter name"):
+        HessianOperator(model, LOSS, (x, y), batch_size=4, params=["nope"])
+    op = HessianOperator(model, LOSS, (x, y), batch_size=4)
+    with pytest.raises(ValueError, match=f"vector of length {op.num_params}"):
+        op.matvec(torch.zeros(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        op.matvec(torch.full((op.num_params,), float("nan")))
+    changing = HessianOperator(model, LOSS, _Shuffled(x, y))
+    with pytest.raises(ValueError, match="data changed between passes"):
+        changing.matvec(torch.ones(op.num_params))
+
+
+def test_non_finite_product_is_an_error():
+    model, (x, y) = mlp(), vector_data()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("inf")
+    op = HessianOperator(model, LOSS, (x, y), batch_size=4)
+    with pytest.raises(ValueError, match="not finite"):
+        op.matvec(torch.ones(op.num_params))

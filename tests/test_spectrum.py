@@ -1,0 +1,140 @@
+"""Lanczos / SLQ / Hutchinson against full eigendecompositions in float64."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flatbook.curvature import HessianOperator, dense_hessian
+from flatbook.spectrum import MatrixOperator, Spectrum, hutchinson_trace, lanczos, slq, top_eigenvalues
+
+
+def random_symmetric(P=120, seed=0, spread=30.0):
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((P, P)))
+    eig = np.concatenate([[spread, spread / 2], rng.standard_normal(P - 2)])
+    return (Q * eig) @ Q.T, np.sort(eig)
+
+
+def test_full_lanczos_recovers_extreme_eigenvalues():
+    A, eig = random_symmetric()
+    for steps in (len(eig), len(eig) + 50):  # steps >= P is capped at P
+        sp = slq(MatrixOperator(A), steps=steps, probes=2, seed=1)
+        assert sp.nodes.shape == (2, len(eig))
+        assert sp.lambda_max == pytest.approx(eig[-1], rel=1e-8)
+        assert sp.lambda_min == pytest.approx(eig[0], rel=1e-8)
+        assert np.allclose(sp.weights.sum(axis=1), 1.0)
+
+
+def test_exact_trace_and_frobenius_when_the_probe_is_uniform_over_eigenvectors():
+    # with start vector sum_i phi_i / sqrt(P) every weight of the full decomposition is 1/P
+    A, eig = random_symmetric(P=40, seed=3)
+    _, Q = np.linalg.eigh(A)
+    start = torch.from_numpy(Q.sum(axis=1) / math.sqrt(40))
+    res = lanczos(MatrixOperator(A), steps=40, start=start)
+    nodes, weights = res.ritz()
+    sp = Spectrum(nodes, weights, 40)
+    assert sp.trace == pytest.approx(eig.sum(), rel=1e-9, abs=1e-9)
+    assert sp.frobenius == pytest.approx(np.sqrt((eig**2).sum()), rel=1e-9)
+
+
+def test_many_probes_are_unbiased_within_three_standard_errors():
+    A, eig = random_symmetric(P=150, seed=4)
+    sp = slq(MatrixOperator(A), steps=40, probes=200, seed=7)
+    assert abs(sp.trace - eig.sum()) < 3 * sp.trace_se
+    fro = np.sqrt((eig**2).sum())
+    assert abs(sp.frobenius - fro) < 3 * sp.frobenius_se
+    assert sp.trace_se > 0 and sp.frobenius_se > 0
+
+
+def test_breakdown_stops_cleanly_on_an_invariant_subspace():
+    A = np.diag([1.0, 2.0, 3.0, 4.0, 5.0] + [0.0] * 45)
+    start = torch.zeros(50, 1, dtype=torch.float64)
+    start[:5, 0] = 1.0  # lives in a 5-dimensional invariant subspace
+    res = lanczos(MatrixOperator(A), steps=20, start=start)
+    assert int(res.sizes[0]) == 5
+    nodes, weights = res.ritz()
+    assert np.allclose(np.sort(nodes[0, :5]), [1, 2, 3, 4, 5], atol=1e-12)
+    assert np.all(np.isnan(nodes[0, 5:])) and np.all(weights[0, 5:] == 0)
+    sp = Spectrum(nodes, weights, 50)
+    assert sp.lambda_max == pytest.approx(5.0) and math.isfinite(sp.trace)
+
+
+def test_without_reorthogonalisation_ghosts_appear():
+    A, eig = random_symmetric(P=200, seed=5, spread=100.0)
+    ghosts = slq(MatrixOperator(A), steps=120, reorthogonalize=False, seed=2)
+    clean = slq(MatrixOperator(A), steps=120, reorthogonalize=True, seed=2)
+    near_top = lambda sp: int(np.sum(np.abs(sp.nodes[0] - eig[-1]) < 1e-6 * eig[-1]))
+    assert near_top(clean) == 1
+    assert near_top(ghosts) >= 2  # spurious copies of the converged top eigenvalue
+
+
+def test_density_integrates_to_one_and_json_round_trip():
+    A, _ = random_symmetric(P=60, seed=6)
+    sp = slq(MatrixOperator(A), steps=20, probes=3, seed=0)
+    grid = np.linspace(-60, 60, 24001)
+    assert np.trapezoid(sp.density(grid, sigma=0.5), grid) == pytest.approx(1.0, abs=1e-6)
+    back = Spectrum.from_dict(json.loads(json.dumps(sp.to_dict())))
+    assert np.array_equal(back.nodes, sp.nodes, equal_nan=True) and np.array_equal(back.weights, sp.weights)
+    assert back.settings == sp.settings and back.num_params == 60
+    assert back.summary() == pytest.approx(sp.summary(), nan_ok=True)
+    with pytest.raises(ValueError, match="sigma must be"):
+        sp.density(grid, sigma=0)
+
+
+def test_seeds_are_private_and_reproducible():
+    A, _ = random_symmetric(P=50, seed=8)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = slq(MatrixOperator(A), steps=10, probes=2, seed=11)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global RNG is untouched
+    b = slq(MatrixOperator(A), steps=10, probes=2, seed=11)
+    c = slq(MatrixOperator(A), steps=10, probes=2, seed=12)
+    assert np.array_equal(a.nodes, b.nodes) and not np.array_equal(a.nodes, c.nodes)
+
+
+def test_hutchinson_and_top_eigenvalues():
+    A, eig = random_symmetric(P=80, seed=9)
+    est = hutchinson_trace(MatrixOperator(A), samples=400, seed=0)
+    assert abs(est.value - eig.sum()) < 3 * est.stderr and est.samples == 400
+    top = top_eigenvalues(MatrixOperator(A), k=3)
+    assert np.allclose(top, eig[::-1][:3], rtol=1e-8)
+
+
+def test_slq_on_a_hessian_operator_matches_the_dense_spectrum():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (30,), generator=g)
+    loss = nn.CrossEntropyLoss()
+    H = dense_hessian(model, loss, (x, y), batch_size=8)
+    eig = np.linalg.eigvalsh(H.numpy())
+    op = HessianOperator(model, loss, (x, y), batch_size=8, weight_decay=0.1)
+    sp = slq(op, steps=op.num_params, probes=2)
+    assert sp.lambda_max == pytest.approx(eig[-1] + 0.1, rel=1e-8)
+    assert sp.lambda_min == pytest.approx(eig[0] + 0.1, rel=1e-6, abs=1e-10)
+    for key in ("bn_mode", "weight_decay", "num_samples", "dtype", "seed", "steps", "probes"):
+        assert key in sp.settings
+    assert sp.settings["weight_decay"] == 0.1 and sp.settings["num_samples"] == 30
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"steps": 0}, "steps must be an integer >= 1"),
+    ({"probes": 0}, "probes must be an integer >= 1"),
+    ({"steps": 2.5}, "steps must be an integer >= 1"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        slq(MatrixOperator(np.eye(3)), **kwargs)
+
+
+def test_non_finite_products_are_refused():
+    A = np.eye(4)
+    A[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite product"):
+        slq(MatrixOperator(A), steps=3)
