@@ -9,6 +9,7 @@ PYTHON ?= python3
 PROFILE ?= laptop
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flatbook-installed
+PIP_VERSION := 26.3
 FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
 
 .PHONY: book test html setup data clean
@@ -36,8 +37,12 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@start=$$(date +%s); \
 	echo "== make setup: virtual environment $(VENV) with requirements.txt and flatbook (editable)"; \
-	if [ ! -x $(PY) ]; then $(PYTHON) -m venv $(VENV) || exit $$?; fi; \
-	$(PY) -m pip install --quiet --upgrade pip || exit $$?; \
+	$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else print(f"warning: $(PYTHON) is Python {v[0]}.{v[1]}; flatbook pins are tested on 3.11 (make PYTHON=python3.11)"))' ; \
+	if ! $(PY) -m pip --version >/dev/null 2>&1; then \
+		rm -rf $(VENV); \
+		$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv"; exit 1; }; \
+	fi; \
+	$(PY) -m pip install --quiet --upgrade pip==$(PIP_VERSION) || exit $$?; \
 	$(PY) -m pip install --quiet -r requirements.txt || exit $$?; \
 	$(PY) -m pip install --quiet --no-deps -e . || exit $$?; \
 	$(PY) -m pip check || exit $$?; \
@@ -48,7 +53,8 @@ $(STAMP): requirements.txt pyproject.toml
 # /usr/share/datasets/fashion-mnist. Where apt cannot install it, torchvision downloads the files
 # on first use (set FLATBOOK_DATA to choose where).
 data:
-	@if [ -d $(FASHION_MNIST_DEB) ]; then \
+	@start=$$(date +%s); \
+	if [ -d $(FASHION_MNIST_DEB) ]; then \
 		echo "== make data: Fashion-MNIST found in $(FASHION_MNIST_DEB)"; \
 	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
 		echo "== make data: installing Debian's dataset-fashion-mnist (Fashion-MNIST, offline)"; \
@@ -58,7 +64,8 @@ data:
 		|| echo "== make data: apt could not install it; torchvision will download Fashion-MNIST on first use"; \
 	else \
 		echo "== make data: no apt here; torchvision will download Fashion-MNIST on first use"; \
-	fi
+	fi; \
+	echo "== make data: done in $$(( $$(date +%s) - start )) s"
 
 clean:
 	rm -rf _build

@@ -14,6 +14,7 @@ paper's settings.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,7 +24,7 @@ from typing import Any
 import nbformat
 import yaml
 
-from .parameters import Parameter, ParameterError, check_overrides, load_yaml, read_parameters
+from .parameters import Parameter, ParameterError, check_overrides, format_parameters, load_yaml, read_parameters
 
 __all__ = ["repo_root", "Chapter", "chapters", "get_chapter", "Profile", "profile_names", "load_profile"]
 
@@ -82,6 +83,27 @@ class Chapter:
     def parameters(self) -> dict[str, Parameter]:
         return read_parameters(self.notebook)
 
+    def check(self, values: dict[str, Any]) -> None:
+        """Run the chapter's own parameter check, if its notebook names one.
+
+        A notebook may set ``metadata.flatbook.check = "module:function"``; the function gets
+        every parameter's value (defaults with overrides applied) and raises ValueError for
+        values the chapter cannot use. The notebook calls the same function in its first cell,
+        so plain papermill runs get the same check.
+        """
+        target = self.notebook.metadata.get("flatbook", {}).get("check")
+        if not target:
+            return
+        module, _, function = target.partition(":")
+        check = getattr(importlib.import_module(module), function)
+        try:
+            check(**values)
+        except (ValueError, TypeError) as exc:
+            raise ParameterError(
+                f"chapter {self.name!r}: {exc}\nallowed parameters of {self.name!r} (name = default):\n"
+                + format_parameters(self.parameters)
+            ) from None
+
     @cached_property
     def title(self) -> str:
         for cell in self.notebook.cells:
@@ -104,9 +126,11 @@ def chapters(root: Path | None = None) -> list[Chapter]:
 
 
 def get_chapter(name: str, root: Path | None = None) -> Chapter:
+    """A chapter by its name (``gedanken``) or its notebook's path (``book/gedanken.ipynb``)."""
     known = chapters(root)
+    root = root or repo_root()
     for ch in known:
-        if ch.name == name or ch.path.name == name or str(ch.path).endswith(name):
+        if ch.name == name or Path(name).resolve() == ch.path.resolve() or (root / name).resolve() == ch.path.resolve():
             return ch
     raise ParameterError(f"unknown chapter {name!r}; chapters are: {', '.join(c.name for c in known)}")
 

@@ -37,6 +37,7 @@ from torch.func import functional_call, grad, jvp, vmap
 __all__ = ["HessianOperator", "dense_hessian", "BN_MODES"]
 
 BN_MODES = ("train", "eval")
+METHODS = ("forward-over-reverse", "double-backward")
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -129,7 +130,11 @@ class HessianOperator:
         bn_mode: str = "train",
         weight_decay: float = 0.0,
         params: Iterable[str | torch.Tensor] | None = None,
+        method: str = "forward-over-reverse",
     ):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.method = method
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -173,7 +178,7 @@ class HessianOperator:
             "num_samples": self.num_samples, "num_batches": len(self.batch_sizes),
             "batch_size": int(max(self.batch_sizes)), "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device), "num_params": self.num_params,
-            "params": "all" if params is None else list(self.param_names),
+            "params": "all" if params is None else list(self.param_names), "method": method,
         }
 
     # ------------------------------------------------------------------------------------
@@ -206,23 +211,46 @@ class HessianOperator:
 
     def _current_params(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         named = dict(self.model.named_parameters())
-        variable = {n: named[n].detach() for n in self.param_names}
+        variable = {n: named[n].detach() for n in self.param_names}  # shares storage, never written
         fixed = {n: p.detach() for n, p in named.items() if n not in variable}
         return variable, fixed
 
     def _make_block_hvp(self):
+        """Per-batch H_b @ V for a block of tangents {name: (k, *shape)} -> {name: (k, *shape)}."""
         shadow, loss_fn = self._shadow, self.loss_fn
 
         def batch_loss(variable, fixed, x, y):
             return loss_fn(functional_call(shadow, {**variable, **fixed}, (x,)), y)
 
-        def hvp_one(variable, fixed, x, y, tangent):
-            return jvp(lambda v: grad(batch_loss)(v, fixed, x, y), (variable,), (tangent,))[1]
+        if self.method == "forward-over-reverse":
 
-        def hvp_block(variable, fixed, x, y, tangents):
-            return vmap(hvp_one, in_dims=(None, None, None, None, 0))(variable, fixed, x, y, tangents)
+            def hvp_one(variable, fixed, x, y, tangent):
+                return jvp(lambda v: grad(batch_loss)(v, fixed, x, y), (variable,), (tangent,))[1]
 
-        return hvp_block
+            def hvp_block(variable, fixed, x, y, tangents):
+                k = next(iter(tangents.values())).shape[0]
+                if k == 1:  # no vmap overhead for a single column
+                    out = hvp_one(variable, fixed, x, y, {n: t[0] for n, t in tangents.items()})
+                    return {n: t.unsqueeze(0) for n, t in out.items()}
+                return vmap(hvp_one, in_dims=(None, None, None, None, 0))(variable, fixed, x, y, tangents)
+
+            return hvp_block
+
+        def hvp_block_double_backward(variable, fixed, x, y, tangents):
+            names = list(variable)
+            leaves = [variable[n].requires_grad_(True) for n in names]
+            with torch.enable_grad():
+                loss = batch_loss(dict(zip(names, leaves)), fixed, x, y)
+                grads = torch.autograd.grad(loss, leaves, create_graph=True)
+                k = next(iter(tangents.values())).shape[0]
+                if k == 1:
+                    hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n][0] for n in names])
+                    return {n: h.unsqueeze(0) for n, h in zip(names, hv)}
+                hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n] for n in names],
+                                         is_grads_batched=True)
+            return dict(zip(names, hv))
+
+        return hvp_block_double_backward
 
     def _unflatten(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
         """(P, k) float -> {name: (k, *shape)} in the model's dtype and device."""
@@ -277,13 +305,14 @@ def dense_hessian(
     bn_mode: str = "train",
     weight_decay: float = 0.0,
     params: Iterable[str | torch.Tensor] | None = None,
+    method: str = "forward-over-reverse",
     block: int = 256,
     max_params: int = 20_000,
 ) -> torch.Tensor:
     """The exact P x P Hessian (float64, on the CPU): ``HessianOperator.matmat`` on the identity,
     ``block`` columns per data pass. Same arguments and meaning as HessianOperator."""
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode,
-                         weight_decay=weight_decay, params=params)
+                         weight_decay=weight_decay, params=params, method=method)
     if op.num_params > max_params:
         raise ValueError(f"dense_hessian: the model has {op.num_params} parameters, more than max_params={max_params} "
                          "(a dense P x P matrix); raise max_params deliberately or use slq / top_eigenvalues")

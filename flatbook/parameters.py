@@ -119,15 +119,23 @@ _Loader.add_implicit_resolver(
 
 
 def load_yaml(text_or_path: str | Path) -> Any:
-    """Parse YAML text, or the file it names, with floats like ``1e-3`` read as floats."""
-    path = Path(text_or_path)
+    """Parse YAML text, or the file it names, with floats like ``1e-3`` read as floats.
+
+    A string ending in .yaml/.yml that names no file, or text that is not valid YAML, raises
+    ParameterError saying which.
+    """
     text = str(text_or_path)
+    source = "YAML text"
+    single_line = len(text) < 4096 and "\n" not in text
+    if single_line and Path(text).is_file():
+        source = f"YAML file {text}"
+        text = Path(text).read_text()
+    elif single_line and text.strip().lower().endswith((".yaml", ".yml")):
+        raise ParameterError(f"YAML file {text!r} does not exist")
     try:
-        if len(text) < 4096 and "\n" not in text and path.is_file():
-            text = path.read_text()
-    except OSError:
-        pass
-    return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{source} is not valid YAML: {exc}") from None
 
 
 def parse_value(text: str) -> Any:
@@ -139,7 +147,7 @@ def parse_value(text: str) -> Any:
         pass
     try:
         value = load_yaml(text)
-    except yaml.YAMLError:
+    except ParameterError:
         return text
     return text if value is None and text.strip() not in ("", "~", "null") else value
 

@@ -41,14 +41,19 @@ def plot_ray_measures(
     measures: Sequence[str] = ("log10_loss", "log10_trace", "log10_spectral_norm"),
     title: str | None = None,
 ):
-    """One panel per measure: its log10 against the weight scale t (log x axis), a line per direction."""
+    """One panel per measure (two per row): its log10 against the weight scale t (log x axis),
+    a line per direction."""
     unknown = [m for m in measures if m not in _MEASURE_LABELS]
     if unknown:
         raise ValueError(f"unknown measures {unknown}; allowed: {sorted(_MEASURE_LABELS)}")
     if not spectra:
         raise ValueError("plot_ray_measures needs at least one RaySpectrum")
-    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 3.6), sharex=True)
-    axes = np.atleast_1d(axes)
+    ncols = min(2, len(measures))
+    nrows = -(-len(measures) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), sharex=True, squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(measures):]:
+        ax.set_visible(False)
     colours = palette(len(spectra))
     for ax, m in zip(axes, measures):
         for sp_, c in zip(spectra, colours):

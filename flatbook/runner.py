@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,16 +37,25 @@ REPORT_CELL_TAG = "flatbook-run-report"
 
 
 class ChapterFailed(RuntimeError):
-    """A chapter's execution raised; nothing was written at the output path."""
+    """A chapter's execution raised; nothing was written at the output path.
 
-    def __init__(self, chapter: str, message: str, cell_index: int | None = None, cell_source: str = ""):
+    ``cell_number`` counts the code cells of the chapter's source notebook from 1 (the
+    parameters cell is code cell 1); ``traceback`` holds the end of the kernel's traceback.
+    """
+
+    def __init__(self, chapter: str, message: str, cell_number: int | None = None, cell_source: str = "",
+                 source_path: Path | None = None, traceback: str = ""):
         self.chapter = chapter
-        self.cell_index = cell_index
+        self.cell_number = cell_number
         self.cell_source = cell_source
-        where = f" in cell {cell_index}" if cell_index is not None else ""
+        self.traceback = traceback
+        where = f" in code cell {cell_number}" if cell_number is not None else ""
+        if where and source_path is not None:
+            where += f" of {source_path.name}"
         first_line = cell_source.strip().splitlines()[0] if cell_source.strip() else ""
-        snippet = f" ({first_line[:80]!r})" if first_line else ""
-        super().__init__(f"chapter {chapter!r} failed{where}{snippet}: {message}")
+        snippet = f" (the cell starting {first_line[:80]!r})" if first_line else ""
+        tail = f"\n{traceback}" if traceback else ""
+        super().__init__(f"chapter {chapter!r} failed{where}{snippet}: {message}{tail}")
 
 
 @dataclass
@@ -67,10 +78,40 @@ def default_output(chapter: str, root: Path | None = None) -> Path:
 def resolve_parameters(
     chapter: Chapter, profile: str = "paper", overrides: Mapping[str, Any] | None = None, root: Path | None = None
 ) -> dict[str, Any]:
-    """The checked overrides for one run: the profile's, then the caller's on top."""
+    """The checked overrides for one run: the profile's, then the caller's on top.
+
+    Names and types are checked against the parameters cell, then the values together by the
+    chapter's own check (``Chapter.check``), all before any kernel starts.
+    """
     merged = dict(load_profile(profile, root).for_chapter(chapter))
     merged.update(check_overrides(chapter.name, chapter.parameters, dict(overrides or {})))
+    chapter.check({**{n: p.default for n, p in chapter.parameters.items()}, **merged})
     return merged
+
+
+def _kernel_manager_class():
+    """Kernels run THIS interpreter (the one with flatbook installed), whatever kernelspecs the
+    user has installed, and talk over local IPC sockets instead of TCP."""
+    import tempfile
+
+    from jupyter_client.kernelspec import KernelSpec
+    from jupyter_client.manager import KernelManager
+    from traitlets import CaselessStrEnum, Unicode
+
+    class ThisPythonKernelManager(KernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+        ip = Unicode(os.path.join(tempfile.gettempdir(), f"flatbook-kernel-{os.getpid()}"), config=True)
+
+        @property
+        def kernel_spec(self):
+            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                              display_name="Python 3 (ipykernel)", language="python")
+
+    return ThisPythonKernelManager
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
 def _markdown_value(value: Any) -> str:
@@ -177,6 +218,8 @@ def run_chapter(
     output = Path(output) if output is not None else default_output(chapter.name, root)
     if output.suffix != ".ipynb":
         raise ParameterError(f"--output must end in .ipynb, got {str(output)!r}")
+    if any(output.resolve() == c.path.resolve() for c in all_chapters(root)):
+        raise ParameterError(f"--output {str(output)!r} is a chapter's source notebook; sources stay without outputs")
     output.parent.mkdir(parents=True, exist_ok=True)
     defaults = {n: p.default for n, p in chapter.parameters.items()}
 
@@ -196,6 +239,7 @@ def run_chapter(
             progress_bar=progress,
             log_output=log_output,
             cwd=str(root),
+            kernel_manager_class=_kernel_manager_class(),
         )
         wall = time.perf_counter() - t0
         report = RunReport(chapter.name, output, prof.name, {**defaults, **params}, defaults, device, wall, started)
@@ -204,7 +248,12 @@ def run_chapter(
         return report
     except PapermillExecutionError as exc:
         source = exc.source if isinstance(exc.source, str) else "".join(exc.source or [])
-        raise ChapterFailed(chapter.name, f"{exc.ename}: {exc.evalue}", exc.cell_index, source) from None
+        trace = _strip_ansi("\n".join(exc.traceback or [])).strip().splitlines()
+        # code cells run in order and each gets the next execution count; papermill's injected
+        # cell (present when there are parameters) comes first, so it is not a source cell
+        cell_number = exc.exec_count - (1 if params else 0) if exc.exec_count else None
+        raise ChapterFailed(chapter.name, f"{exc.ename}: {exc.evalue}", cell_number, source, chapter.path,
+                            "\n".join(trace[-15:])) from None
     except ParameterError:
         raise
     except Exception as exc:  # kernel died, notebook unreadable, ...

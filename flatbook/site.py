@@ -97,26 +97,65 @@ def stage_book(executed_dir: Path | None = None, stage_dir: Path | None = None, 
     return stage
 
 
+_REMOTE = re.compile(r"^\s*(https?:)?//", re.I)
+_REMOTE_IN_TEXT = re.compile(r"""(?:https?:)?//[^\s'"()<>]+""")
+
+
 class _ResourceFinder(HTMLParser):
+    """Collects what a page would fetch: scripts, stylesheets, preloads, images, frames, and
+    remote URLs inside inline scripts and styles (e.g. a CDN URL a script would load later)."""
+
+    LINK_RELS = ("stylesheet", "preload", "modulepreload", "icon", "preconnect", "prefetch", "dns-prefetch")
+
     def __init__(self) -> None:
         super().__init__()
         self.found: list[str] = []
+        self._inline: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         url = None
         if tag == "script":
             url = a.get("src")
-        elif tag == "link" and any(r in (a.get("rel") or "") for r in ("stylesheet", "preload", "modulepreload", "icon")):
+            if not url:
+                self._inline = "script"
+        elif tag == "style":
+            self._inline = "style"
+        elif tag == "link" and any(r in (a.get("rel") or "").lower().split() for r in self.LINK_RELS):
             url = a.get("href")
-        elif tag in ("img", "iframe", "source"):
+        elif tag in ("img", "iframe", "source", "embed", "audio", "video"):
             url = a.get("src")
-        if url and re.match(r"^(https?:)?//", url.strip()):
+        if url and _REMOTE.match(url):
             self.found.append(f"<{tag}> {url}")
+        if a.get("style"):
+            self._scan_css(tag, a["style"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._inline = None
+
+    def handle_data(self, data: str) -> None:
+        if self._inline == "script":
+            for url in re.findall(r"""["'`]((?:https?:)?//[^"'`\s]+)["'`]""", data):
+                self.found.append(f"<script> inline {url}")
+        elif self._inline == "style":
+            self._scan_css("style", data)
+
+    def _scan_css(self, where: str, css: str) -> None:
+        for url in _css_remote_urls(css):
+            self.found.append(f"<{where}> {url}")
+
+
+def _css_remote_urls(css: str) -> list[str]:
+    """Remote URLs in ``@import`` rules and ``url(...)`` values (fonts, images)."""
+    urls = re.findall(r"""url\(\s*['"]?((?:https?:)?//[^'")\s]+)""", css, re.I)
+    urls += re.findall(r"""@import\s+['"]((?:https?:)?//[^'"]+)""", css, re.I)
+    return urls
 
 
 def external_resources(html_dir: Path) -> dict[str, list[str]]:
-    """Every script, stylesheet, image or frame that a page in ``html_dir`` loads from the network."""
+    """Every resource a page or stylesheet in ``html_dir`` would load from the network
+    (plain links ``<a href>`` are not resources and are allowed)."""
     out: dict[str, list[str]] = {}
     for page in sorted(Path(html_dir).rglob("*.html")):
         finder = _ResourceFinder()
@@ -124,9 +163,9 @@ def external_resources(html_dir: Path) -> dict[str, list[str]]:
         if finder.found:
             out[str(page.relative_to(html_dir))] = finder.found
     for css in sorted(Path(html_dir).rglob("*.css")):
-        urls = re.findall(r"@import\s+(?:url\()?['\"]?((?:https?:)?//[^'\")\s]+)", css.read_text(errors="replace"))
+        urls = _css_remote_urls(css.read_text(errors="replace"))
         if urls:
-            out[str(css.relative_to(html_dir))] = [f"@import {u}" for u in urls]
+            out[str(css.relative_to(html_dir))] = [f"css {u}" for u in urls]
     return out
 
 

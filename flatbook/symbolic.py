@@ -28,6 +28,7 @@ Everything here is exact SymPy; ``lambdify`` turns expressions into NumPy functi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from fractions import Fraction
 from typing import Sequence
 
@@ -50,6 +51,10 @@ __all__ = [
     "scale_grid",
     "default_counterexample_point",
     "validate_point",
+    "PathLimits",
+    "unbalanced_path",
+    "path_limits",
+    "check_gedanken_parameters",
     "resolve_point",
     "resolve_directions",
 ]
@@ -106,12 +111,15 @@ class GedankenDerivation:
     frobenius_squared: sp.Expr
     _numeric_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
-    @property
+    @cached_property
     def polynomial_part(self) -> sp.Matrix:
-        """``H / L``: a matrix of polynomials in the weights and ``X`` (no exponential left); cached."""
-        if "polynomial_part_expr" not in self._numeric_cache:
-            self._numeric_cache["polynomial_part_expr"] = sp.simplify(self.hessian / self.loss)
-        return self._numeric_cache["polynomial_part_expr"]
+        """``H / L``: a matrix of polynomials in the weights and ``X`` (no exponential left)."""
+        return sp.simplify(self.hessian / self.loss)
+
+    @cached_property
+    def numeric_polynomial_part(self):
+        """A NumPy function ``f(*weights, X)`` of ``H / L``."""
+        return sp.lambdify((*self.weights, self.X), self.polynomial_part, modules="numpy")
 
     def characteristic_polynomial(self, symbol: sp.Symbol | None = None) -> sp.Expr:
         """det(mu I - H / L) in ``mu``: the eigenvalues of ``H`` are ``L`` times its roots."""
@@ -332,28 +340,85 @@ class RayLimits:
         return bool(self.loss_limit == 0)
 
 
+def _limits_along(derivation: GedankenDerivation, weights: Sequence[sp.Expr], X: sp.Expr, t: sp.Symbol):
+    subs = dict(zip(derivation.weights, weights))
+    subs[derivation.X] = X
+    loss_t = sp.simplify(derivation.loss.subs(subs))
+    trace_t = sp.factor(sp.simplify(derivation.trace.subs(subs)))
+    frob_t = sp.factor(sp.simplify(derivation.frobenius_squared.subs(subs)))
+    return loss_t, trace_t, frob_t, sp.limit(loss_t, t, sp.oo), sp.limit(trace_t, t, sp.oo), sp.limit(frob_t, t, sp.oo)
+
+
 def ray_limits(derivation: GedankenDerivation, direction: Sequence[float], X: float) -> RayLimits:
     """Substitute ``w = t d`` (exact rationals) and take ``limit(., t, oo)`` of loss, trace, ||H||_F^2."""
     validate_point(direction, derivation.depth, "direction")
     t = sp.Symbol("t", positive=True)
     d = tuple(_exact(v) for v in direction)
     Xv = _exact(X)
-    subs = {w: t * di for w, di in zip(derivation.weights, d)}
-    subs[derivation.X] = Xv
-    loss_t = sp.simplify(derivation.loss.subs(subs))
-    trace_t = sp.factor(sp.simplify(derivation.trace.subs(subs)))
-    frob_t = sp.factor(sp.simplify(derivation.frobenius_squared.subs(subs)))
-    return RayLimits(
-        direction=d,
-        X=Xv,
-        t=t,
-        loss_along_ray=loss_t,
-        trace_along_ray=trace_t,
-        frobenius_squared_along_ray=frob_t,
-        loss_limit=sp.limit(loss_t, t, sp.oo),
-        trace_limit=sp.limit(trace_t, t, sp.oo),
-        frobenius_squared_limit=sp.limit(frob_t, t, sp.oo),
-    )
+    loss_t, trace_t, frob_t, l_lim, t_lim, f_lim = _limits_along(derivation, [t * di for di in d], Xv, t)
+    return RayLimits(d, Xv, t, loss_t, trace_t, frob_t, l_lim, t_lim, f_lim)
+
+
+@dataclass(frozen=True)
+class PathLimits:
+    """Exact behaviour along a curved path ``w(t)`` as ``t -> oo`` (SymPy ``limit``)."""
+
+    path: tuple[sp.Expr, ...]
+    X: sp.Expr
+    t: sp.Symbol
+    loss_along_path: sp.Expr
+    trace_along_path: sp.Expr
+    frobenius_squared_along_path: sp.Expr
+    loss_limit: sp.Expr
+    trace_limit: sp.Expr
+    frobenius_squared_limit: sp.Expr
+
+
+def unbalanced_path(depth: int, X: float, t: sp.Symbol) -> tuple[sp.Expr, ...]:
+    """``w(t) = (e^(t^2), -sign(X) t e^(-t^2), 1, ..., 1)``: ``X prod w = -|X| t``, so the loss
+    ``e^(-|X| t)`` -> 0, while ``w_1`` grows much faster than the loss decays: the Hessian's
+    entry ``X^2 P_2^2 L >= X^2 e^(2 t^2 - |X| t)`` blows up."""
+    depth = _check_depth(depth)
+    if X == 0:
+        raise ValueError("X must be non-zero")
+    sign = 1 if X > 0 else -1
+    return (sp.exp(t**2), -sign * t * sp.exp(-t**2), *([sp.Integer(1)] * (depth - 2)))
+
+
+def path_limits(derivation: GedankenDerivation, path: Sequence[sp.Expr], X: float, t: sp.Symbol) -> PathLimits:
+    """Substitute ``w = path(t)`` and take ``limit(., t, oo)`` of loss, trace and ||H||_F^2."""
+    if len(path) != derivation.depth:
+        raise ValueError(f"path must have one entry per layer (depth={derivation.depth}), got {len(path)}")
+    Xv = _exact(X)
+    loss_t, trace_t, frob_t, l_lim, t_lim, f_lim = _limits_along(derivation, list(path), Xv, t)
+    return PathLimits(tuple(path), Xv, t, loss_t, trace_t, frob_t, l_lim, t_lim, f_lim)
+
+
+def check_gedanken_parameters(
+    depth: int,
+    X: float,
+    counterexample_point: Sequence[float] | None,
+    directions: Sequence[Sequence[float]] | None,
+    scale_min: float,
+    scale_max: float,
+    num_scales: int,
+    verify_depths_up_to: int,
+) -> None:
+    """Every parameter of the Gedanken chapter, checked together (raises ValueError).
+
+    The chapter calls it in its first cell and ``python -m flatbook run`` calls it before it
+    starts a kernel.
+    """
+    _check_depth(depth)
+    if isinstance(X, bool) or not isinstance(X, (int, float)) or not np.isfinite(X) or X == 0:
+        raise ValueError(f"X must be a non-zero finite number (X = 0 makes the loss 1 everywhere), got {X!r}")
+    resolve_point(counterexample_point, depth)
+    resolve_directions(directions, depth, X)
+    scale_grid(scale_min, scale_max, num_scales)
+    if isinstance(verify_depths_up_to, bool) or not isinstance(verify_depths_up_to, int) \
+            or not 2 <= verify_depths_up_to <= 8:
+        raise ValueError(f"verify_depths_up_to must be an integer from 2 to 8 (SymPy time grows fast), "
+                         f"got {verify_depths_up_to!r}")
 
 
 @dataclass(frozen=True)
@@ -388,11 +453,7 @@ def spectrum_along_ray(
     scales = np.asarray(scales, dtype=np.float64)
     if scales.ndim != 1 or scales.size == 0 or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise ValueError(f"scales must be a non-empty 1-D array of positive finite numbers, got {scales!r}")
-    if "polynomial_part" not in derivation._numeric_cache:
-        derivation._numeric_cache["polynomial_part"] = sp.lambdify(
-            (*derivation.weights, derivation.X), derivation.polynomial_part, modules="numpy"
-        )
-    poly = derivation._numeric_cache["polynomial_part"]
+    poly = derivation.numeric_polynomial_part
     d = np.asarray(direction)
     K = np.stack([np.asarray(poly(*(t * d), float(X)), dtype=np.float64) for t in scales])
     eig = np.linalg.eigvalsh(K)

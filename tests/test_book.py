@@ -73,6 +73,7 @@ def test_html_book_builds_offline(html):
     assert (html / "mathjax" / "tex-chtml.js").is_file()
     assert (html / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
     assert external_resources(html) == {}
+    assert "thebe" not in page.lower()  # Jupyter Book's remote-kernel scripts are stripped
     refs = (html / "book" / "references.html").read_text()
     assert "Flatness is a False Friend" in refs and "Dinh" in refs
 
@@ -81,13 +82,20 @@ def test_external_resources_are_detected(tmp_path):
     (tmp_path / "a.html").write_text(
         '<html><head><script src="https://cdn.example/x.js"></script>'
         '<link rel="stylesheet" href="//fonts.example/f.css"><link rel="next" href="https://ok.example/">'
-        '</head><body><a href="https://links.are.fine/">x</a><script src="_static/local.js"></script></body></html>'
+        '<link rel="preconnect" href="https://fonts.gstatic.example">'
+        '<script>const URL = "https://unpkg.example/thebe.js"; const local = "_static/x.js";</script>'
+        '<style>@font-face { src: url("https://fonts.example/a.woff2"); }</style>'
+        '</head><body><a href="https://links.are.fine/">x</a><script src="_static/local.js"></script>'
+        '<div style="background: url(//img.example/b.png)"></div></body></html>'
     )
-    (tmp_path / "s.css").write_text('@import url("https://fonts.example/g.css");')
+    (tmp_path / "s.css").write_text('@import url("https://fonts.example/g.css"); .x { background: url(local.png) }')
+    (tmp_path / "ok.css").write_text('.y { background: url("../img/local.png") }')
     found = external_resources(tmp_path)
     assert found == {
-        "a.html": ["<script> https://cdn.example/x.js", "<link> //fonts.example/f.css"],
-        "s.css": ["@import https://fonts.example/g.css"],
+        "a.html": ["<script> https://cdn.example/x.js", "<link> //fonts.example/f.css",
+                   "<link> https://fonts.gstatic.example", "<script> inline https://unpkg.example/thebe.js",
+                   "<style> https://fonts.example/a.woff2", "<div> //img.example/b.png"],
+        "s.css": ["css https://fonts.example/g.css"],
     }
 
 
@@ -114,3 +122,19 @@ def test_plain_papermill_works(tmp_path):
     assert "Unable to parse" not in res.stderr  # papermill reads every parameter of the cell
     nb = nbformat.read(str(out), as_version=4)
     assert nb.metadata.papermill["parameters"]["depth"] == 2
+
+
+def test_chapter_check_runs_before_any_kernel(tmp_path):
+    out = tmp_path / "never.ipynb"
+    for args, message in (
+        (("-p", "directions", "5"), "directions must be a non-empty list of lists of 3 numbers, got 5"),
+        (("-p", "X", "0"), "X must be a non-zero finite number"),
+        (("-p", "depth", "1"), "depth must be an integer >= 2"),
+        (("-p", "scale_min", "5"), "need finite numbers with 0 < scale_min < scale_max"),
+        (("-p", "depth", "4", "-p", "counterexample_point", "[1, 2, 3]"), "one entry per layer (depth=4)"),
+    ):
+        res = run_cli("run", "gedanken", *args, "--output", str(out))
+        assert res.returncode == 2, args
+        assert message in res.stderr and "allowed parameters of 'gedanken'" in res.stderr, res.stderr
+        assert "Executing" not in res.stderr  # no kernel was started
+        assert not out.exists()

@@ -74,9 +74,11 @@ def test_failing_chapter_names_cell_and_leaves_nothing(toy_book, tmp_path):
     out.parent.mkdir()
     res = run_cli("run", "broken", "--output", str(out), root=toy_book)
     assert res.returncode == 1
-    assert "chapter 'broken' failed in cell" in res.stderr
-    assert "raise ValueError('deliberate failure for the test')" in res.stderr
+    # code cell 3 of the source (the parameters cell is 1), whatever papermill injected
+    assert ("chapter 'broken' failed in code cell 3 of broken.ipynb "
+            "(the cell starting \"raise ValueError('deliberate failure for the test')\")") in res.stderr
     assert "ValueError: deliberate failure for the test" in res.stderr
+    assert "Traceback" in res.stderr or "Cell In[" in res.stderr  # the kernel's traceback comes along
     assert not out.exists() and _leftovers(out.parent) == []
 
 
@@ -85,7 +87,7 @@ def test_failing_chapter_keeps_previous_output(toy_book, tmp_path):
     out.write_text("previous good result")
     with pytest.raises(ChapterFailed) as info:
         run_chapter("broken", root=toy_book, output=out, progress=False)
-    assert info.value.chapter == "broken" and info.value.cell_index is not None
+    assert info.value.chapter == "broken" and info.value.cell_number == 3
     assert out.read_text() == "previous good result"
 
 
@@ -101,8 +103,24 @@ def test_book_goes_on_and_reports_every_failure(toy_book):
 def test_unknown_chapter_and_bad_output(toy_book):
     res = run_cli("run", "nope", root=toy_book)
     assert res.returncode == 2 and "unknown chapter 'nope'; chapters are: good, broken" in res.stderr
+    for partial in ("goo", "ood", "ipynb", "od.ipynb"):  # no suffix or prefix matching
+        with pytest.raises(ParameterError, match="unknown chapter"):
+            run_chapter(partial, root=toy_book)
+    assert run_cli("run", "book/good.ipynb", "--output", str(toy_book / "o.ipynb"), root=toy_book).returncode == 0
     with pytest.raises(ParameterError, match="must end in .ipynb"):
         run_chapter("good", root=toy_book, output=toy_book / "x.txt")
+    with pytest.raises(ParameterError, match="is a chapter's source notebook"):
+        run_chapter("good", root=toy_book, output=toy_book / "book" / "broken.ipynb")
+
+
+def test_bad_yaml_is_a_clear_error(toy_book, tmp_path):
+    res = run_cli("run", "good", "-y", "n: [1", root=toy_book)
+    assert res.returncode == 2 and "error: YAML text is not valid YAML" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("run", "good", "-y", str(tmp_path / "missing.yaml"), root=toy_book)
+    assert res.returncode == 2 and "missing.yaml' does not exist" in res.stderr
+    (toy_book / "book" / "profiles" / "broken.yaml").write_text("chapters: {good: [\n")
+    res = run_cli("run", "good", "--profile", "broken", root=toy_book)
+    assert res.returncode == 2 and "is not valid YAML" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_profile_must_cover_every_chapter(toy_book):

@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - depends on how pytest is launched
 
 from flatbook import symbolic  # noqa: E402
 
-torch = pytest.importorskip("torch")
-mpmath = pytest.importorskip("mpmath")
+import torch  # noqa: E402
+import mpmath  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,3 +599,38 @@ def test_default_counterexample_point():
         eig = np.linalg.eigvalsh(torch_hessian(point, 1.0))
         assert cmp.lambda_max == pytest.approx(eig[-1], rel=1e-10)
         assert abs(cmp.trace - eig[-1]) > 1e-3 * abs(cmp.trace)
+
+
+# --- unbalanced paths and the chapter's parameter check -------------------------------------
+
+
+@pytest.mark.parametrize("depth, X", [(2, 1.0), (2, -2.0), (3, 1.0), (4, -0.5)])
+def test_unbalanced_path_loss_vanishes_but_hessian_does_not(depth, X):
+    t = sp.Symbol("t", positive=True)
+    path = symbolic.unbalanced_path(depth, X, t)
+    assert sp.simplify(X * sp.Mul(*path) + abs(X) * t) == 0  # X prod w = -|X| t exactly
+    res = symbolic.path_limits(derivation(depth), path, X, t)
+    assert res.loss_limit == 0
+    assert res.trace_limit == sp.oo and res.frobenius_squared_limit == sp.oo
+    # numerically: at t = 3 the exact Hessian along the path is already huge while the loss is small
+    point = [float(sp.N(e.subs(t, 3))) for e in path]
+    H = torch_hessian(point, X)
+    assert np.trace(H) > 1e3 and float(np.exp(X * np.prod(point))) < 0.25
+
+
+def test_check_gedanken_parameters():
+    ok = dict(depth=3, X=1.0, counterexample_point=None, directions=None, scale_min=0.1, scale_max=3.0,
+              num_scales=200, verify_depths_up_to=6)
+    symbolic.check_gedanken_parameters(**ok)
+    for change, message in (
+        ({"depth": 1}, "depth must be an integer >= 2"),
+        ({"X": 0.0}, "X must be a non-zero finite number"),
+        ({"directions": [[1, 2]]}, "directions[0] must have one entry per layer"),
+        ({"counterexample_point": [1.0]}, "counterexample_point must have one entry per layer"),
+        ({"scale_max": 0.05}, "0 < scale_min < scale_max"),
+        ({"num_scales": 1}, "num_scales must be an integer >= 2"),
+        ({"verify_depths_up_to": 9}, "verify_depths_up_to must be an integer from 2 to 8"),
+    ):
+        with pytest.raises(ValueError) as info:
+            symbolic.check_gedanken_parameters(**{**ok, **change})
+        assert message in str(info.value)
