@@ -17,10 +17,16 @@ Products are computed by forward-over-reverse differentiation (``torch.func.jvp`
 ONE pass over the data for all k columns. Each batch's product is computed in the model's
 dtype on the model's device and accumulated over batches in float64.
 
-The model is never run: products use a private copy of its module structure (parameters on the
-``meta`` device, buffers copied) and read the parameters' current values, so the model's
-parameters, buffers (running statistics, ``num_batches_tracked``) and train/eval flags are
-exactly as before, after any number of products.
+The model is never run: products use a private copy of its module structure whose parameters
+share the model's storage (no copy; they read the current weights) and whose buffers are
+copies, so the model's parameters, buffers (running statistics, ``num_batches_tracked``) and
+train/eval flags are exactly as before, after any number of products.
+
+Two ways to compute products (``method``): ``"double-backward"`` (the default: gradient with
+``create_graph``, then the gradient of <g, v>; a block of k columns through batched
+``autograd.grad``, reusing one first-order graph per batch), and ``"forward-over-reverse"``
+(``torch.func.jvp`` of ``torch.func.grad``, vmapped over columns). Both are exact; on the CPU
+the first is faster (``benchmarks/curvature.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from torch.func import functional_call, grad, jvp, vmap
 __all__ = ["HessianOperator", "dense_hessian", "BN_MODES"]
 
 BN_MODES = ("train", "eval")
-METHODS = ("forward-over-reverse", "double-backward")
+METHODS = ("double-backward", "forward-over-reverse")
+BLOCK_STRATEGIES = ("auto", "vmap", "loop")
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -84,12 +91,12 @@ def _select_parameters(model: nn.Module, params: Any) -> list[str]:
     return names
 
 
-def _shadow_module(model: nn.Module, bn_mode: str) -> nn.Module:
-    """A copy of the module structure for functional calls: parameters on 'meta' (no memory),
-    buffers copied; dropout off; BatchNorm on batch statistics without updating anything
-    (``train``) or on the copied running statistics (``eval``)."""
-    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-            for p in model.parameters()}
+def _shadow_module(model: nn.Module, bn_mode: str, variable: set[str]) -> nn.Module:
+    """A copy of the module structure whose parameters ALIAS the model's (same storage, no
+    copy: the shadow always sees the current weights; only the ``variable`` ones require
+    grad), with buffers copied; dropout off; BatchNorm on batch statistics without updating
+    anything (``train``) or on the copied running statistics (``eval``)."""
+    memo = {id(p): nn.Parameter(p.detach(), requires_grad=n in variable) for n, p in model.named_parameters()}
     shadow = copy.deepcopy(model, memo)
     shadow.eval()
     if bn_mode == "train":
@@ -118,6 +125,15 @@ class HessianOperator:
     weight_decay: gamma >= 0; adds gamma * I.
     params: None for every trainable parameter, or names / parameter tensors to restrict to
         (the Hessian block of those parameters, the others held fixed).
+    method: ``"double-backward"`` (default) or ``"forward-over-reverse"``; same numbers.
+    block_strategy: how ``matmat`` handles k > 1 columns with double backward: ``"vmap"``
+        (batched backward passes), ``"loop"`` (one backward per column, reusing the batch's
+        first-order graph) or ``"auto"`` (loop for models with convolutions, else vmap).
+
+    The operator reads the weights at each product: update the model in place (optimiser
+    steps, ``load_state_dict``) or even replace a parameter tensor, and the next product uses
+    the new values. The data are read once at construction (batch count and sizes) and then
+    once per product.
     """
 
     def __init__(
@@ -130,11 +146,21 @@ class HessianOperator:
         bn_mode: str = "train",
         weight_decay: float = 0.0,
         params: Iterable[str | torch.Tensor] | None = None,
-        method: str = "forward-over-reverse",
+        method: str = "double-backward",
+        block_strategy: str = "auto",
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if block_strategy not in BLOCK_STRATEGIES:
+            raise ValueError(f"block_strategy must be one of {BLOCK_STRATEGIES}, got {block_strategy!r}")
+        if block_strategy == "auto":
+            # measured (benchmarks/curvature.py, 2-core CPU): vmapped backward passes amortise well
+            # for dense layers (4 columns ~ 0.33x four products) but not through convolutions
+            # (~1.0x), where a loop over columns reusing the first-order graph does (~0.78x)
+            has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+            block_strategy = "loop" if has_conv else "vmap"
         self.method = method
+        self.block_strategy = block_strategy
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -171,7 +197,7 @@ class HessianOperator:
         self.num_samples = int(sum(self.batch_sizes))
         if self.num_samples == 0:
             raise ValueError("data is empty: the Hessian of a mean over no samples is undefined")
-        self._shadow = _shadow_module(model, bn_mode)
+        self._shadow = _shadow_module(model, bn_mode, set(self.param_names))
         self._hvp_block = self._make_block_hvp()
         self.settings: dict[str, Any] = {
             "operator": "hessian", "bn_mode": bn_mode, "weight_decay": self.weight_decay,
@@ -179,6 +205,7 @@ class HessianOperator:
             "batch_size": int(max(self.batch_sizes)), "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device), "num_params": self.num_params,
             "params": "all" if params is None else list(self.param_names), "method": method,
+            "block_strategy": self.block_strategy,
         }
 
     # ------------------------------------------------------------------------------------
@@ -210,8 +237,14 @@ class HessianOperator:
             raise ValueError(f"data changed between passes: {count} batches now, {len(self.batch_sizes)} before")
 
     def _current_params(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The model's parameters now (detached views: shared storage, never written); the
+        shadow's aliases are re-pointed if a parameter tensor was replaced since last time."""
         named = dict(self.model.named_parameters())
-        variable = {n: named[n].detach() for n in self.param_names}  # shares storage, never written
+        shadow = dict(self._shadow.named_parameters())
+        for n, p in named.items():
+            if shadow[n].data_ptr() != p.data_ptr() or shadow[n].shape != p.shape:
+                shadow[n].data = p.detach()
+        variable = {n: named[n].detach() for n in self.param_names}
         fixed = {n: p.detach() for n, p in named.items() if n not in variable}
         return variable, fixed
 
@@ -236,19 +269,26 @@ class HessianOperator:
 
             return hvp_block
 
+        shadow_params = dict(shadow.named_parameters())
+        leaves = [shadow_params[n] for n in self.param_names]
+
+        use_vmap = self.block_strategy == "vmap"
+
         def hvp_block_double_backward(variable, fixed, x, y, tangents):
-            names = list(variable)
-            leaves = [variable[n].requires_grad_(True) for n in names]
+            # the shadow's own parameters alias the model's: no functional_call needed
+            names = self.param_names
             with torch.enable_grad():
-                loss = batch_loss(dict(zip(names, leaves)), fixed, x, y)
+                loss = loss_fn(shadow(x), y)
                 grads = torch.autograd.grad(loss, leaves, create_graph=True)
                 k = next(iter(tangents.values())).shape[0]
-                if k == 1:
-                    hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n][0] for n in names])
-                    return {n: h.unsqueeze(0) for n, h in zip(names, hv)}
-                hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n] for n in names],
-                                         is_grads_batched=True)
-            return dict(zip(names, hv))
+                if k > 1 and use_vmap:
+                    hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n] for n in names],
+                                             is_grads_batched=True)
+                    return dict(zip(names, hv))
+                # one backward of the first-order graph per column, the graph kept between them
+                columns = [torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n][j] for n in names],
+                                               retain_graph=j < k - 1) for j in range(k)]
+            return {n: torch.stack([col[i] for col in columns]) for i, n in enumerate(names)}
 
         return hvp_block_double_backward
 
@@ -269,15 +309,19 @@ class HessianOperator:
             raise ValueError(f"matmat expects a ({self.num_params}, k) matrix with k >= 1, got {tuple(V.shape)}")
         if not torch.isfinite(V).all():
             raise ValueError("matmat: the input block has non-finite entries")
+        k = V.shape[1]
         tangents = self._unflatten(V)
         variable, fixed = self._current_params()
-        total = torch.zeros(self.num_params, V.shape[1], dtype=torch.float64, device=self.device)
-        for x, y in self._batches():
-            with warnings.catch_warnings():  # torch's own forward-AD decompositions use torch.jit.script
-                warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        sums = {n: torch.zeros(k, *shape, dtype=torch.float64, device=self.device)
+                for n, shape in zip(self.param_names, self.shapes)}
+        with warnings.catch_warnings():  # torch's own forward-AD decompositions use torch.jit.script
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+            for x, y in self._batches():
                 hv = self._hvp_block(variable, fixed, x, y, tangents)
-            flat = torch.cat([hv[n].reshape(V.shape[1], -1) for n in self.param_names], dim=1).T
-            total.add_(flat.to(torch.float64), alpha=len(y) / self.num_samples)
+                weight = len(y) / self.num_samples
+                for n in self.param_names:
+                    sums[n].add_(hv[n], alpha=weight)  # float64 accumulation of model-dtype products
+        total = torch.cat([sums[n].reshape(k, -1) for n in self.param_names], dim=1).T.contiguous()
         if self.weight_decay:
             total.add_(V.to(device=self.device, dtype=torch.float64), alpha=self.weight_decay)
         if not torch.isfinite(total).all():
@@ -305,14 +349,15 @@ def dense_hessian(
     bn_mode: str = "train",
     weight_decay: float = 0.0,
     params: Iterable[str | torch.Tensor] | None = None,
-    method: str = "forward-over-reverse",
+    method: str = "double-backward",
+    block_strategy: str = "auto",
     block: int = 256,
     max_params: int = 20_000,
 ) -> torch.Tensor:
     """The exact P x P Hessian (float64, on the CPU): ``HessianOperator.matmat`` on the identity,
     ``block`` columns per data pass. Same arguments and meaning as HessianOperator."""
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode,
-                         weight_decay=weight_decay, params=params, method=method)
+                         weight_decay=weight_decay, params=params, method=method, block_strategy=block_strategy)
     if op.num_params > max_params:
         raise ValueError(f"dense_hessian: the model has {op.num_params} parameters, more than max_params={max_params} "
                          "(a dense P x P matrix); raise max_params deliberately or use slq / top_eigenvalues")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatbook.curvature import HessianOperator, dense_hessian
+from flatbook.curvature import METHODS, HessianOperator, dense_hessian
 
 
 
@@ -121,22 +121,27 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name, make_model, make_data, bn_mode", CASES, ids=[c[0] for c in CASES])
-def test_dense_hessian_matches_autograd_reference_and_matvec(name, make_model, make_data, bn_mode):
+def test_dense_hessian_matches_autograd_reference_and_matvec(name, make_model, make_data, bn_mode, method):
     model, (x, y) = make_model(), make_data()
     model.train()  # the operator must not care, nor change it
     before = _state(model)
     # one batch in train mode (batch statistics of all the data); several batches otherwise
     bs = len(y) if bn_mode == "train" else 5
-    H = dense_hessian(model, LOSS, (x, y), batch_size=bs, bn_mode=bn_mode, block=7)
+    H = dense_hessian(model, LOSS, (x, y), batch_size=bs, bn_mode=bn_mode, block=7, method=method)
     R = reference_hessian(model, x, y, train_bn=bn_mode == "train")
     assert rel(H, R) < 1e-10
     assert torch.allclose(H, H.T, atol=1e-12 * R.abs().max())
-    op = HessianOperator(model, LOSS, (x, y), batch_size=bs, bn_mode=bn_mode)
+    op = HessianOperator(model, LOSS, (x, y), batch_size=bs, bn_mode=bn_mode, method=method)
     v = torch.randn(op.num_params, generator=_gen(5))
     assert rel(op.matvec(v).cpu(), H @ v) < 1e-10
     V = torch.randn(op.num_params, 3, generator=_gen(6))
     assert rel(op.matmat(V).cpu(), H @ V) < 1e-10
+    for strategy in ("vmap", "loop"):
+        op_s = HessianOperator(model, LOSS, (x, y), batch_size=bs, bn_mode=bn_mode, method=method,
+                               block_strategy=strategy)
+        assert rel(op_s.matmat(V).cpu(), H @ V) < 1e-10
     _assert_unchanged(model, before)
 
 
@@ -200,6 +205,21 @@ def test_parameter_restriction_is_the_diagonal_block():
     assert torch.equal(Hp, Hb)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_products_follow_the_current_weights(method):
+    model, (x, y) = mlp(), vector_data()
+    op = HessianOperator(model, LOSS, (x, y), batch_size=8, method=method)
+    v = torch.randn(op.num_params, generator=_gen(2))
+    before = op.matvec(v)
+    with torch.no_grad():  # an in-place update, as an optimiser step makes
+        model[0].weight.mul_(1.5)
+    assert rel(op.matvec(v).cpu(), dense_hessian(model, LOSS, (x, y), batch_size=8) @ v) < 1e-10
+    model[2].weight = nn.Parameter(model[2].weight.detach() * 0.5)  # a replaced parameter tensor
+    after = op.matvec(v)
+    assert rel(after.cpu(), dense_hessian(model, LOSS, (x, y), batch_size=8) @ v) < 1e-10
+    assert rel(after, before) > 1e-3
+
+
 def test_float32_model_products_accumulate_in_float64():
     model, (x, y) = mlp(), vector_data()
     H64 = dense_hessian(model, LOSS, (x, y), batch_size=8)
@@ -239,6 +259,10 @@ def test_bad_input_is_refused_up_front():
     model, (x, y) = mlp(), vector_data()
     with pytest.raises(ValueError, match="bn_mode must be one of"):
         HessianOperator(model, LOSS, (x, y), batch_size=4, bn_mode="inference")
+    with pytest.raises(ValueError, match="method must be one of"):
+        HessianOperator(model, LOSS, (x, y), batch_size=4, method="finite-differences")
+    with pytest.raises(ValueError, match="block_strategy must be one of"):
+        HessianOperator(model, LOSS, (x, y), batch_size=4, block_strategy="fast")
     with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
         HessianOperator(model, LOSS, (x, y), batch_size=4, weight_decay=-1.0)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
