@@ -232,7 +232,11 @@ class HessianOperator:
                     "data changed between passes (batch count or sizes differ): the Hessian needs the same "
                     "batches in the same order on every pass (no shuffling, no drop_last randomness)")
             count += 1
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if x.device != self.device:
+                x = x.to(self.device, non_blocking=True)
+            if y.device != self.device:
+                y = y.to(self.device, non_blocking=True)
+            yield x, y
         if count != len(self.batch_sizes):
             raise ValueError(f"data changed between passes: {count} batches now, {len(self.batch_sizes)} before")
 
@@ -285,6 +289,9 @@ class HessianOperator:
                     hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n] for n in names],
                                              is_grads_batched=True)
                     return dict(zip(names, hv))
+                if k == 1:
+                    hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n][0] for n in names])
+                    return {n: h.unsqueeze(0) for n, h in zip(names, hv)}
                 # one backward of the first-order graph per column, the graph kept between them
                 columns = [torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n][j] for n in names],
                                                retain_graph=j < k - 1) for j in range(k)]
