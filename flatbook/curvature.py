@@ -36,6 +36,7 @@ import math
 import warnings
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
@@ -71,6 +72,8 @@ def _select_parameters(model: nn.Module, params: Any) -> list[str]:
     if params is None:
         names = [n for n, p in named.items() if p.requires_grad]
     else:
+        if isinstance(params, nn.Module):
+            params = list(params.parameters())
         if isinstance(params, (str, nn.Parameter, torch.Tensor)):
             params = [params]
         by_id = {id(p): n for n, p in named.items()}
@@ -91,22 +94,43 @@ def _select_parameters(model: nn.Module, params: Any) -> list[str]:
     return names
 
 
+_NORMS_WITH_STATISTICS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
 def _shadow_module(model: nn.Module, bn_mode: str, variable: set[str]) -> nn.Module:
-    """A copy of the module structure whose parameters ALIAS the model's (same storage, no
-    copy: the shadow always sees the current weights; only the ``variable`` ones require
-    grad), with buffers copied; dropout off; BatchNorm on batch statistics without updating
-    anything (``train``) or on the copied running statistics (``eval``)."""
-    memo = {id(p): nn.Parameter(p.detach(), requires_grad=n in variable) for n, p in model.named_parameters()}
+    """A copy of the module structure whose parameters and buffers ALIAS the model's (same
+    storage, no copy: the shadow always sees the current weights and running statistics; only
+    the ``variable`` parameters require grad); dropout off; backward hooks removed; BatchNorm
+    and InstanceNorm on batch statistics without updating anything (``train``) or on the running
+    statistics (``eval``, read-only)."""
+    memo: dict[int, Any] = {id(p): nn.Parameter(p.detach(), requires_grad=n in variable)
+                            for n, p in model.named_parameters()}
+    memo.update({id(b): b.detach() for b in model.buffers()})
+    for m in model.modules():  # tensors a module cached from a forward pass cannot be deep-copied
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach()
     shadow = copy.deepcopy(model, memo)
     shadow.eval()
-    if bn_mode == "train":
-        for m in shadow.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                # no running statistics -> F.batch_norm normalises with the batch's statistics
-                m.running_mean = None
-                m.running_var = None
-                m.num_batches_tracked = None
-                m.track_running_stats = False
+    for m in shadow.modules():
+        # the user's backward hooks belong to training, not to Hessian products (and a hook
+        # that edits gradients would change the "Hessian"); forward hooks are part of the function
+        m._backward_hooks.clear()
+        m._backward_pre_hooks.clear()
+        m._is_full_backward_hook = None
+        if bn_mode != "train":
+            continue
+        if isinstance(m, _NORMS_WITH_STATISTICS):
+            # no running statistics -> the batch's (instance's) own statistics, nothing updated
+            m.running_mean = None
+            m.running_var = None
+            m.num_batches_tracked = None
+            m.track_running_stats = False
+        elif any(n.startswith("running") for n, _ in m.named_buffers(recurse=False)):
+            raise ValueError(
+                f"bn_mode='train': module {type(m).__name__} keeps running statistics but is not a torch "
+                "BatchNorm/InstanceNorm, so flatbook cannot switch it to batch statistics; use bn_mode='eval' "
+                "or a torch.nn BatchNorm layer")
     return shadow
 
 
@@ -149,6 +173,8 @@ class HessianOperator:
         method: str = "double-backward",
         block_strategy: str = "auto",
     ):
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if block_strategy not in BLOCK_STRATEGIES:
@@ -161,13 +187,11 @@ class HessianOperator:
             block_strategy = "loop" if has_conv else "vmap"
         self.method = method
         self.block_strategy = block_strategy
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise ValueError("loss_fn must be callable as loss_fn(outputs, targets)")
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(weight_decay) or weight_decay < 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.model = model
@@ -183,21 +207,32 @@ class HessianOperator:
         self.num_params = int(sum(self.numels))
 
         if _is_tensor_pair(data):
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
                 raise ValueError(f"batch_size must be an integer >= 1 for an (x, y) tensor pair, got {batch_size!r}")
-            self.data = _TensorBatches(data[0], data[1], batch_size)
+            self.data = _TensorBatches(data[0], data[1], int(batch_size))
         else:
             if batch_size is not None:
                 raise ValueError("batch_size is only for an (x, y) tensor pair; an iterable of batches has its own")
             if isinstance(data, torch.Tensor) or iter(data) is data:
                 raise ValueError("data must be an (x, y) tensor pair or a RE-iterable of (x, y) batches "
                                  "(a list, a DataLoader), not a one-shot iterator or a single tensor")
+            sampler = getattr(getattr(data, "batch_sampler", None), "sampler", getattr(data, "sampler", None))
+            if isinstance(data, torch.utils.data.DataLoader) and not isinstance(
+                    sampler, torch.utils.data.SequentialSampler):
+                raise ValueError(f"data: a DataLoader with a {type(sampler).__name__} yields different batches on "
+                                 "every pass; the Hessian needs fixed batches: use shuffle=False")
             self.data = data
         self.batch_sizes = self._batch_signature()
         self.num_samples = int(sum(self.batch_sizes))
         if self.num_samples == 0:
             raise ValueError("data is empty: the Hessian of a mean over no samples is undefined")
+        if bn_mode == "train" and min(self.batch_sizes) == 1 and any(
+                isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise ValueError(f"bn_mode='train' with a batch of size 1 (batch sizes {sorted(set(self.batch_sizes))}): "
+                             "BatchNorm's batch statistics are undefined; choose a batch size that leaves no "
+                             "batch of one sample, or bn_mode='eval'")
         self._shadow = _shadow_module(model, bn_mode, set(self.param_names))
+        self._check_loss()
         self._hvp_block = self._make_block_hvp()
         self.settings: dict[str, Any] = {
             "operator": "hessian", "bn_mode": bn_mode, "weight_decay": self.weight_decay,
@@ -209,6 +244,16 @@ class HessianOperator:
         }
 
     # ------------------------------------------------------------------------------------
+    def _check_loss(self) -> None:
+        """One forward pass on the first batch: loss_fn must return a finite scalar."""
+        x, y = next(iter(self._batches()))
+        with torch.no_grad():
+            loss = self.loss_fn(self._shadow(x), y)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss_fn must return the MEAN loss over the batch as a scalar tensor, got {shape} "
+                             "(use reduction='mean')")
+
     def _batch_signature(self) -> list[int]:
         sizes = []
         for batch in self.data:
@@ -242,24 +287,35 @@ class HessianOperator:
 
     def _current_params(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The model's parameters now (detached views: shared storage, never written); the
-        shadow's aliases are re-pointed if a parameter tensor was replaced since last time."""
+        shadow's aliases of parameters and buffers are re-pointed if a tensor was replaced."""
         named = dict(self.model.named_parameters())
         shadow = dict(self._shadow.named_parameters())
         for n, p in named.items():
-            if shadow[n].data_ptr() != p.data_ptr() or shadow[n].shape != p.shape:
+            if shadow[n].data_ptr() != p.data_ptr() or shadow[n].shape != p.shape or shadow[n].dtype != p.dtype:
                 shadow[n].data = p.detach()
+        shadow_modules = dict(self._shadow.named_modules())
+        for full, b in self.model.named_buffers():
+            owner, _, leaf = full.rpartition(".")
+            mod = shadow_modules[owner]
+            current = mod._buffers.get(leaf)
+            if current is not None and (current.data_ptr() != b.data_ptr() or current.shape != b.shape):
+                mod._buffers[leaf] = b.detach()
         variable = {n: named[n].detach() for n in self.param_names}
         fixed = {n: p.detach() for n, p in named.items() if n not in variable}
         return variable, fixed
 
     def _make_block_hvp(self):
-        """Per-batch H_b @ V for a block of tangents {name: (k, *shape)} -> {name: (k, *shape)}."""
-        shadow, loss_fn = self._shadow, self.loss_fn
+        """Per-batch H_b @ V: (variable, fixed, x, y, tangents {name: (k, *shape)}) -> (k, P)
+        in the parameters' dtype (flattened in ``param_names`` order)."""
+        shadow, loss_fn, names = self._shadow, self.loss_fn, self.param_names
 
-        def batch_loss(variable, fixed, x, y):
-            return loss_fn(functional_call(shadow, {**variable, **fixed}, (x,)), y)
+        def flatten(parts, k):
+            return torch.cat([h.reshape(k, -1) for h in parts], dim=1)
 
         if self.method == "forward-over-reverse":
+
+            def batch_loss(variable, fixed, x, y):
+                return loss_fn(functional_call(shadow, {**variable, **fixed}, (x,)), y)
 
             def hvp_one(variable, fixed, x, y, tangent):
                 return jvp(lambda v: grad(batch_loss)(v, fixed, x, y), (variable,), (tangent,))[1]
@@ -268,43 +324,42 @@ class HessianOperator:
                 k = next(iter(tangents.values())).shape[0]
                 if k == 1:  # no vmap overhead for a single column
                     out = hvp_one(variable, fixed, x, y, {n: t[0] for n, t in tangents.items()})
-                    return {n: t.unsqueeze(0) for n, t in out.items()}
-                return vmap(hvp_one, in_dims=(None, None, None, None, 0))(variable, fixed, x, y, tangents)
+                    return flatten([out[n] for n in names], 1)
+                out = vmap(hvp_one, in_dims=(None, None, None, None, 0))(variable, fixed, x, y, tangents)
+                return flatten([out[n] for n in names], k)
 
             return hvp_block
 
         shadow_params = dict(shadow.named_parameters())
-        leaves = [shadow_params[n] for n in self.param_names]
-
+        leaves = [shadow_params[n] for n in names]
         use_vmap = self.block_strategy == "vmap"
+        prepared = self._prepared = [None, None]  # [the current matmat's tangents dict, its grad_outputs]
 
         def hvp_block_double_backward(variable, fixed, x, y, tangents):
             # the shadow's own parameters alias the model's: no functional_call needed
-            names = self.param_names
-            with torch.enable_grad():
-                loss = loss_fn(shadow(x), y)
-                grads = torch.autograd.grad(loss, leaves, create_graph=True)
+            if prepared[0] is not tangents:  # built once per matmat (the dict is held, so never confused)
                 k = next(iter(tangents.values())).shape[0]
-                if k > 1 and use_vmap:
-                    hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n] for n in names],
-                                             is_grads_batched=True)
-                    return dict(zip(names, hv))
+                prepared[:] = [tangents, (k, [tangents[n] for n in names],
+                                          [[tangents[n][j] for n in names] for j in range(k)])]
+            k, batched, columns = prepared[1]
+            with torch.enable_grad():
+                grads = torch.autograd.grad(loss_fn(shadow(x), y), leaves, create_graph=True)
                 if k == 1:
-                    hv = torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n][0] for n in names])
-                    return {n: h.unsqueeze(0) for n, h in zip(names, hv)}
+                    return flatten(torch.autograd.grad(grads, leaves, grad_outputs=columns[0]), 1)
+                if use_vmap:
+                    return flatten(torch.autograd.grad(grads, leaves, grad_outputs=batched, is_grads_batched=True), k)
                 # one backward of the first-order graph per column, the graph kept between them
-                columns = [torch.autograd.grad(grads, leaves, grad_outputs=[tangents[n][j] for n in names],
-                                               retain_graph=j < k - 1) for j in range(k)]
-            return {n: torch.stack([col[i] for col in columns]) for i, n in enumerate(names)}
+                return torch.cat([flatten(torch.autograd.grad(grads, leaves, grad_outputs=columns[j],
+                                                              retain_graph=j < k - 1), 1) for j in range(k)])
 
         return hvp_block_double_backward
 
-    def _unflatten(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(P, k) float -> {name: (k, *shape)} in the model's dtype and device."""
-        V = V.to(device=self.device, dtype=self.dtype)
+    def _unflatten(self, V: torch.Tensor, variable: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(P, k) -> {name: (k, *shape)}, each in its parameter's dtype and on its device."""
         out, start = {}, 0
         for name, shape, numel in zip(self.param_names, self.shapes, self.numels):
-            out[name] = V[start:start + numel].T.reshape(V.shape[1], *shape)
+            p = variable[name]
+            out[name] = V[start:start + numel].T.reshape(V.shape[1], *shape).to(device=p.device, dtype=p.dtype)
             start += numel
         return out
 
@@ -317,18 +372,18 @@ class HessianOperator:
         if not torch.isfinite(V).all():
             raise ValueError("matmat: the input block has non-finite entries")
         k = V.shape[1]
-        tangents = self._unflatten(V)
         variable, fixed = self._current_params()
-        sums = {n: torch.zeros(k, *shape, dtype=torch.float64, device=self.device)
-                for n, shape in zip(self.param_names, self.shapes)}
+        self.device = next(iter(variable.values())).device
+        tangents = self._unflatten(V, variable)
+        acc = torch.zeros(k, self.num_params, dtype=torch.float64, device=self.device)
         with warnings.catch_warnings():  # torch's own forward-AD decompositions use torch.jit.script
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
             for x, y in self._batches():
-                hv = self._hvp_block(variable, fixed, x, y, tangents)
-                weight = len(y) / self.num_samples
-                for n in self.param_names:
-                    sums[n].add_(hv[n], alpha=weight)  # float64 accumulation of model-dtype products
-        total = torch.cat([sums[n].reshape(k, -1) for n in self.param_names], dim=1).T.contiguous()
+                flat = self._hvp_block(variable, fixed, x, y, tangents)
+                acc.add_(flat, alpha=len(y) / self.num_samples)  # float64 accumulation over batches
+        if hasattr(self, "_prepared"):
+            self._prepared[:] = [None, None]  # do not hold the tangents between products
+        total = acc.T.contiguous()
         if self.weight_decay:
             total.add_(V.to(device=self.device, dtype=torch.float64), alpha=self.weight_decay)
         if not torch.isfinite(total).all():

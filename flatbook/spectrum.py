@@ -41,6 +41,7 @@ __all__ = [
     "MatrixOperator",
     "LanczosResult",
     "lanczos",
+    "check_operator",
     "Spectrum",
     "slq",
     "TraceEstimate",
@@ -173,7 +174,9 @@ def lanczos(
         if q.shape[1] != probes:
             raise ValueError(f"start has {q.shape[1]} columns but probes={probes}")
         q = q / q.norm(dim=0, keepdim=True)
-    basis = torch.zeros(m_max, P, probes, dtype=basis_dtype, device=device)
+    basis = torch.zeros(probes, m_max, P, dtype=basis_dtype, device=device)
+    # reorthogonalise against chunks of the basis, converting at most ~64 MiB to float64 at once
+    chunk = max(1, (64 * 2**20) // (8 * P * probes))
     alphas = np.zeros((probes, m_max))
     betas = np.zeros((probes, m_max))
     sizes = np.zeros(probes, dtype=int)
@@ -190,7 +193,7 @@ def lanczos(
     product_seconds = 0.0
     try:
         for i in range(m_max):
-            basis[i] = q.to(basis_dtype)
+            basis[:, i] = q.T.to(basis_dtype)
             cols = np.flatnonzero(active)
             t0 = time.perf_counter()
             w = torch.zeros_like(q)
@@ -199,10 +202,13 @@ def lanczos(
             alpha = (q * w).sum(dim=0)
             w = w - alpha * q - beta_prev * q_prev
             if reorthogonalize:
-                for _ in range(2):  # "twice is enough" (Kahan, Parlett)
-                    Q = basis[: i + 1].to(torch.float64)  # (i+1, P, probes)
-                    coeffs = torch.einsum("ipk,pk->ik", Q, w)
-                    w = w - torch.einsum("ipk,ik->pk", Q, coeffs)
+                for _ in range(2):  # classical Gram-Schmidt, twice ("twice is enough": Kahan, Parlett)
+                    wt = w.T.unsqueeze(2)  # (probes, P, 1)
+                    coeffs = [torch.bmm(basis[:, a:a + chunk].to(torch.float64), wt)
+                              for a in range(0, i + 1, chunk)]  # each (probes, c, 1)
+                    for a, c in zip(range(0, i + 1, chunk), coeffs):
+                        wt = wt - torch.bmm(basis[:, a:a + chunk].to(torch.float64).transpose(1, 2), c)
+                    w = wt.squeeze(2).T
             beta = w.norm(dim=0)
             a_np, b_np = alpha.cpu().numpy(), beta.cpu().numpy()
             for j in cols:
@@ -214,6 +220,8 @@ def lanczos(
                 else:
                     active[j] = False
             if not active.any():
+                if bar is not None:
+                    bar.update(1)
                 break
             safe = torch.where(beta > 0, beta, torch.ones_like(beta))
             q_prev, q = q, w / safe
@@ -273,6 +281,7 @@ class Spectrum:
 
     @property
     def lambda_max_se(self) -> float:
+        """The spread of the per-probe top Ritz values: the standard error of their mean."""
         return _mean_se(np.nanmax(self.nodes, axis=1))[1]
 
     @property
@@ -282,6 +291,7 @@ class Spectrum:
 
     @property
     def lambda_min_se(self) -> float:
+        """The spread of the per-probe bottom Ritz values: the standard error of their mean."""
         return _mean_se(np.nanmin(self.nodes, axis=1))[1]
 
     @property
@@ -336,10 +346,44 @@ class Spectrum:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Spectrum":
-        if d.get("format") != "flatbook.Spectrum/1":
-            raise ValueError(f"not a flatbook Spectrum dict (format={d.get('format')!r})")
+        if not isinstance(d, dict) or d.get("format") != "flatbook.Spectrum/1":
+            raise ValueError(f"not a flatbook Spectrum dict (format={d.get('format') if isinstance(d, dict) else d!r})")
+        missing = {"num_params", "nodes", "weights", "settings"} - set(d)
+        if missing:
+            raise ValueError(f"Spectrum dict lacks {sorted(missing)}")
         nodes = np.array([[np.nan if v is None else v for v in row] for row in d["nodes"]], dtype=np.float64)
-        return cls(nodes, np.asarray(d["weights"], dtype=np.float64), int(d["num_params"]), dict(d["settings"]))
+        weights = np.asarray(d["weights"], dtype=np.float64)
+        if weights.shape != nodes.shape or np.any(weights < 0) or not np.allclose(weights.sum(axis=1), 1.0, atol=1e-8):
+            raise ValueError("Spectrum dict: weights must match nodes in shape, be >= 0 and sum to 1 per probe")
+        return cls(nodes, weights, int(d["num_params"]), dict(d["settings"]))
+
+
+def check_operator(op: SymmetricOperator, seed: int = 0, rtol: float | None = None) -> float:
+    """Cheap sanity check of an operator before a long run: with two random vectors u, v,
+    ``u^T H v`` must equal ``v^T H u`` (a Hessian is symmetric) and a repeated product must
+    equal the first. This catches framework bugs in double backward, models that are random in
+    their forward pass and data that change between passes. Costs two products of 2 columns.
+    Returns the relative asymmetry; raises ValueError above ``rtol`` (default: 1e-6 for float64
+    products, 1e-3 otherwise)."""
+    P = _operator_size(op)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) + 7919)
+    U = torch.randn(P, 2, generator=gen, dtype=torch.float64)
+    HU = _products(op, U, torch.device("cpu"))
+    if rtol is None:
+        dtype = str(getattr(op, "settings", {}).get("dtype", "float64"))
+        rtol = 1e-6 if dtype == "float64" else 1e-3
+    scale = float(U.norm(dim=0).prod() * HU.norm(dim=0).max()) or 1.0
+    asym = abs(float(U[:, 0] @ HU[:, 1] - U[:, 1] @ HU[:, 0])) / scale
+    if asym > rtol:
+        raise ValueError(f"the operator is not symmetric (relative asymmetry {asym:.2e} > {rtol:g}): the products "
+                         "are not those of a Hessian (a framework bug in double backward, e.g. weight_norm, or a "
+                         "random forward pass)")
+    again = _products(op, U, torch.device("cpu"))
+    change = float((again - HU).norm() / (HU.norm() or 1.0))
+    if change > rtol:
+        raise ValueError(f"the operator is not deterministic (a repeated product differs by {change:.2e} relative): "
+                         "random forward passes (dropout, augmentation) or data that change between passes")
+    return asym
 
 
 def slq(
@@ -352,17 +396,21 @@ def slq(
     reorthogonalize: bool = True,
     basis_device: str | torch.device | None = None,
     basis_dtype: torch.dtype = torch.float64,
+    check: bool = True,
 ) -> Spectrum:
     """Stochastic Lanczos quadrature with ``probes`` Gaussian start vectors run together.
 
-    The paper used ``steps=100, probes=1``. See ``lanczos`` for the options.
+    The paper used ``steps=100, probes=1``. See ``lanczos`` for the options; ``check`` first
+    runs ``check_operator`` (two extra products) so that a broken operator fails at once.
     """
+    if check:
+        check_operator(op, seed)
     res = lanczos(op, steps=steps, probes=probes, seed=seed, reorthogonalize=reorthogonalize,
                   basis_device=basis_device, basis_dtype=basis_dtype, progress=progress)
     nodes, weights = res.ritz()
     settings = dict(getattr(op, "settings", {}) or {})
     settings.update({
-        "method": "slq", "steps": int(steps), "steps_run": res.sizes.tolist(), "probes": int(probes),
+        "estimator": "slq", "steps": int(steps), "steps_run": res.sizes.tolist(), "probes": int(probes),
         "seed": int(seed), "reorthogonalize": bool(reorthogonalize), "basis_dtype": str(basis_dtype).replace("torch.", ""),
         "seconds_per_product": res.seconds_per_product,
     })
@@ -396,7 +444,7 @@ def hutchinson_trace(op: SymmetricOperator, samples: int = 100, seed: int = 0, *
 
 
 def top_eigenvalues(op: SymmetricOperator, k: int = 1, *, tol: float = 1e-8, seed: int = 0,
-                    max_products: int | None = None) -> np.ndarray:
+                    maxiter: int | None = None) -> np.ndarray:
     """The k largest (algebraic) eigenvalues, descending, by ARPACK's implicitly restarted
     Lanczos (scipy.sparse.linalg.eigsh) on the operator's products, to relative tolerance ``tol``."""
     from scipy.sparse.linalg import LinearOperator, eigsh
@@ -405,6 +453,8 @@ def top_eigenvalues(op: SymmetricOperator, k: int = 1, *, tol: float = 1e-8, see
     k = _check_positive_int("k", k)
     if k >= P:
         raise ValueError(f"k must be < num_params={P} for the iterative solver, got k={k}; use dense_hessian")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     gen = np.random.default_rng(seed)
 
     def mv(v: np.ndarray) -> np.ndarray:
@@ -413,5 +463,5 @@ def top_eigenvalues(op: SymmetricOperator, k: int = 1, *, tol: float = 1e-8, see
 
     lin = LinearOperator((P, P), matvec=mv, matmat=mv, dtype=np.float64)
     values = eigsh(lin, k=k, which="LA", tol=tol, v0=gen.standard_normal(P),
-                   maxiter=max_products, return_eigenvectors=False)
+                   maxiter=maxiter, return_eigenvectors=False)
     return np.sort(values)[::-1]

@@ -80,7 +80,7 @@ def reference_hessian(model: nn.Module, x, y, train_bn: bool) -> torch.Tensor:
     ref.eval()
     if train_bn:
         for m in ref.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
                 m.train()
     names = [n for n, _ in ref.named_parameters()]
     values = tuple(p.detach().clone() for p in ref.parameters())
@@ -285,9 +285,8 @@ def test_bad_input_is_refused_up_front():
         op.matvec(torch.zeros(3))
     with pytest.raises(ValueError, match="non-finite"):
         op.matvec(torch.full((op.num_params,), float("nan")))
-    changing = HessianOperator(model, LOSS, _Shuffled(x, y))
-    with pytest.raises(ValueError, match="data changed between passes"):
-        changing.matvec(torch.ones(op.num_params))
+    with pytest.raises(ValueError, match="data changed between passes"):  # found by the second pass
+        HessianOperator(model, LOSS, _Shuffled(x, y)).matvec(torch.ones(op.num_params))
 
 
 def test_non_finite_product_is_an_error():
@@ -297,3 +296,139 @@ def test_non_finite_product_is_an_error():
     op = HessianOperator(model, LOSS, (x, y), batch_size=4)
     with pytest.raises(ValueError, match="not finite"):
         op.matvec(torch.ones(op.num_params))
+
+
+# --- review follow-ups: running statistics, custom norms, hooks, loaders, precision --------
+
+
+def _with_trained_statistics(model, x, steps=3):
+    """Give BatchNorm non-default running statistics (as a trained model has)."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(x * 3 + 1)
+    return model
+
+
+def test_eval_mode_uses_the_current_running_statistics():
+    model, (x, y) = bn_cnn(), image_data()
+    _with_trained_statistics(model, x)
+    op = HessianOperator(model, LOSS, (x, y), batch_size=4, bn_mode="eval")
+    v = torch.randn(op.num_params, generator=_gen(3))
+    ref = reference_hessian(model, x, y, train_bn=False)
+    assert rel(op.matvec(v).cpu(), ref @ v) < 1e-10  # non-default statistics are used, not reset ones
+    _with_trained_statistics(model, x * -2)  # statistics move after the operator was built
+    ref2 = reference_hessian(model, x, y, train_bn=False)
+    assert rel(ref2, ref) > 1e-3
+    assert rel(op.matvec(v).cpu(), ref2 @ v) < 1e-10
+    state = copy.deepcopy(model.state_dict())
+    fresh = bn_cnn()
+    fresh.load_state_dict(state)
+    model[1].running_var = model[1].running_var * 2  # a replaced buffer tensor is followed too
+    assert rel(op.matvec(v).cpu(), reference_hessian(model, x, y, train_bn=False) @ v) < 1e-10
+
+
+class HandmadeNorm(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(c))
+
+    def forward(self, x):
+        return x - (x.mean((0, 2, 3), keepdim=True) if self.training else self.running_mean.view(1, -1, 1, 1))
+
+
+def test_unknown_norm_layers_are_refused_in_train_mode_and_instance_norm_works():
+    torch.manual_seed(0)
+    x, y = image_data()
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), HandmadeNorm(2), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double()
+    with pytest.raises(ValueError, match="HandmadeNorm keeps running statistics"):
+        HessianOperator(model, LOSS, (x, y), batch_size=4, bn_mode="train")
+    HessianOperator(model, LOSS, (x, y), batch_size=4, bn_mode="eval")  # fine: running statistics
+    inorm = nn.Sequential(nn.Conv2d(1, 2, 3), nn.InstanceNorm2d(2, affine=True, track_running_stats=True),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double()
+    _with_trained_statistics(inorm, x)
+    for mode in ("train", "eval"):
+        H = dense_hessian(inorm, LOSS, (x, y), batch_size=12, bn_mode=mode)
+        R = reference_hessian(inorm, x, y, train_bn=mode == "train")
+        assert rel(H, R) < 1e-10, mode
+    assert rel(dense_hessian(inorm, LOSS, (x, y), batch_size=12, bn_mode="train"),
+               dense_hessian(inorm, LOSS, (x, y), batch_size=12, bn_mode="eval")) > 1e-3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_user_backward_hooks_do_not_run_or_change_products(method):
+    model, (x, y) = mlp(), vector_data()
+    H = dense_hessian(model, LOSS, (x, y), batch_size=8, method=method)
+    calls = []
+    model[0].register_full_backward_hook(lambda m, gi, go: calls.append(1) or tuple(g * 0 if g is not None else g for g in gi))
+    model[2].register_forward_hook(lambda m, i, o: calls.append(2))
+    H2 = dense_hessian(model, LOSS, (x, y), batch_size=8, method=method)
+    assert torch.equal(H, H2)
+    assert 1 not in calls  # the backward hook never ran (forward hooks are part of the function)
+
+
+def test_shuffling_dataloader_is_refused():
+    model, (x, y) = mlp(), vector_data()
+    ds = torch.utils.data.TensorDataset(x, y)
+    with pytest.raises(ValueError, match="RandomSampler yields different batches"):
+        HessianOperator(model, LOSS, torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True))
+    op = HessianOperator(model, LOSS, torch.utils.data.DataLoader(ds, batch_size=8, shuffle=False))
+    v = torch.randn(op.num_params, generator=_gen(0))
+    assert rel(op.matvec(v), dense_hessian(model, LOSS, (x, y), batch_size=8) @ v) < 1e-12
+
+
+def test_float32_products_are_accumulated_in_float64_exactly():
+    model32 = mlp().float()
+    x, y = vector_data(n=300)
+    x = x.float()
+    op = HessianOperator(model32, LOSS, (x, y), batch_size=1)
+    v = torch.randn(op.num_params, generator=_gen(4))
+    got = op.matvec(v)
+    # reference: the same float32 per-sample products, summed in float64 by hand
+    ref = torch.zeros(op.num_params, dtype=torch.float64)
+    for i in range(len(y)):
+        ref += HessianOperator(model32, LOSS, (x[i:i + 1], y[i:i + 1]), batch_size=1).matvec(v) / len(y)
+    assert got.dtype == torch.float64
+    assert rel(got, ref) < 1e-13  # float32 accumulation of 300 terms would be off by ~1e-7
+
+
+def test_grads_and_requires_grad_are_untouched():
+    model, (x, y) = mlp(), vector_data()
+    LOSS(model(x), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model[2].bias.requires_grad_(False)
+    dense_hessian(model, LOSS, (x, y), batch_size=8)
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert [p.requires_grad for p in model.parameters()] == [True, True, True, False]
+
+
+def test_more_bad_input():
+    model, (x, y) = mlp(), vector_data()
+    with pytest.raises(ValueError, match="must return the MEAN loss over the batch as a scalar"):
+        HessianOperator(model, nn.CrossEntropyLoss(reduction="none"), (x, y), batch_size=8)
+    with pytest.raises(ValueError, match="model must be a torch.nn.Module"):
+        HessianOperator(lambda t: t, LOSS, (x, y), batch_size=8)
+    bn = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
+    with pytest.raises(ValueError, match="batch of size 1"):
+        HessianOperator(bn, LOSS, (x[:9], y[:9]), batch_size=8, bn_mode="train")
+    HessianOperator(bn, LOSS, (x[:9], y[:9]), batch_size=8, bn_mode="eval")
+
+
+def test_models_with_cached_non_leaf_tensors_can_be_measured():
+    class Caching(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(5, 3)
+            self.last = None
+
+        def forward(self, x):
+            self.last = self.lin(x)
+            return self.last
+
+    model = Caching().double()
+    x, y = vector_data()
+    model(x)  # now holds a non-leaf tensor
+    H = dense_hessian(model, LOSS, (x, y), batch_size=8)
+    plain = Caching().double()
+    plain.load_state_dict(model.state_dict())  # the reference deep-copies, so give it a clean model
+    assert rel(H, reference_hessian(plain, x, y, train_bn=False)) < 1e-10

@@ -138,3 +138,39 @@ def test_non_finite_products_are_refused():
     A[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite product"):
         slq(MatrixOperator(A), steps=3)
+
+
+def test_check_operator_catches_asymmetric_and_random_operators():
+    A, _ = random_symmetric(P=30, seed=1)
+    from flatbook.spectrum import check_operator
+    assert check_operator(MatrixOperator(A)) < 1e-12
+    B = A.copy()
+    B[0, 1] += 1.0
+    with pytest.raises(ValueError, match="not symmetric"):
+        slq(MatrixOperator(B), steps=5)
+
+    class Noisy(MatrixOperator):
+        def matmat(self, V):
+            return super().matmat(V) * (1 + 0.1 * torch.rand(()))
+
+    with pytest.raises(ValueError, match="not deterministic"):
+        slq(Noisy(A), steps=5)
+    slq(MatrixOperator(B), steps=5, check=False)  # the check can be turned off
+
+
+def test_float32_basis_and_chunked_reorthogonalisation_agree():
+    A, eig = random_symmetric(P=200, seed=2)
+    a = slq(MatrixOperator(A), steps=60, probes=3, seed=1)
+    b = slq(MatrixOperator(A), steps=60, probes=3, seed=1, basis_dtype=torch.float32)
+    assert a.lambda_max == pytest.approx(eig[-1], rel=1e-10)
+    assert b.lambda_max == pytest.approx(eig[-1], rel=1e-5)
+    assert np.allclose(np.sort(a.nodes[0])[-5:], np.sort(b.nodes[0])[-5:], rtol=1e-4)
+
+
+def test_from_dict_validates():
+    sp = slq(MatrixOperator(np.diag([1.0, 2.0, 3.0])), steps=3)
+    d = sp.to_dict()
+    with pytest.raises(ValueError, match="lacks"):
+        Spectrum.from_dict({k: v for k, v in d.items() if k != "weights"})
+    with pytest.raises(ValueError, match="sum to 1"):
+        Spectrum.from_dict({**d, "weights": [[0.5, 0.1, 0.1]]})
