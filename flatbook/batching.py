@@ -1,0 +1,123 @@
+"""Batches from tensors held on the training device: no DataLoader, no per-sample PIL work.
+
+* ``TensorBatches(x, y, batch_size, shuffle=..., seed=..., augment=...)``: an iterable of
+  (x, y) batches. With ``shuffle=False`` the batches are in data order, the same on every pass
+  (evaluation, Hessians). With ``shuffle=True`` pass number e (0, 1, ...) uses the permutation
+  drawn from a private generator seeded with (seed, e): the same seed gives the same epochs,
+  and the global RNG is never touched. ``set_epoch(e)`` jumps to epoch e (resuming).
+* ``augment="crop-flip"``: the CIFAR augmentation of the paper's code, per sample and on the
+  tensors: zero-pad by 4, crop a random 32x32 (any size: the input size) window, flip
+  horizontally with probability 1/2, drawn from the same private generator.
+* ``pad_to(x, size, channels)``: zero-pad images centrally (28x28 -> 32x32 for Fashion-MNIST
+  through CIFAR architectures) and repeat a single channel ``channels`` times.
+* ``balanced_subset(y, per_class, seed)``: indices of ``per_class`` samples of each class, in
+  data order (a seeded choice within each class).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AUGMENTATIONS", "TensorBatches", "pad_to", "balanced_subset", "random_crop_flip"]
+
+AUGMENTATIONS = (None, "crop-flip")
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def pad_to(x: torch.Tensor, size: int = 32, channels: int | None = None) -> torch.Tensor:
+    """Zero-pad (N, C, H, W) images to ``size`` x ``size`` (centred; the odd pixel right/bottom)
+    and, for single-channel images, repeat the channel ``channels`` times."""
+    if x.ndim != 4:
+        raise ValueError(f"pad_to expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if size < max(h, w):
+        raise ValueError(f"size {size} is smaller than the images ({h}x{w})")
+    top, left = (size - h) // 2, (size - w) // 2
+    x = F.pad(x, (left, size - w - left, top, size - h - top))
+    if channels is not None and channels != x.shape[1]:
+        if x.shape[1] != 1:
+            raise ValueError(f"only single-channel images can be repeated to {channels} channels, got {x.shape[1]}")
+        x = x.repeat(1, channels, 1, 1)
+    return x
+
+
+def balanced_subset(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices (sorted, so data order is kept) of ``per_class`` samples of every class."""
+    _positive_int("per_class", per_class)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    y_cpu = y.detach().cpu()
+    chosen = []
+    for c in torch.unique(y_cpu).tolist():
+        idx = torch.nonzero(y_cpu == c).flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has {len(idx)} samples, fewer than per_class={per_class}")
+        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Per sample: zero-pad by ``padding``, crop a random window of the input's size, flip
+    horizontally with probability 1/2. Offsets and flips come from ``gen`` (a CPU generator)."""
+    n, c, h, w = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=gen).to(x.device)
+    flips = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    padded = F.pad(x, (padding, padding, padding, padding))
+    rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (n, h)
+    cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # (n, w)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    b = torch.arange(n, device=x.device)[:, None, None, None]
+    ch = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[b, ch, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class TensorBatches:
+    """(x, y) batches of tensors on one device; see the module docstring."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 augment: str | None = None, drop_last: bool = False):
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+        if len(x) == 0:
+            raise ValueError("no samples to batch")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+        if augment is not None and x.ndim != 4:
+            raise ValueError(f"augment={augment!r} needs (N, C, H, W) images, got shape {tuple(x.shape)}")
+        self.x, self.y = x, y
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.shuffle, self.seed, self.augment, self.drop_last = bool(shuffle), int(seed), augment, bool(drop_last)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next pass is epoch ``epoch`` (its shuffle and augmentation draws)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(n, generator=gen).to(self.x.device) if self.shuffle else None
+        stop = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
+            if order is None:
+                xb, yb = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            else:
+                idx = order[start:start + self.batch_size]
+                xb, yb = self.x[idx], self.y[idx]
+            if self.augment == "crop-flip":
+                xb = random_crop_flip(xb, gen)
+            yield xb, yb
