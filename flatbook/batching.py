@@ -21,15 +21,11 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from .checks import positive_int
+
 __all__ = ["AUGMENTATIONS", "TensorBatches", "pad_to", "balanced_subset", "random_crop_flip"]
 
 AUGMENTATIONS = (None, "crop-flip")
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def pad_to(x: torch.Tensor, size: int = 32, channels: int | None = None) -> torch.Tensor:
@@ -51,7 +47,7 @@ def pad_to(x: torch.Tensor, size: int = 32, channels: int | None = None) -> torc
 
 def balanced_subset(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
     """Indices (sorted, so data order is kept) of ``per_class`` samples of every class."""
-    _positive_int("per_class", per_class)
+    positive_int("per_class", per_class)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     y_cpu = y.detach().cpu()
     chosen = []
@@ -92,7 +88,7 @@ class TensorBatches:
         if augment is not None and x.ndim != 4:
             raise ValueError(f"augment={augment!r} needs (N, C, H, W) images, got shape {tuple(x.shape)}")
         self.x, self.y = x, y
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.shuffle, self.seed, self.augment, self.drop_last = bool(shuffle), int(seed), augment, bool(drop_last)
         self.epoch = 0
 

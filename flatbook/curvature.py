@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from .batching import TensorBatches
+from .checks import positive_int
 
 __all__ = ["HessianOperator", "dense_hessian", "BN_MODES"]
 
@@ -409,13 +410,12 @@ def dense_hessian(
 ) -> torch.Tensor:
     """The exact P x P Hessian (float64, on the CPU): ``HessianOperator.matmat`` on the identity,
     ``block`` columns per data pass. Same arguments and meaning as HessianOperator."""
+    block = positive_int("block", block)  # before the operator's first pass over the data
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode,
                          weight_decay=weight_decay, params=params, method=method, block_strategy=block_strategy)
     if op.num_params > max_params:
         raise ValueError(f"dense_hessian: the model has {op.num_params} parameters, more than max_params={max_params} "
                          "(a dense P x P matrix); raise max_params deliberately or use slq / top_eigenvalues")
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"block must be an integer >= 1, got {block!r}")
     P = op.num_params
     H = torch.empty(P, P, dtype=torch.float64)
     for start in range(0, P, block):

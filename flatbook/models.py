@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import positive_int
+
 __all__ = ["NAMES", "PAPER_PARAMETER_COUNTS", "build", "count_parameters"]
 
 NAMES = ("logreg", "mlp", "allcnnc", "preresnet164", "wrn28x10", "vgg16bn")
@@ -49,12 +51,6 @@ PAPER_PARAMETER_COUNTS = {
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _he_conv_init(model: nn.Module) -> None:
@@ -205,7 +201,7 @@ class WideResNet(nn.Module):
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WideResNet depth must be 6 n + 4 with n >= 1 (e.g. 16, 28), got {depth}")
-        _positive_int("width", width)
+        positive_int("width", width)
         n = (depth - 4) // 6
         widths = (16, 16 * width, 32 * width, 64 * width)
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=True)
@@ -271,7 +267,7 @@ def build(name: str, num_classes: int | None = None, in_channels: int | None = N
     if name not in NAMES:
         raise ValueError(f"unknown model {name!r}; models are: {', '.join(NAMES)}")
     mnist_like = name in ("logreg", "mlp")
-    num_classes = _positive_int("num_classes", num_classes if num_classes is not None else (10 if mnist_like else 100))
+    num_classes = positive_int("num_classes", num_classes if num_classes is not None else (10 if mnist_like else 100))
     allowed = {
         "logreg": {"in_features"},
         "mlp": {"in_features", "hidden"},
@@ -287,7 +283,7 @@ def build(name: str, num_classes: int | None = None, in_channels: int | None = N
         if in_channels is not None:
             raise ValueError(f"{name} takes in_features (flattened inputs), not in_channels")
         return logreg(num_classes, **variant) if name == "logreg" else mlp(num_classes, **variant)
-    in_channels = _positive_int("in_channels", in_channels if in_channels is not None else 3)
+    in_channels = positive_int("in_channels", in_channels if in_channels is not None else 3)
     if name == "allcnnc":
         return allcnnc(num_classes, in_channels, **variant)
     if name == "preresnet164":

@@ -36,6 +36,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
+from .checks import positive_int
+
 __all__ = [
     "SymmetricOperator",
     "MatrixOperator",
@@ -73,12 +75,6 @@ class MatrixOperator:
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.A @ V.to(self.A)
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _operator_size(op: SymmetricOperator) -> int:
@@ -161,8 +157,8 @@ def lanczos(
     a GPU); ``basis_dtype=torch.float32`` halves it (the recurrence stays float64).
     """
     P = _operator_size(op)
-    steps = _check_positive_int("steps", steps)
-    probes = _check_positive_int("probes", probes)
+    steps = positive_int("steps", steps)
+    probes = positive_int("probes", probes)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     m_max = min(steps, P)
@@ -427,8 +423,8 @@ class TraceEstimate:
 def hutchinson_trace(op: SymmetricOperator, samples: int = 100, seed: int = 0, *, block: int = 16) -> TraceEstimate:
     """Hutchinson's estimator: mean of z^T H z over Rademacher vectors z, ``block`` at a time."""
     P = _operator_size(op)
-    samples = _check_positive_int("samples", samples)
-    block = _check_positive_int("block", block)
+    samples = positive_int("samples", samples)
+    block = positive_int("block", block)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     values = []
     done = 0
@@ -450,7 +446,7 @@ def top_eigenvalues(op: SymmetricOperator, k: int = 1, *, tol: float = 1e-8, see
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     P = _operator_size(op)
-    k = _check_positive_int("k", k)
+    k = positive_int("k", k)
     if k >= P:
         raise ValueError(f"k must be < num_params={P} for the iterative solver, got k={k}; use dense_hessian")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
