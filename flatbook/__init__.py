@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = ("symbolic", "plots", "runner", "parameters", "site", "chapters", "device", "curvature", "spectrum",
-               "models", "data", "batching", "schedules")
+               "models", "data", "batching", "schedules", "train", "experiments")
 
 # public names re-exported from submodules (imported on first access)
 _EXPORTS = {

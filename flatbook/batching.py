@@ -106,14 +106,13 @@ class TensorBatches:
         n = len(self.x)
         gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
-        order = torch.randperm(n, generator=gen).to(self.x.device) if self.shuffle else None
+        x, y = self.x, self.y
+        if self.shuffle:  # one gather per epoch, then contiguous slices (cheaper than a gather per batch)
+            order = torch.randperm(n, generator=gen).to(self.x.device)
+            x, y = x[order], y[order]
         stop = n - n % self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
-            if order is None:
-                xb, yb = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
-            else:
-                idx = order[start:start + self.batch_size]
-                xb, yb = self.x[idx], self.y[idx]
+            xb, yb = x[start:start + self.batch_size], y[start:start + self.batch_size]
             if self.augment == "crop-flip":
                 xb = random_crop_flip(xb, gen)
             yield xb, yb

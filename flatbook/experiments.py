@@ -1,0 +1,536 @@
+"""One experiment of the paper, end to end and cached: config -> data -> model -> training ->
+evaluation -> Hessian spectrum -> ``Result`` on disk.
+
+``run(config)``:
+
+1. loads the dataset's "train", "val" and "test" splits (``flatbook.data``; the last
+   ``val_size`` training images are the validation set, as the authors' code), optionally keeps a
+   class-balanced subset of ``train_per_class`` training images per class, zero-pads to
+   ``pad_to`` x ``pad_to`` (and repeats the channel for 3-channel models), normalises with the
+   model's statistics (``normalization="auto"``: (x - 0.5)/0.5 for logreg/mlp, the CIFAR
+   ResNet statistics for preresnet164/wrn28x10, the ImageNet ones for vgg16bn/allcnnc) and
+   flattens for logreg/mlp;
+2. seeds the global RNG with ``seed``, builds the model (``models.build`` with ``model_options``)
+   and trains it with ``train.fit`` (validation every epoch);
+3. evaluates train (without augmentation), val and test loss and accuracy in eval mode and ||w||;
+4. with ``spectrum=True``, runs ``spectrum.slq`` on the Hessian of the MEAN cross-entropy over the
+   training split (or its first ``hessian_samples`` images) without augmentation, in fixed
+   batches of ``hessian_batch_size``, BatchNorm in ``bn_mode``, without the weight-decay term:
+   ``lanczos_steps`` steps, ``probes`` Gaussian probes, seed ``spectrum_seed``. The paper's
+   choice: 100 steps, 1 probe, "train" mode, batches of 128, the whole training split.
+
+The result (metrics, per-epoch history, spectrum, timings, device) is stored as
+``<results_dir>/<key>/result.json`` with the weights beside it (``weights.pt``, their SHA-256 in
+the JSON). ``key`` hashes the resolved config ("auto" fields replaced by their values) with
+``RESULT_FORMAT`` (the version of this layout): the same config is a cache hit, with no
+training. Entries are written into a temporary directory and renamed into place, so an
+interrupted run leaves no entry; an unreadable or inconsistent entry is reported (warning),
+removed and recomputed. Training checkpoints go to ``<key>.partial/`` so an interrupted run
+resumes (``checkpoint_every`` epochs). Device (CUDA when present) is not part of the key.
+
+``results_dir``: the argument, else ``$FLATBOOK_RESULTS``, else ``~/.cache/flatbook/results``.
+
+``sweep(base, weight_decays, workers=...)`` runs ``base`` once per weight decay; with
+``workers > 1`` uncached runs go to that many worker processes (each with an equal share of the
+CPU threads), which on a 2-core CPU trains the small models 1.4-1.9x faster than one process
+(``benchmarks/train.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+__all__ = ["Config", "Result", "run", "sweep", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
+           "paper_config"]
+
+RESULT_FORMAT = 1
+MNIST_LIKE_MODELS = ("logreg", "mlp")
+AUTO_NORMALIZATION = {"logreg": "mnist", "mlp": "mnist", "preresnet164": "cifar-resnet", "wrn28x10": "cifar-resnet",
+                      "vgg16bn": "imagenet", "allcnnc": "imagenet"}
+
+
+class ConfigError(ValueError):
+    """An experiment config with a bad field (the message names it)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines an experiment's result (see the module docstring)."""
+
+    model: str
+    dataset: str
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    epochs: int = 1
+    batch_size: int = 128
+    momentum: float = 0.9
+    schedule: str = "paper"
+    lr_ratio: float = 0.01
+    averaging_start: int | None = None
+    lr_averaging: float | None = None
+    augment: str | None = "auto"
+    normalization: str = "auto"
+    pad_to: int | None = None
+    train_per_class: int | None = None
+    val_size: int = 5000
+    model_options: dict = field(default_factory=dict)
+    seed: int = 0
+    bf16: bool = False
+    spectrum: bool = True
+    lanczos_steps: int = 100
+    probes: int = 1
+    bn_mode: str = "train"
+    hessian_batch_size: int = 128
+    hessian_samples: int | None = None
+    spectrum_seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        if isinstance(d, Config):
+            return d
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a dict or a Config, got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; fields are: {', '.join(names)}")
+        for required in ("model", "dataset"):
+            if required not in d:
+                raise ConfigError(f"config field {required!r} is required")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def resolved(self) -> "Config":
+        """The config with "auto" fields replaced and every field validated (ConfigError names
+        the first bad field)."""
+        _validate(self)
+        changes: dict[str, Any] = {}
+        if self.augment == "auto":
+            changes["augment"] = "crop-flip" if self.dataset.startswith("cifar") else None
+        if self.normalization == "auto":
+            changes["normalization"] = AUTO_NORMALIZATION[self.model]
+        changes["model_options"] = dict(sorted(self.model_options.items()))
+        for name in ("weight_decay", "lr", "momentum", "lr_ratio"):
+            changes[name] = float(getattr(self, name))
+        if self.lr_averaging is not None:
+            changes["lr_averaging"] = float(self.lr_averaging)
+        return dataclasses.replace(self, **changes)
+
+    def key(self) -> str:
+        """The cache key: a hash of the resolved config and RESULT_FORMAT."""
+        blob = json.dumps({"format": RESULT_FORMAT, "config": self.resolved().to_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"config field {name!r} = {value!r} is invalid: {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _validate(c: Config) -> None:
+    from .batching import AUGMENTATIONS
+    from .curvature import BN_MODES
+    from .data import NAMES as DATASETS, NORMALIZATION
+    from .models import NAMES as MODELS
+    from .train import OPTIMIZERS, SCHEDULES
+
+    if c.model not in MODELS:
+        _fail("model", c.model, f"models are {', '.join(MODELS)}")
+    if c.dataset not in DATASETS:
+        _fail("dataset", c.dataset, f"datasets are {', '.join(DATASETS)}")
+    if c.optimizer not in OPTIMIZERS:
+        _fail("optimizer", c.optimizer, f"optimizers are {', '.join(OPTIMIZERS)}")
+    if c.schedule not in SCHEDULES:
+        _fail("schedule", c.schedule, f"schedules are {', '.join(SCHEDULES)}")
+    for name in ("weight_decay", "momentum"):
+        v = getattr(c, name)
+        if not _is_number(v) or v < 0:
+            _fail(name, v, "a finite number >= 0")
+    if c.momentum >= 1:
+        _fail("momentum", c.momentum, "a number in [0, 1)")
+    for name in ("lr", "lr_ratio"):
+        v = getattr(c, name)
+        if not _is_number(v) or v <= 0:
+            _fail(name, v, "a finite number > 0")
+    for name in ("epochs", "batch_size", "val_size", "lanczos_steps", "probes", "hessian_batch_size"):
+        v = getattr(c, name)
+        if not _is_int(v) or v < 1:
+            _fail(name, v, "an integer >= 1")
+    for name in ("seed", "spectrum_seed"):
+        v = getattr(c, name)
+        if not _is_int(v) or v < 0:
+            _fail(name, v, "an integer >= 0")
+    for name in ("train_per_class", "hessian_samples", "averaging_start"):
+        v = getattr(c, name)
+        if v is not None and (not _is_int(v) or v < 1):
+            _fail(name, v, "null or an integer >= 1")
+    if c.averaging_start is not None and c.averaging_start > c.epochs:
+        _fail("averaging_start", c.averaging_start, f"at most epochs ({c.epochs})")
+    if c.optimizer == "gadam" and c.averaging_start is None:
+        _fail("averaging_start", None, "optimizer 'gadam' needs the epoch iterate averaging starts")
+    if c.lr_averaging is not None:
+        if not _is_number(c.lr_averaging) or c.lr_averaging <= 0:
+            _fail("lr_averaging", c.lr_averaging, "null or a finite number > 0")
+        if c.averaging_start is None:
+            _fail("lr_averaging", c.lr_averaging, "only with averaging_start")
+    if c.augment != "auto" and c.augment not in AUGMENTATIONS:
+        _fail("augment", c.augment, f"'auto' or one of {AUGMENTATIONS}")
+    if c.normalization != "auto" and c.normalization not in NORMALIZATION:
+        _fail("normalization", c.normalization, f"'auto' or one of {sorted(NORMALIZATION)}")
+    if c.pad_to is not None and (not _is_int(c.pad_to) or c.pad_to < 1):
+        _fail("pad_to", c.pad_to, "null or an image size in pixels")
+    if c.bn_mode not in BN_MODES:
+        _fail("bn_mode", c.bn_mode, f"one of {BN_MODES}")
+    for name in ("bf16", "spectrum"):
+        if not isinstance(getattr(c, name), bool):
+            _fail(name, getattr(c, name), "true or false")
+    if not isinstance(c.model_options, dict):
+        _fail("model_options", c.model_options, "a dict of model options (see flatbook.models.build)")
+    mnist_like_data = c.dataset in ("mnist", "fashion-mnist")
+    if c.model in MNIST_LIKE_MODELS and c.pad_to is not None:
+        _fail("pad_to", c.pad_to, f"{c.model} takes flattened 28x28 images; padding is for convolutional models")
+    if c.model not in MNIST_LIKE_MODELS and mnist_like_data and c.pad_to is None:
+        _fail("pad_to", None, f"{c.model} is a CIFAR architecture: give pad_to 32 to run it on {c.dataset}")
+    if c.model in MNIST_LIKE_MODELS and not mnist_like_data:
+        _fail("dataset", c.dataset, f"{c.model} takes 28x28 greyscale images (mnist, fashion-mnist)")
+    if c.augment == "crop-flip" and c.model in MNIST_LIKE_MODELS:
+        _fail("augment", c.augment, "crop-flip is for image models, not flattened inputs")
+    # the model options are checked by building on the meta device (no memory, no time)
+    from .models import build
+
+    import torch
+
+    try:
+        with torch.device("meta"):
+            build(c.model, num_classes=_num_classes(c.dataset), in_channels=None if c.model in MNIST_LIKE_MODELS else 3,
+                  **c.model_options)
+    except (ValueError, TypeError) as exc:
+        _fail("model_options", c.model_options, str(exc))
+
+
+def _num_classes(dataset: str) -> int:
+    return 100 if dataset == "cifar100" else 10
+
+
+def paper_config(model: str, weight_decay: float = 0.0, **changes: Any) -> Config:
+    """The paper's setting for ``model`` (PAPER.md: dataset, lr, epochs; batch 128, momentum
+    0.9, the paper's schedule, 100 Lanczos steps, 1 probe, BatchNorm train mode), with changes."""
+    base = {
+        "logreg": dict(dataset="mnist", lr=0.01, epochs=1000),
+        "mlp": dict(dataset="mnist", lr=0.01, epochs=50),
+        "allcnnc": dict(dataset="cifar100", lr=0.1, epochs=300),
+        "preresnet164": dict(dataset="cifar100", lr=0.1, epochs=300),
+        "wrn28x10": dict(dataset="cifar100", lr=0.1, epochs=300),
+        "vgg16bn": dict(dataset="cifar100", lr=0.1, epochs=300),
+    }
+    if model not in base:
+        raise ConfigError(f"config field 'model' = {model!r} is invalid: models are {', '.join(base)}")
+    return Config(model=model, weight_decay=weight_decay, **{**base[model], **changes})
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """A finished experiment: its config, metrics, per-epoch history and spectrum."""
+
+    config: Config
+    key: str
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    spectrum: Any  # flatbook.Spectrum or None
+    seconds: dict[str, float]
+    device: str
+    version: str
+    path: Path | None = None
+    cached: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """One flat row for tables: the sweep variables, metrics and spectrum estimates."""
+        c = self.config
+        row: dict[str, Any] = {"model": c.model, "dataset": c.dataset, "optimizer": c.optimizer,
+                               "weight_decay": c.weight_decay, **self.metrics}
+        if self.spectrum is not None:
+            row.update(self.spectrum.summary())
+        return row
+
+    def load_model(self, device: str | None = None):
+        """The trained model (weights from the cache entry), in eval mode."""
+        import torch
+
+        from .models import build
+
+        if self.path is None:
+            raise ValueError("this result has no cache entry to load weights from")
+        model = _build(self.config)
+        state = torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return model.to(device or "cpu").eval()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": RESULT_FORMAT, "key": self.key, "config": self.config.to_dict(), "metrics": self.metrics,
+                "history": self.history, "spectrum": None if self.spectrum is None else self.spectrum.to_dict(),
+                "seconds": self.seconds, "device": self.device, "version": self.version}
+
+
+def results_dir(path: str | Path | None = None) -> Path:
+    """Where results are cached: ``path``, else $FLATBOOK_RESULTS, else ~/.cache/flatbook/results."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("FLATBOOK_RESULTS")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "flatbook" / "results"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _CorruptEntry(Exception):
+    pass
+
+
+def _load_entry(entry: Path, config: Config, key: str) -> Result:
+    from .spectrum import Spectrum
+
+    try:
+        d = json.loads((entry / "result.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise _CorruptEntry(f"result.json unreadable ({exc})") from exc
+    if not isinstance(d, dict) or d.get("format") != RESULT_FORMAT or d.get("key") != key:
+        raise _CorruptEntry("result.json is of another format or key")
+    weights = entry / "weights.pt"
+    if not weights.exists() or _sha256(weights) != d.get("weights_sha256"):
+        raise _CorruptEntry("weights.pt is missing or does not match the checksum in result.json")
+    try:
+        spectrum = None if d["spectrum"] is None else Spectrum.from_dict(d["spectrum"])
+        return Result(config=config, key=key, metrics=dict(d["metrics"]), history=list(d["history"]),
+                      spectrum=spectrum, seconds=dict(d["seconds"]), device=str(d["device"]),
+                      version=str(d["version"]), path=entry, cached=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _CorruptEntry(f"result.json has a bad or missing field ({exc})") from exc
+
+
+def _write_entry(root: Path, key: str, result: Result, state: dict) -> Path:
+    import torch
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.", suffix=".tmp"))
+    try:
+        torch.save(state, tmp / "weights.pt")
+        payload = result.to_json()
+        payload["weights_sha256"] = _sha256(tmp / "weights.pt")
+        (tmp / "result.json").write_text(json.dumps(payload, indent=1, allow_nan=True))
+        final = root / key
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --- data and model -------------------------------------------------------------------------
+
+
+_DATA_CACHE: dict[tuple, Any] = {}
+
+
+def prepare_data(config: Config | dict, split: str, root: str | Path | None = None):
+    """The (x, y) tensors of ``split`` exactly as the experiment sees them (subset, padding,
+    normalisation, flattening; see the module docstring), on the CPU."""
+    import torch
+
+    from . import batching, data
+
+    c = Config.from_dict(config).resolved()
+    raw_key = (c.dataset, split, str(root), c.val_size)
+    if raw_key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # keep one dataset's splits at most
+        for s in ("train", "val", "test"):
+            _DATA_CACHE[(c.dataset, s, str(root), c.val_size)] = data.load(c.dataset, s, root, val_size=c.val_size)
+    x, y = _DATA_CACHE[raw_key]
+    if split == "train" and c.train_per_class is not None:
+        idx = batching.balanced_subset(y, c.train_per_class, seed=c.seed)
+        x, y = x[idx], y[idx]
+    if c.pad_to is not None:
+        x = batching.pad_to(x, c.pad_to, channels=3)
+    # "mnist" statistics are (x - 0.5) / 0.5 for any number of channels; the others are per RGB channel
+    x = (x - 0.5) / 0.5 if c.normalization == "mnist" else data.normalize(x, c.normalization)
+    if c.model in MNIST_LIKE_MODELS:
+        x = x.flatten(1)
+    return x.contiguous(), y
+
+
+def _build(c: Config):
+    from .models import build
+
+    mnist_like = c.model in MNIST_LIKE_MODELS
+    return build(c.model, num_classes=_num_classes(c.dataset), in_channels=None if mnist_like else 3,
+                 **c.model_options)
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def run(config: Config | dict, *, results_dir: str | Path | None = None, data_root: str | Path | None = None,
+        device: str | None = None, recompute: bool = False, progress: bool = True,
+        checkpoint_every: int = 10) -> Result:
+    """The Result of ``config``: from the cache, or computed and cached (module docstring)."""
+    import torch
+
+    from . import train as training
+    from .curvature import HessianOperator
+    from .device import default_device, describe_device
+    from .spectrum import slq
+
+    c = Config.from_dict(config).resolved()
+    key = c.key()
+    root = globals()["results_dir"](results_dir)
+    entry = root / key
+    if entry.exists() and not recompute:
+        try:
+            return _load_entry(entry, c, key)
+        except _CorruptEntry as exc:
+            warnings.warn(f"flatbook: cache entry {entry} is corrupt ({exc}); recomputing it", stacklevel=2)
+            shutil.rmtree(entry, ignore_errors=True)
+
+    device = device or default_device()
+    if c.bf16 and not str(device).startswith("cuda"):
+        _fail("bf16", True, f"bf16 autocast needs CUDA; the device is {device}")
+    x_train, y_train = prepare_data(c, "train", data_root)
+    x_val, y_val = prepare_data(c, "val", data_root)
+    x_test, y_test = prepare_data(c, "test", data_root)
+
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(c.seed)
+        model = _build(c)
+    partial = root / f"{key}.partial"
+    history = training.fit(
+        model, (x_train, y_train), (x_val, y_val), optimizer=c.optimizer, lr=c.lr, epochs=c.epochs,
+        batch_size=c.batch_size, momentum=c.momentum, weight_decay=c.weight_decay, schedule=c.schedule,
+        lr_ratio=c.lr_ratio, averaging_start=c.averaging_start, lr_averaging=c.lr_averaging, augment=c.augment,
+        seed=c.seed, device=device, bf16=c.bf16, checkpoint_dir=partial, checkpoint_every=checkpoint_every,
+        progress=progress)
+    train_seconds = time.perf_counter() - t0
+    metrics: dict[str, float] = {}
+    for name, (x, y) in (("train", (x_train, y_train)), ("val", (x_val, y_val)), ("test", (x_test, y_test))):
+        loss, acc = training.evaluate(model, x.to(device), y.to(device), bf16=c.bf16)
+        metrics[f"{name}_loss"], metrics[f"{name}_acc"] = loss, acc
+    metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
+    metrics["weight_norm"] = training.weight_norm(model)
+    metrics["num_params"] = sum(p.numel() for p in model.parameters())
+    metrics["train_samples"] = len(y_train)
+
+    spectrum = None
+    spectrum_seconds = 0.0
+    if c.spectrum:
+        t1 = time.perf_counter()
+        n = len(y_train) if c.hessian_samples is None else min(c.hessian_samples, len(y_train))
+        op = HessianOperator(model, torch.nn.functional.cross_entropy,
+                             (x_train[:n].to(device), y_train[:n].to(device)), batch_size=c.hessian_batch_size,
+                             bn_mode=c.bn_mode)
+        spectrum = slq(op, steps=c.lanczos_steps, probes=c.probes, seed=c.spectrum_seed, progress=progress,
+                       basis_device="cpu" if metrics["num_params"] * c.lanczos_steps * c.probes > 2**28 else None,
+                       basis_dtype=torch.float32 if metrics["num_params"] * c.lanczos_steps * c.probes > 2**28
+                       else torch.float64)
+        spectrum_seconds = time.perf_counter() - t1
+
+    result = Result(config=c, key=key, metrics=metrics, history=history.to_list(), spectrum=spectrum,
+                    seconds={"train": train_seconds, "spectrum": spectrum_seconds}, device=describe_device()
+                    if device == default_device() else str(device), version=__version__)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    result.path = _write_entry(root, key, result, state)
+    shutil.rmtree(partial, ignore_errors=True)
+    return result
+
+
+def _worker(config: dict, results_dir: str, data_root: str | None, device: str | None, threads: int) -> str:
+    import torch
+
+    torch.set_num_threads(threads)
+    r = run(Config.from_dict(config), results_dir=results_dir, data_root=data_root, device=device, progress=False)
+    return r.key
+
+
+def sweep(base: Config | dict, weight_decays: list[float], *, workers: int = 1,
+          results_dir: str | Path | None = None, data_root: str | Path | None = None, device: str | None = None,
+          progress: bool = True) -> list[Result]:
+    """One Result per weight decay (in the given order): ``base`` with ``weight_decay`` replaced.
+
+    Every config is validated before any training. Cached results are loaded; with
+    ``workers > 1`` the others run in that many spawned worker processes on the CPU, each with
+    (CPU threads // workers) threads (for small models, whose steps are dominated by
+    single-threaded overhead; on a GPU use workers=1)."""
+    from .checks import positive_int
+
+    base = Config.from_dict(base)
+    if not isinstance(weight_decays, (list, tuple)) or not weight_decays:
+        raise ConfigError(f"weight_decays must be a non-empty list of numbers >= 0, got {weight_decays!r}")
+    workers = positive_int("workers", workers)
+    configs = []
+    for i, wd in enumerate(weight_decays):
+        if not _is_number(wd) or wd < 0:
+            raise ConfigError(f"weight_decays[{i}] = {wd!r} is invalid: a finite number >= 0")
+        configs.append(base.replace(weight_decay=float(wd)).resolved())
+    root = globals()["results_dir"](results_dir)
+    todo = [c for c in configs if not (root / c.key() / "result.json").exists()]
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)
+        ctx = mp.get_context("spawn")  # never fork a process that has run torch ops
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"{base.model}: {len(todo)} runs in {workers} processes", unit="run")
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+            futures = [pool.submit(_worker, c.to_dict(), str(root), None if data_root is None else str(data_root),
+                                   device, threads) for c in todo]
+            try:
+                for f in as_completed(futures):
+                    f.result()
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                if bar is not None:
+                    bar.close()
+    return [run(c, results_dir=root, data_root=data_root, device=device, progress=progress) for c in configs]

@@ -1,0 +1,476 @@
+"""Training as the paper's code did it: optimisers, schedules, BatchNorm recompute, iterate averaging.
+
+``fit(model, train, val, ...)`` minimises the MEAN cross-entropy over mini-batches of the
+training tensors (seeded shuffles, optional crop-and-flip augmentation, see
+``flatbook.batching``), one learning rate per epoch from the paper's schedule:
+
+* ``"sgd"``: momentum SGD with L2 weight decay on ALL parameters (biases and BatchNorm affine
+  too): g <- grad + wd * w; b <- mu * b + g; w <- w - lr * b (PyTorch's SGD, dampening 0).
+* ``"adam"``: Adam with the L2 term in the gradient (coupled): g <- grad + wd * w.
+* ``"adamw"``: Adam with decoupled decay: w <- w (1 - lr * wd), then the Adam step on grad.
+* ``"gadam"``: AdamW plus iterate averaging (``averaging_start`` required), the paper's Gadam.
+
+Iterate averaging (any optimiser; SWA when used with SGD): after every epoch e (0-based) with
+e + 1 >= ``averaging_start`` the parameters are added to a running mean
+w_avg <- w_avg + (w - w_avg) / (n + 1). The learning rate then follows
+``schedules.averaging_lr`` (the paper's form over ``averaging_start`` epochs, ending at
+``lr_averaging``) instead of ``schedules.paper_lr`` over all epochs. Evaluations after averaging
+has begun use the averaged weights, with their own BatchNorm statistics, and ``fit`` leaves the
+averaged weights in the model.
+
+BatchNorm: after every epoch the running statistics are recomputed over one pass of the training
+batches (as the authors' code did, with the training augmentation), as an equal-weight average
+over batches (momentum None), before evaluation. Dropout is on during training only.
+
+History, one row per epoch: ``train_loss``/``train_acc`` (the running mean over the epoch's
+mini-batches, in train mode, as the authors' logs), ``val_loss``/``val_acc`` (a full pass in eval
+mode, when ``val`` is given), ``weight_norm`` (||w||_2 over all parameters of the evaluated
+model), ``lr``, ``seconds`` (the epoch's wall time), ``averaged`` (how many iterates the
+evaluated weights average; 0 before averaging starts).
+
+Checkpoints: with ``checkpoint_dir`` and ``checkpoint_every=k`` the full state (weights,
+optimiser, averaged weights, RNG, history) is written atomically after every k-th epoch and at
+the end; a later call with the same arguments resumes after the last checkpointed epoch and
+ends with the same weights as an uninterrupted run (batches are seeded per epoch; dropout draws
+come from a private, checkpointed RNG). Arguments that change the run (optimiser, lr, ...) are
+stored with the checkpoint, and a mismatch is an error, not a silent resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batching import AUGMENTATIONS, TensorBatches
+from .checks import positive_int
+from .device import default_device
+from .schedules import averaging_lr, paper_lr
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "History", "NonFiniteLoss", "fit", "evaluate", "recompute_bn",
+           "weight_norm", "make_optimizer", "learning_rate", "has_batchnorm"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "gadam")
+SCHEDULES = ("paper", "constant")
+CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "lr", "seconds",
+                   "averaged")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Training produced a NaN or infinite mini-batch loss."""
+
+
+@dataclass
+class History:
+    """Per-epoch training record (see the module docstring for the columns)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+    def column(self, name: str) -> list[Any]:
+        if name not in HISTORY_COLUMNS:
+            raise KeyError(f"unknown history column {name!r}; columns are {HISTORY_COLUMNS}")
+        return [row[name] for row in self.rows]
+
+    def to_frame(self):
+        """The history as a pandas DataFrame indexed by epoch (1-based)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=list(HISTORY_COLUMNS)).set_index("epoch")
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.rows]
+
+
+# --- small pieces ---------------------------------------------------------------------------
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def weight_norm(model: nn.Module) -> float:
+    """||w||_2 over all parameters of ``model`` (computed in float64)."""
+    with torch.no_grad():
+        return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
+
+
+def learning_rate(epoch: int, *, epochs: int, lr: float, schedule: str = "paper", lr_ratio: float = 0.01,
+                  averaging_start: int | None = None, lr_averaging: float | None = None) -> float:
+    """The learning rate of 0-based ``epoch``: constant, the paper's schedule, or (with
+    ``averaging_start``) the iterate-averaging variant ending at ``lr_averaging``."""
+    if schedule == "constant":
+        return float(lr)
+    if averaging_start is not None:
+        return averaging_lr(epoch, averaging_start, lr, lr_averaging if lr_averaging is not None else lr * lr_ratio)
+    return paper_lr(epoch, epochs, lr, lr_ratio)
+
+
+def make_optimizer(name: str, params: Iterable[torch.Tensor], *, lr: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                   eps: float = 1e-8) -> torch.optim.Optimizer:
+    """The optimiser ``name`` (see the module docstring) over ``params``."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; optimizers are: {', '.join(OPTIMIZERS)}")
+    params = list(params)
+    # fused kernels where PyTorch has them for the parameters' device (CPU and CUDA): same update,
+    # one kernel per step (benchmarks/train.py)
+    fast = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {"foreach": True}
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fast)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **fast)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **fast)
+
+
+@torch.no_grad()
+def recompute_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Reset every BatchNorm layer's running statistics and recompute them as the equal-weight
+    average over one pass of ``batches`` (train-mode forward, no gradients). No-op without BN.
+    The model's train/eval flag and the layers' momenta are restored."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    was_training = model.training
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch counts equally
+    model.train()
+    device = next(model.parameters()).device
+    for xb, yb in batches:
+        model(xb.to(device, non_blocking=True))
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000,
+             bf16: bool = False) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode over all of (x, y), in data order.
+    The model's train/eval flag is restored."""
+    positive_int("batch_size", batch_size)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device, non_blocking=True)
+            yb = y[start:start + batch_size].to(device, non_blocking=True)
+            with _autocast(device, bf16):
+                logits = model(xb)
+            total_loss += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+            correct += (logits.argmax(1) == yb).sum()
+    finally:
+        model.train(was_training)
+    n = len(x)
+    return float(total_loss) / n, float(correct) / n
+
+
+def _autocast(device: torch.device | str, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def _check_number(name: str, value: Any, *, low: float = 0.0, strict: bool = False, high: float | None = None) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if strict else value >= low) and (high is None or value < high)
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        if high is not None:
+            bound += f" and < {high}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _check_pair(name: str, pair: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, torch.Tensor) for t in pair)):
+        raise ValueError(f"{name} must be an (x, y) pair of tensors, got {type(pair).__name__}")
+    x, y = pair
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{name}: x has {len(x)} samples and y has {len(y)}; they must be equal and non-zero")
+    if y.dtype != torch.int64:
+        raise ValueError(f"{name}: labels must be int64 class indices, got {y.dtype}")
+    return x, y
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fingerprint(settings: dict[str, Any], model: nn.Module, n_train: int) -> str:
+    shapes = [(n, list(p.shape)) for n, p in model.named_parameters()]
+    blob = json.dumps({"settings": settings, "shapes": shapes, "n_train": n_train}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    epochs: int = 1,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    schedule: str = "paper",
+    lr_ratio: float = 0.01,
+    averaging_start: int | None = None,
+    lr_averaging: float | None = None,
+    augment: str | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+    eval_batch_size: int = 1000,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    progress: bool | str = True,
+) -> History:
+    """Train ``model`` in place (see the module docstring) and return its per-epoch History.
+
+    ``train``/``val``: (x, y) tensors (any device; moved to ``device``, default CUDA when
+    present). ``progress``: True (one bar over epochs with loss and accuracy), "batches" (also a
+    bar per epoch over its batches) or False.
+    """
+    # --- validate everything before any work
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x_train, y_train = _check_pair("train", train)
+    if val is not None:
+        x_val, y_val = _check_pair("val", val)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; optimizers are: {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; schedules are: {', '.join(SCHEDULES)}")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    lr = _check_number("lr", lr, strict=True)
+    epochs = positive_int("epochs", epochs)
+    batch_size = positive_int("batch_size", batch_size)
+    eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    momentum = _check_number("momentum", momentum, high=1.0)
+    weight_decay = _check_number("weight_decay", weight_decay)
+    lr_ratio = _check_number("lr_ratio", lr_ratio, strict=True)
+    if optimizer == "gadam" and averaging_start is None:
+        raise ValueError("optimizer 'gadam' is AdamW with iterate averaging: give averaging_start "
+                         "(the first 1-based epoch whose weights are averaged, e.g. 161 of 300)")
+    if averaging_start is not None:
+        averaging_start = positive_int("averaging_start", averaging_start)
+        if averaging_start > epochs:
+            raise ValueError(f"averaging_start={averaging_start} is after the last epoch (epochs={epochs})")
+    if lr_averaging is not None:
+        lr_averaging = _check_number("lr_averaging", lr_averaging, strict=True)
+        if averaging_start is None:
+            raise ValueError("lr_averaging is the learning rate of the averaging phase: give averaging_start too")
+    if progress not in (True, False, "batches"):
+        raise ValueError(f"progress must be True, False or 'batches', got {progress!r}")
+    device = torch.device(device if device is not None else default_device())
+    if bf16 and device.type != "cuda":
+        raise ValueError(f"bf16 autocast is for CUDA; the device is {device}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("the model has no trainable parameters")
+
+    settings = dict(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
+                    weight_decay=weight_decay, schedule=schedule, lr_ratio=lr_ratio,
+                    averaging_start=averaging_start, lr_averaging=lr_averaging, augment=augment, seed=int(seed),
+                    bf16=bool(bf16))
+    fingerprint = _fingerprint(settings, model, len(x_train))
+
+    model.to(device)
+    x_train, y_train = x_train.to(device), y_train.to(device)
+    if val is not None:
+        x_val, y_val = x_val.to(device), y_val.to(device)
+    batches = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed, augment=augment)
+    bn_batches = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed + 7919, augment=augment)
+    bn = has_batchnorm(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer("adamw" if optimizer == "gadam" else optimizer, params, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay)
+    averaged: list[torch.Tensor] | None = None
+    n_averaged = 0
+    history = History()
+    start_epoch = 0
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))  # dropout and other global-RNG draws
+    cuda_rng: list[torch.Tensor] | None = None
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        try:
+            state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
+            raise RuntimeError(f"checkpoint {ckpt_path} is unreadable ({exc}); delete it to start afresh") from exc
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"checkpoint {ckpt_path} belongs to a different run (other settings, model or data): "
+                             f"its settings are {state.get('settings')}; delete it or use another checkpoint_dir")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if state["averaged"] is not None:
+            averaged = [t.to(device) for t in state["averaged"]]
+        n_averaged = state["n_averaged"]
+        history = History([dict(r) for r in state["history"]])
+        start_epoch = state["epoch"]
+        gen.set_state(state["rng"])
+        cuda_rng = state.get("cuda_rng")
+
+    def evaluated_state() -> tuple[float, float, float]:
+        """val loss, val acc, weight norm of the weights to report (averaged when averaging)."""
+        if averaged is not None:
+            backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            _copy_into(params, averaged)
+            if bn:
+                recompute_bn(model, bn_batches)
+            out = _val_metrics() + (weight_norm(model),)
+            model.load_state_dict(backup)
+            return out
+        return _val_metrics() + (weight_norm(model),)
+
+    def _val_metrics() -> tuple[float, float]:
+        if val is None:
+            return math.nan, math.nan
+        return evaluate(model, x_val, y_val, batch_size=eval_batch_size, bf16=bf16)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, initial=start_epoch, desc=f"{optimizer} lr={lr:g} wd={weight_decay:g}", unit="epoch")
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.set_rng_state(gen.get_state())
+            if device.type == "cuda":
+                if cuda_rng is not None:
+                    torch.cuda.set_rng_state(cuda_rng[0].cpu(), device)
+                else:
+                    torch.cuda.manual_seed(int(seed))
+            for epoch in range(start_epoch, epochs):
+                t0 = time.perf_counter()
+                rate = learning_rate(epoch, epochs=epochs, lr=lr, schedule=schedule, lr_ratio=lr_ratio,
+                                     averaging_start=averaging_start, lr_averaging=lr_averaging)
+                for group in opt.param_groups:
+                    group["lr"] = rate
+                batches.set_epoch(epoch)
+                train_loss, train_acc = _train_epoch(model, opt, batches, bf16, epoch, rate, progress == "batches")
+                if bn:
+                    bn_batches.set_epoch(epoch)
+                    recompute_bn(model, bn_batches)
+                if averaging_start is not None and epoch + 1 >= averaging_start:
+                    with torch.no_grad():
+                        if averaged is None:
+                            averaged = [p.detach().clone() for p in params]
+                        else:
+                            for a, p in zip(averaged, params):
+                                a.add_(p.detach() - a, alpha=1.0 / (n_averaged + 1))
+                    n_averaged += 1
+                if bn and averaged is not None:
+                    bn_batches.set_epoch(epoch)
+                val_loss, val_acc, wnorm = evaluated_state()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                row = dict(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                           val_acc=val_acc, weight_norm=wnorm, lr=rate, seconds=time.perf_counter() - t0,
+                           averaged=n_averaged)
+                history.rows.append(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}",
+                                    **({"val_acc": f"{val_acc:.4f}"} if val is not None else {}))
+                    bar.update(1)
+                last = epoch + 1 == epochs
+                if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
+                    _atomic_torch_save({
+                        "fingerprint": fingerprint, "settings": settings, "epoch": epoch + 1,
+                        "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "averaged": averaged, "n_averaged": n_averaged, "history": history.to_list(),
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else None,
+                    }, ckpt_path)
+    finally:
+        if bar is not None:
+            bar.close()
+    if averaged is not None:
+        _copy_into(params, averaged)
+        if bn:
+            bn_batches.set_epoch(epochs)
+            recompute_bn(model, bn_batches)
+    return history
+
+
+@torch.no_grad()
+def _copy_into(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    for d, s in zip(dst, src):
+        d.copy_(s)
+
+
+def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: TensorBatches, bf16: bool, epoch: int,
+                 rate: float, batch_bar: bool) -> tuple[float, float]:
+    """One pass over ``batches``: returns the running-mean loss and accuracy over the epoch.
+    Raises NonFiniteLoss naming the first non-finite mini-batch (checked once per epoch, so a
+    GPU is not synchronised every step)."""
+    model.train()
+    device = next(model.parameters()).device
+    losses: list[torch.Tensor] = []
+    hits: list[torch.Tensor] = []
+    sizes: list[int] = []
+    iterator: Iterable = batches
+    if batch_bar:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}", leave=False, unit="batch")
+    for xb, yb in iterator:
+        with _autocast(device, bf16):
+            logits = model(xb)
+        loss = F.cross_entropy(logits if logits.dtype == torch.float32 else logits.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+        hits.append((logits.detach().argmax(1) == yb).sum())
+        sizes.append(len(yb))
+    losses = torch.stack(losses)
+    seen = sum(sizes)
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        step = int((~finite).nonzero()[0])
+        raise NonFiniteLoss(f"non-finite training loss {float(losses[step])} at epoch {epoch + 1}, step {step + 1} "
+                            f"of {len(batches)} (learning rate {rate:g}); lower the learning rate or check the data")
+    weights = torch.tensor(sizes, dtype=torch.float64, device=device)
+    return float((losses.double() * weights).sum()) / seen, float(torch.stack(hits).sum()) / seen
+
