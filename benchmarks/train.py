@@ -1,0 +1,233 @@
+"""Speed of training, measured side by side in one run (never part of the tests).
+
+    .venv/bin/python benchmarks/train.py [--device cpu|cuda] [--repeats 3] [--quick]
+
+1. Logistic regression and the MLP (784-10-100-10) on 55,000 MNIST-shaped samples (Fashion-MNIST
+   when it is installed, else random data of the same shape), batch 128, SGD momentum 0.9 with
+   weight decay: one epoch of ``flatbook.train.fit`` versus one epoch of a plain
+   ``torch.utils.data.DataLoader`` loop over a ``TensorDataset`` (shuffle=True) with the same
+   model and optimiser, taking turns, best of ``repeats``. Target: ours >= 5x faster.
+2. The paper's logistic-regression setting (1000 epochs, weight decays 0, 1e-4, 5e-4) on
+   Fashion-MNIST, estimated from a short sweep measured two ways: ``experiments.sweep`` in one
+   process (workers=1) and with one worker process per weight decay (workers=3, each with
+   1 thread), ``--sweep-epochs`` epochs each including process start and data loading, scaled
+   to 1000 epochs. Also a "stacked" step (the three weight decays' models as one batched matmul,
+   the vmap idea) against three separate steps, to show whether stacking pays on this machine.
+3. The laptop-profile convolutional models on 32x32 inputs: training images per second
+   (forward + backward + SGD step, batch 128), BatchNorm-recompute images per second (forward,
+   train mode), and Hessian-vector-product images per second (train-mode BatchNorm, as the
+   paper), to size the laptop profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flatbook import data as fdata  # noqa: E402
+from flatbook import experiments, models, train  # noqa: E402
+from flatbook.curvature import HessianOperator  # noqa: E402
+
+LAPTOP_CNNS = [
+    ("allcnnc", {"width": 0.25}),
+    ("preresnet164", {"depth": 20}),
+    ("wrn28x10", {"depth": 10, "width": 2}),
+    ("wrn28x10", {"depth": 16, "width": 4}),
+    ("vgg16bn", {"width": 0.125}),
+    ("vgg16bn", {"width": 0.25}),
+]
+
+
+def mnist_shaped(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
+    try:
+        x, y = fdata.load("fashion-mnist", "train", download=False)
+        source = "Fashion-MNIST train split (55,000)"
+    except (FileNotFoundError, ValueError):
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(55_000, 1, 28, 28, generator=g), torch.randint(0, 10, (55_000,), generator=g)
+        source = "random data of MNIST shape (55,000)"
+    return ((x - 0.5) / 0.5).flatten(1).to(device), y.to(device), source
+
+
+def dataloader_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, wd: float) -> None:
+    """The plain loop: DataLoader over a TensorDataset, per-sample indexing and collation."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=wd)
+    model.train()
+    for xb, yb in DataLoader(TensorDataset(x, y), batch_size=128, shuffle=True):
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def floor_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, wd: float) -> None:
+    """The compute floor: the same steps on contiguous slices of pre-shuffled tensors, with no
+    bookkeeping (no loss or accuracy tracking, no checks): what any loop must pay."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=wd, fused=True)
+    model.train()
+    order = torch.randperm(len(x), device=x.device)
+    xs, ys = x[order], y[order]
+    for i in range(0, len(xs), 128):
+        loss = F.cross_entropy(model(xs[i:i + 128]), ys[i:i + 128])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def ours_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, wd: float, device: torch.device) -> None:
+    train.fit(model, (x, y), None, optimizer="sgd", lr=0.01, epochs=1, weight_decay=wd, schedule="constant",
+              device=device, progress=False)
+
+
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def loop_comparison(device: torch.device, repeats: int) -> None:
+    x, y, source = mnist_shaped(device)
+    print(f"\n1. one training epoch on {source}, batch 128, SGD momentum 0.9, weight decay 5e-4 (best of {repeats})")
+    print(f"{'model':8} {'ours s':>8} {'DataLoader s':>13} {'speed-up':>9} {'floor s':>8} {'ours/floor':>11}")
+    for name in ("logreg", "mlp"):
+        best = {"ours": float("inf"), "dataloader": float("inf"), "floor": float("inf")}
+        for _ in range(repeats):
+            for kind in best:  # taking turns: a slow spell of the machine hits all alike
+                torch.manual_seed(0)
+                model = models.build(name).to(device)
+                fn = {"ours": lambda: ours_epoch(model, x, y, 5e-4, device),
+                      "dataloader": lambda: dataloader_epoch(model, x, y, 5e-4),
+                      "floor": lambda: floor_epoch(model, x, y, 5e-4)}[kind]
+                best[kind] = min(best[kind], timed(fn, device))
+        print(f"{name:8} {best['ours']:8.3f} {best['dataloader']:13.3f} {best['dataloader'] / best['ours']:8.1f}x "
+              f"{best['floor']:8.3f} {best['ours'] / best['floor']:10.2f}x")
+
+
+def stacked_step_comparison(repeats: int) -> None:
+    """Three logistic regressions as one batched matmul (what vmap over stacked parameters does)
+    against three separate models, one epoch of steps each, CPU."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(55_000, 784, generator=g), torch.randint(0, 10, (55_000,), generator=g)
+    wds = torch.tensor([0.0, 1e-4, 5e-4])
+
+    def separate() -> None:
+        for wd in wds.tolist():
+            m = torch.nn.Linear(784, 10)
+            opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=wd, fused=True)
+            for i in range(0, 55_000, 128):
+                loss = F.cross_entropy(m(x[i:i + 128]), y[i:i + 128])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+    def stacked() -> None:
+        W = torch.zeros(3, 784, 10, requires_grad=True)
+        b = torch.zeros(3, 1, 10, requires_grad=True)
+        opt = torch.optim.SGD([W, b], lr=0.01, momentum=0.9, fused=True)
+        for i in range(0, 55_000, 128):
+            xb, yb = x[i:i + 128], y[i:i + 128]
+            z = torch.baddbmm(b, xb.expand(3, -1, -1), W)
+            loss = F.cross_entropy(z.flatten(0, 1), yb.repeat(3), reduction="none").view(3, -1).mean(1).sum()
+            opt.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                W.grad.add_(W * wds.view(3, 1, 1))
+                b.grad.add_(b * wds.view(3, 1, 1))
+            opt.step()
+
+    best = {"separate": float("inf"), "stacked": float("inf")}
+    for _ in range(repeats):
+        for kind, fn in (("separate", separate), ("stacked", stacked)):
+            best[kind] = min(best[kind], timed(fn, torch.device("cpu")))
+    print(f"   stacked step (3 weight decays, one batched matmul): {best['stacked']:.3f} s/epoch vs 3 separate "
+          f"models {best['separate']:.3f} s/epoch: {best['separate'] / best['stacked']:.2f}x")
+
+
+def paper_logreg_estimate(sweep_epochs: int) -> None:
+    print(f"\n2. the paper's logistic-regression setting (1000 epochs x weight decays 0, 1e-4, 5e-4), "
+          f"estimated from {sweep_epochs}-epoch sweeps on Fashion-MNIST (spectrum off)")
+    try:
+        fdata.load("fashion-mnist", "train", download=False)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"   skipped: {exc}")
+        return
+    base = experiments.Config(model="logreg", dataset="fashion-mnist", lr=0.01, epochs=sweep_epochs, spectrum=False)
+    times = {}
+    for workers in (1, 3):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            experiments.sweep(base, [0.0, 1e-4, 5e-4], workers=workers, results_dir=tmp, progress=False)
+            times[workers] = time.perf_counter() - t
+        print(f"   workers={workers}: {times[workers]:.1f} s for 3 x {sweep_epochs} epochs -> "
+              f"{times[workers] * 1000 / sweep_epochs / 60:.1f} min for the paper's 3 x 1000 epochs")
+    print(f"   workers=3 / workers=1 speed-up: {times[1] / times[3]:.2f}x")
+
+
+def cnn_throughput(device: torch.device, repeats: int, n: int) -> None:
+    print(f"\n3. laptop-profile CNNs on {n} 32x32x3 images, 10 classes, batch 128 (images per second, best of {repeats})")
+    print(f"{'model':34} {'params':>10} {'train':>8} {'BN pass':>8} {'HVP':>8}")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (n,), generator=g).to(device)
+    for name, opts in LAPTOP_CNNS:
+        torch.manual_seed(0)
+        model = models.build(name, num_classes=10, **opts).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def train_pass() -> None:
+            model.train()
+            for i in range(0, n, 128):
+                loss = F.cross_entropy(model(x[i:i + 128]), y[i:i + 128])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+        def bn_pass() -> None:
+            train.recompute_bn(model, [(x[i:i + 128], y[i:i + 128]) for i in range(0, n, 128)])
+
+        op = HessianOperator(model, F.cross_entropy, (x, y), batch_size=128, bn_mode="train")
+        v = torch.randn(op.num_params, generator=g, dtype=torch.float64)
+        best = {"train": float("inf"), "bn": float("inf"), "hvp": float("inf")}
+        for _ in range(repeats):
+            for kind, fn in (("train", train_pass), ("bn", bn_pass), ("hvp", lambda: op.matvec(v))):
+                best[kind] = min(best[kind], timed(fn, device))
+        label = f"{name} {opts}"
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{label:34} {params:10,d} {n / best['train']:8.0f} {n / best['bn']:8.0f} {n / best['hvp']:8.0f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sweep-epochs", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="one repeat, 2-epoch sweeps, 256 images (smoke run)")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.sweep_epochs = 1, 2
+    device = torch.device(args.device)
+    print(f"flatbook training benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}")
+    loop_comparison(device, args.repeats)
+    if device.type == "cpu":
+        stacked_step_comparison(args.repeats)
+        paper_logreg_estimate(args.sweep_epochs)
+    cnn_throughput(device, args.repeats, 256 if args.quick else 512)
+
+
+if __name__ == "__main__":
+    main()
