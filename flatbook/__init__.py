@@ -12,7 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = ("symbolic", "plots", "runner", "parameters", "site", "chapters", "device", "curvature", "spectrum",
-               "models", "data", "batching", "schedules", "train", "experiments")
+               "models", "data", "batching", "schedules", "train", "experiments",
+               "crossentropy", "scaling", "exact", "lanczos_checks")
 
 # public names re-exported from submodules (imported on first access)
 _EXPORTS = {

@@ -59,16 +59,21 @@ class SymmetricOperator(Protocol):
 
 
 class MatrixOperator:
-    """A dense symmetric matrix as an operator (references, tests, exact comparisons)."""
+    """A dense symmetric matrix as an operator (references, tests, exact comparisons).
 
-    def __init__(self, A: torch.Tensor | np.ndarray):
-        A = torch.as_tensor(A, dtype=torch.float64)
+    ``dtype=torch.float32`` stores the matrix and computes every product in single precision
+    (inputs rounded to float32), as a float32 network's Hessian-vector products would."""
+
+    def __init__(self, A: torch.Tensor | np.ndarray, dtype: torch.dtype = torch.float64):
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        A = torch.as_tensor(A, dtype=dtype)
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"MatrixOperator needs a square matrix, got shape {tuple(A.shape)}")
         self.A = A
         self.num_params = A.shape[0]
         self.device = A.device
-        self.settings: dict[str, Any] = {"operator": "dense matrix"}
+        self.settings: dict[str, Any] = {"operator": "dense matrix", "dtype": str(dtype).replace("torch.", "")}
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.A @ v.to(self.A)

@@ -1,0 +1,353 @@
+"""Experiments (flatbook.experiments): config validation and keys, cached runs, corrupt and
+interrupted cache entries, data preparation, sweeps; on small Fashion-MNIST files in the real
+IDX format (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import flatbook.experiments as experiments
+import flatbook.train as train
+from flatbook.experiments import Config, ConfigError, RESULT_FORMAT, prepare_data, run, sweep
+from flatbook.train import evaluate, weight_norm
+from test_data import make_mnist_like, write_idx_images, write_idx_labels
+
+N_TRAIN, N_TEST, VAL = 120, 30, 20
+
+
+def make_fashion(root: Path, seed=0) -> dict:
+    """Fashion-MNIST in torchvision's raw layout: 120 training images (labels i % 10, so the
+    first 100, the train split, hold 10 of each class) and 30 test images."""
+    rng = np.random.default_rng(seed)
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    out = {}
+    for split, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+        imgs = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx_images(raw / f"{split}-images-idx3-ubyte", imgs)
+        write_idx_labels(raw / f"{split}-labels-idx1-ubyte", labels)
+        out[split] = (imgs, labels)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fashion")
+    return root, make_fashion(root)
+
+
+BASE = dict(model="logreg", dataset="fashion-mnist", epochs=2, lr=0.05, batch_size=32, val_size=VAL,
+            lanczos_steps=6, hessian_samples=40, hessian_batch_size=20)
+
+
+def go(config, results, fashion, **kw):
+    return run(config, results_dir=results, data_root=fashion[0], device="cpu", progress=False, **kw)
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+# --- Config ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(model="resnet50"), "model"),
+    (dict(dataset="imagenet"), "dataset"),
+    (dict(weight_decay=-1e-4), "weight_decay"),
+    (dict(epochs=0), "epochs"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(learning_rate=0.1), "learning_rate"),
+    (dict(model_options={"depth": 20}), "model_options"),
+    (dict(model="mlp", model_options={"hidden": [0]}), "model_options"),
+    (dict(model="allcnnc"), "pad_to"),
+    (dict(model="logreg", pad_to=32), "pad_to"),
+    (dict(optimizer="gadam"), "averaging_start"),
+    (dict(averaging_start=3), "averaging_start"),  # after the last of 2 epochs
+    (dict(val_size=0), "val_size"),
+    (dict(lr=float("nan")), "lr"),
+    (dict(normalization="zscore"), "normalization"),
+    (dict(bn_mode="frozen"), "bn_mode"),
+    (dict(augment="crop-flip"), "augment"),
+    (dict(model_options=None), "model_options"),
+])
+def test_bad_config_fields_are_named_and_nothing_is_written(tmp_path, fashion, monkeypatch, change, field):
+    def no_training(*a, **k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    results = tmp_path / "results"
+    with pytest.raises(ConfigError, match=f"'?{field}'?") as info:
+        go({**BASE, **change}, results, fashion)
+    assert field in str(info.value)
+    assert not results.exists()
+    with pytest.raises(ConfigError, match=field):
+        Config.from_dict({**BASE, **change}).key()
+
+
+def test_required_fields_and_types():
+    with pytest.raises(ConfigError, match="'dataset' is required"):
+        Config.from_dict({"model": "logreg"})
+    with pytest.raises(ConfigError, match="dict or a Config"):
+        Config.from_dict(["logreg"])
+    c = Config.from_dict(BASE)
+    assert Config.from_dict(c) is c and Config.from_dict(c.to_dict()) == c
+
+
+def test_key_resolves_auto_fields_and_is_stable():
+    auto = Config(model="mlp", dataset="mnist", weight_decay=1e-4)
+    explicit = Config(model="mlp", dataset="mnist", weight_decay=1e-4, normalization="mnist", augment=None)
+    assert auto.key() == explicit.key() == auto.key()
+    assert auto.resolved().normalization == "mnist" and auto.resolved().augment is None
+    assert Config(model="mlp", dataset="mnist", weight_decay=5e-4).key() != auto.key()
+    # numbers: 0 and 0.0 are one config; option order does not matter
+    assert Config(model="logreg", dataset="mnist", weight_decay=0).key() == \
+        Config(model="logreg", dataset="mnist", weight_decay=0.0).key()
+    a = Config(model="mlp", dataset="mnist", model_options={"hidden": [10, 100], "in_features": 784})
+    b = Config(model="mlp", dataset="mnist", model_options={"in_features": 784, "hidden": [10, 100]})
+    assert a.key() == b.key() != auto.key()
+    # the documented definition: a hash of the resolved config and RESULT_FORMAT
+    blob = json.dumps({"format": RESULT_FORMAT, "config": auto.resolved().to_dict()}, sort_keys=True)
+    assert auto.key() == hashlib.sha256(blob.encode()).hexdigest()[:20]
+    vgg = Config(model="vgg16bn", dataset="cifar10")
+    assert vgg.resolved().augment == "crop-flip" and vgg.resolved().normalization == "imagenet"
+    assert vgg.key() == vgg.replace(augment="crop-flip", normalization="imagenet").key()
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def test_run_stores_a_complete_entry_and_second_call_is_a_cache_hit(tmp_path, fashion, monkeypatch):
+    results = tmp_path / "results"
+    r = go(BASE, results, fashion)
+    c = Config.from_dict(BASE)
+    assert not r.cached and r.key == c.key() and r.path == results / c.key()
+    assert r.config == c.resolved()
+    assert set(r.metrics) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "gap",
+                              "weight_norm", "num_params", "train_samples"}
+    assert r.metrics["num_params"] == 7850 and r.metrics["train_samples"] == N_TRAIN - VAL
+    assert r.metrics["gap"] == r.metrics["train_acc"] - r.metrics["val_acc"]
+    assert len(r.history) == 2 and [row["epoch"] for row in r.history] == [1, 2]
+    assert r.spectrum is not None and r.spectrum.nodes.shape == (1, 6) and r.spectrum.num_params == 7850
+    assert r.spectrum.settings["num_samples"] == 40 and r.spectrum.settings["weight_decay"] == 0.0
+    # the entry: result.json and weights.pt only, nothing else in results_dir (no temp, no .partial)
+    assert listing(results) == [r.key] and listing(r.path) == ["result.json", "weights.pt"]
+    stored = json.loads((r.path / "result.json").read_text())
+    assert stored["key"] == r.key and stored["format"] == RESULT_FORMAT
+    assert stored["weights_sha256"] == hashlib.sha256((r.path / "weights.pt").read_bytes()).hexdigest()
+    # the metrics are those of the stored weights on the prepared splits
+    model = r.load_model()
+    assert not model.training and weight_norm(model) == r.metrics["weight_norm"]
+    for split in ("train", "val", "test"):
+        x, y = prepare_data(BASE, split, fashion[0])
+        assert evaluate(model, x, y) == (r.metrics[f"{split}_loss"], r.metrics[f"{split}_acc"])
+    assert r.metrics["val_acc"] == r.history[-1]["val_acc"]
+
+    def no_training(*a, **k):
+        raise AssertionError("a cache hit must not train")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    again = go(dict(BASE), results, fashion)
+    assert again.cached and again.metrics == r.metrics and again.history == r.history
+    assert np.array_equal(again.spectrum.nodes, r.spectrum.nodes)
+    assert np.array_equal(again.spectrum.weights, r.spectrum.weights)
+    assert again.spectrum.lambda_max == r.spectrum.lambda_max
+    for (k, v), (k2, v2) in zip(again.load_model().state_dict().items(), model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    # another weight decay is another entry (and would need training)
+    with pytest.raises(AssertionError, match="must not train"):
+        go({**BASE, "weight_decay": 1e-4}, results, fashion)
+
+
+def test_run_is_deterministic_across_results_dirs(tmp_path, fashion):
+    a = go(BASE, tmp_path / "a", fashion)
+    b = go(BASE, tmp_path / "b", fashion)
+    assert a.metrics == b.metrics and a.history[-1]["train_loss"] == b.history[-1]["train_loss"]
+    assert np.array_equal(a.spectrum.nodes, b.spectrum.nodes)
+    c = go({**BASE, "seed": 1}, tmp_path / "a", fashion)
+    assert c.metrics["train_loss"] != a.metrics["train_loss"]
+
+
+@pytest.mark.parametrize("damage", ["truncate-weights", "garbage-json", "missing-weights", "other-key"])
+def test_corrupt_entry_warns_and_is_recomputed(tmp_path, fashion, damage):
+    results = tmp_path / "results"
+    config = {**BASE, "epochs": 1}
+    first = go(config, results, fashion)
+    weights, result_json = first.path / "weights.pt", first.path / "result.json"
+    if damage == "truncate-weights":
+        weights.write_bytes(weights.read_bytes()[:50])
+    elif damage == "garbage-json":
+        result_json.write_text("{not json")
+    elif damage == "missing-weights":
+        weights.unlink()
+    else:
+        d = json.loads(result_json.read_text())
+        d["key"] = "0" * 20
+        result_json.write_text(json.dumps(d))
+    with pytest.warns(UserWarning, match="corrupt"):
+        second = go(config, results, fashion)
+    assert not second.cached and second.metrics == first.metrics
+    assert listing(results) == [first.key] and listing(second.path) == ["result.json", "weights.pt"]
+    third = go(config, results, fashion)
+    assert third.cached and third.metrics == first.metrics
+    third.load_model()
+
+
+def test_interrupted_write_leaves_no_entry_and_the_rerun_resumes(tmp_path, fashion, monkeypatch):
+    results = tmp_path / "results"
+    key = Config.from_dict(BASE).key()
+    real_dumps = json.dumps
+
+    def failing_dumps(obj, *args, **kwargs):
+        if isinstance(obj, dict) and "weights_sha256" in obj:  # the entry's payload, after weights.pt
+            raise KeyboardInterrupt
+        return real_dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(experiments.json, "dumps", failing_dumps)
+    with pytest.raises(KeyboardInterrupt):
+        go(BASE, results, fashion)
+    monkeypatch.setattr(experiments.json, "dumps", real_dumps)
+    # no entry, no temporary directory; only the training checkpoint to resume from
+    assert listing(results) == [f"{key}.partial"]
+    assert listing(results / f"{key}.partial") == ["checkpoint.pt"]
+
+    def no_training(*a, **k):
+        raise AssertionError("training started")
+
+    real_epoch = train._train_epoch
+    monkeypatch.setattr(train, "_train_epoch", no_training)  # all epochs are in the checkpoint
+    resumed = go(BASE, results, fashion)
+    monkeypatch.setattr(train, "_train_epoch", real_epoch)
+    assert not resumed.cached and listing(results) == [key]
+    fresh = go(BASE, tmp_path / "fresh", fashion)
+    assert resumed.metrics == fresh.metrics and resumed.history[0]["train_loss"] == fresh.history[0]["train_loss"]
+    assert np.array_equal(resumed.spectrum.nodes, fresh.spectrum.nodes)
+
+
+def test_failing_weights_save_leaves_no_temp_directory(tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def failing_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    r = experiments.Result(config=Config.from_dict(BASE), key="k" * 20, metrics={}, history=[], spectrum=None,
+                           seconds={}, device="cpu", version="0")
+    with pytest.raises(OSError, match="disk full"):
+        experiments._write_entry(tmp_path, r.key, r, {"w": torch.zeros(2)})
+    assert listing(tmp_path) == []
+
+
+# --- prepare_data ---------------------------------------------------------------------------
+
+
+def test_mnist_like_inputs_are_flattened_and_scaled_exactly(fashion):
+    root, files = fashion
+    imgs, labels = files["train"]
+    for model in ("logreg", "mlp"):
+        x, y = prepare_data({**BASE, "model": model}, "train", root)
+        raw = torch.from_numpy(imgs[:N_TRAIN - VAL]).to(torch.float32) / 255.0
+        assert x.shape == (N_TRAIN - VAL, 784) and x.dtype == torch.float32
+        assert torch.equal(x, ((raw - 0.5) / 0.5).reshape(-1, 784))
+        assert float(x.min()) == -1.0 and float(x.max()) == 1.0  # pixels 0 and 255 are present
+        assert torch.equal(y, torch.from_numpy(labels[:N_TRAIN - VAL]).long())
+    xv, yv = prepare_data(BASE, "val", root)
+    assert torch.equal(xv, ((torch.from_numpy(imgs[N_TRAIN - VAL:]).float() / 255.0 - 0.5) / 0.5).reshape(-1, 784))
+    xt, yt = prepare_data(BASE, "test", root)
+    assert xt.shape == (N_TEST, 784) and torch.equal(yt, torch.from_numpy(files["t10k"][1]).long())
+
+
+def test_train_per_class_is_a_balanced_subset(fashion):
+    root, files = fashion
+    x_all, y_all = prepare_data(BASE, "train", root)
+    x, y = prepare_data({**BASE, "train_per_class": 3}, "train", root)
+    assert len(y) == 30 and torch.equal(torch.bincount(y, minlength=10), torch.full((10,), 3))
+    # the subset is made of training images, in data order
+    rows = [int(torch.nonzero((x_all == xi).all(1)).flatten()[0]) for xi in x]
+    assert rows == sorted(rows) and len(set(rows)) == 30 and all(r < N_TRAIN - VAL for r in rows)
+    assert torch.equal(y_all[rows], y)
+    # val and test are not subsampled
+    assert len(prepare_data({**BASE, "train_per_class": 3}, "val", root)[1]) == VAL
+    x2, _ = prepare_data({**BASE, "train_per_class": 3, "seed": 1}, "train", root)
+    assert not torch.equal(x2, x)  # the choice depends on the seed
+
+
+def test_pad_to_32_for_cifar_models(fashion):
+    root, files = fashion
+    cfg = {**BASE, "model": "allcnnc", "pad_to": 32}
+    x, y = prepare_data(cfg, "val", root)
+    assert x.shape == (VAL, 3, 32, 32)
+    raw = torch.from_numpy(files["train"][0][N_TRAIN - VAL:]).float() / 255.0
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # All-CNN-C: ImageNet statistics
+    for ch in range(3):
+        assert torch.allclose(x[:, ch, 2:30, 2:30], (raw - mean[ch]) / std[ch], atol=1e-6)
+        assert torch.allclose(x[:, ch, :2], torch.full((VAL, 2, 32), -mean[ch] / std[ch]), atol=1e-6)
+        assert torch.allclose(x[:, ch, :, 30:], torch.full((VAL, 32, 2), -mean[ch] / std[ch]), atol=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: experiments._DATA_CACHE keys on str(root) = 'None' when the data "
+                   "come from $FLATBOOK_DATA, so changing $FLATBOOK_DATA returns the previous folder's data")
+def test_prepare_data_follows_flatbook_data(tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    make_mnist_like(first, "FashionMNIST", n_train=60, seed=1)
+    files = make_mnist_like(second, "FashionMNIST", n_train=60, seed=2)
+    monkeypatch.setenv("FLATBOOK_DATA", str(first))
+    prepare_data(BASE, "test")
+    monkeypatch.setenv("FLATBOOK_DATA", str(second))
+    _, y = prepare_data(BASE, "test")
+    assert torch.equal(y, torch.from_numpy(files["t10k"][1]).long())
+
+
+# --- sweep ----------------------------------------------------------------------------------
+
+
+def test_sweep_keeps_the_order_and_validates_first(tmp_path, fashion, monkeypatch):
+    results = tmp_path / "results"
+    base = {**BASE, "epochs": 1}
+    out = sweep(base, [5e-4, 0, 1e-4], results_dir=results, data_root=fashion[0], device="cpu", progress=False)
+    assert [r.config.weight_decay for r in out] == [5e-4, 0.0, 1e-4]
+    assert all(r.spectrum is not None and r.spectrum.nodes.shape == (1, 6) for r in out)
+    assert all(r.spectrum.settings["weight_decay"] == 0.0 for r in out)  # the spectrum has no decay term
+    assert len({r.key for r in out}) == 3 and listing(results) == sorted(r.key for r in out)
+    single = go({**base, "weight_decay": 1e-4}, tmp_path / "single", fashion)
+    assert out[2].metrics == single.metrics
+    assert out[0].metrics["weight_norm"] < out[1].metrics["weight_norm"]  # decay shrinks the weights
+
+    def no_training(*a, **k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    again = sweep(base, [0, 5e-4], results_dir=results, data_root=fashion[0], device="cpu", progress=False)
+    assert [r.cached for r in again] == [True, True] and again[1].metrics == out[0].metrics
+    for bad in ([0, -1e-4], [0, float("nan")], [0, "1e-4"]):
+        with pytest.raises(ConfigError, match=r"weight_decays\[1\]"):
+            sweep(base, bad, results_dir=tmp_path / "bad", data_root=fashion[0], device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="non-empty"):
+        sweep(base, [], results_dir=tmp_path / "bad", progress=False)
+    with pytest.raises(ConfigError, match="epochs"):
+        sweep({**base, "epochs": 0}, [0], results_dir=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_sweep_with_two_workers_equals_one(tmp_path, fashion):
+    base = {**BASE, "epochs": 1, "lanczos_steps": 4}
+    kw = dict(data_root=fashion[0], device="cpu", progress=False)
+    parallel = sweep(base, [0, 1e-3], workers=2, results_dir=tmp_path / "par", **kw)
+    serial = sweep(base, [0, 1e-3], workers=1, results_dir=tmp_path / "ser", **kw)
+    assert [r.config.weight_decay for r in parallel] == [0.0, 1e-3]
+    assert all(r.cached for r in parallel)  # computed by the workers, loaded by the parent
+    for p, s in zip(parallel, serial):
+        assert p.key == s.key and p.metrics.keys() == s.metrics.keys()
+        for k in s.metrics:
+            assert p.metrics[k] == pytest.approx(s.metrics[k], rel=1e-6, abs=1e-6)
+        np.testing.assert_allclose(p.spectrum.nodes, s.spectrum.nodes, rtol=1e-5, atol=1e-6)
+    assert listing(tmp_path / "par") == sorted(r.key for r in parallel)
