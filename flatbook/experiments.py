@@ -9,7 +9,8 @@ evaluation -> Hessian spectrum -> ``Result`` on disk.
    ``pad_to`` x ``pad_to`` (and repeats the channel for 3-channel models), normalises with the
    model's statistics (``normalization="auto"``: (x - 0.5)/0.5 for logreg/mlp, the CIFAR
    ResNet statistics for preresnet164/wrn28x10, the ImageNet ones for vgg16bn/allcnnc) and
-   flattens for logreg/mlp;
+   flattens for logreg/mlp; ``image_size`` shrinks the images first by area averaging (small
+   variants for tests and teaching: 7x7 Fashion-MNIST makes logistic regression 500 parameters);
 2. seeds the global RNG with ``seed``, builds the model (``models.build`` with ``model_options``)
    and trains it with ``train.fit`` (validation every epoch);
 3. evaluates train (without augmentation), val and test loss and accuracy in eval mode and ||w||;
@@ -85,6 +86,7 @@ class Config:
     augment: str | None = "auto"
     normalization: str = "auto"
     pad_to: int | None = None
+    image_size: int | None = None
     train_per_class: int | None = None
     val_size: int = 5000
     model_options: dict = field(default_factory=dict)
@@ -203,6 +205,10 @@ def _validate(c: Config) -> None:
         _fail("augment", c.augment, f"'auto' or one of {AUGMENTATIONS}")
     if c.normalization != "auto" and c.normalization not in NORMALIZATION:
         _fail("normalization", c.normalization, f"'auto' or one of {sorted(NORMALIZATION)}")
+    if c.image_size is not None and (not _is_int(c.image_size) or not 2 <= c.image_size <= 64):
+        _fail("image_size", c.image_size, "null (native size) or an integer from 2 to 64")
+    if c.pad_to is not None and c.image_size is not None and c.pad_to < c.image_size:
+        _fail("pad_to", c.pad_to, f"at least image_size ({c.image_size})")
     if c.pad_to is not None and (not _is_int(c.pad_to) or c.pad_to < 1):
         _fail("pad_to", c.pad_to, "null or an image size in pixels")
     if c.bn_mode not in BN_MODES:
@@ -228,8 +234,7 @@ def _validate(c: Config) -> None:
 
     try:
         with torch.device("meta"):
-            build(c.model, num_classes=_num_classes(c.dataset), in_channels=None if c.model in MNIST_LIKE_MODELS else 3,
-                  **c.model_options)
+            _build(c)
     except (ValueError, TypeError) as exc:
         _fail("model_options", c.model_options, str(exc))
 
@@ -377,15 +382,19 @@ def prepare_data(config: Config | dict, split: str, root: str | Path | None = No
     from . import batching, data
 
     c = Config.from_dict(config).resolved()
-    raw_key = (c.dataset, split, str(root), c.val_size)
+    roots = tuple(str(p) for p in data.data_roots(root))  # follows $FLATBOOK_DATA
+    raw_key = (c.dataset, split, roots, c.val_size)
     if raw_key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # keep one dataset's splits at most
         for s in ("train", "val", "test"):
-            _DATA_CACHE[(c.dataset, s, str(root), c.val_size)] = data.load(c.dataset, s, root, val_size=c.val_size)
+            _DATA_CACHE[(c.dataset, s, roots, c.val_size)] = data.load(c.dataset, s, root, val_size=c.val_size)
     x, y = _DATA_CACHE[raw_key]
     if split == "train" and c.train_per_class is not None:
         idx = batching.balanced_subset(y, c.train_per_class, seed=c.seed)
         x, y = x[idx], y[idx]
+    if c.image_size is not None and c.image_size != x.shape[-1]:
+        # area averaging (exact mean of pixel blocks when the size divides the original)
+        x = torch.nn.functional.interpolate(x, size=(c.image_size, c.image_size), mode="area")
     if c.pad_to is not None:
         x = batching.pad_to(x, c.pad_to, channels=3)
     # "mnist" statistics are (x - 0.5) / 0.5 for any number of channels; the others are per RGB channel
@@ -398,9 +407,12 @@ def prepare_data(config: Config | dict, split: str, root: str | Path | None = No
 def _build(c: Config):
     from .models import build
 
-    mnist_like = c.model in MNIST_LIKE_MODELS
-    return build(c.model, num_classes=_num_classes(c.dataset), in_channels=None if mnist_like else 3,
-                 **c.model_options)
+    if c.model in MNIST_LIKE_MODELS:
+        options = dict(c.model_options)
+        if c.image_size is not None:
+            options.setdefault("in_features", c.image_size**2)
+        return build(c.model, num_classes=_num_classes(c.dataset), **options)
+    return build(c.model, num_classes=_num_classes(c.dataset), in_channels=3, **c.model_options)
 
 
 # --- running --------------------------------------------------------------------------------
@@ -435,10 +447,15 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
     x_val, y_val = prepare_data(c, "val", data_root)
     x_test, y_test = prepare_data(c, "test", data_root)
 
-    t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(c.seed)
         model = _build(c)
+    n_hessian = len(y_train) if c.hessian_samples is None else min(c.hessian_samples, len(y_train))
+    if c.spectrum and c.bn_mode == "train" and training.has_batchnorm(model) and n_hessian % c.hessian_batch_size == 1:
+        _fail("hessian_samples", c.hessian_samples,
+              f"{n_hessian} Hessian samples in batches of {c.hessian_batch_size} leave a last batch of 1, which "
+              "BatchNorm cannot normalise in train mode; change hessian_samples or hessian_batch_size")
+    t0 = time.perf_counter()
     partial = root / f"{key}.partial"
     history = training.fit(
         model, (x_train, y_train), (x_val, y_val), optimizer=c.optimizer, lr=c.lr, epochs=c.epochs,
@@ -460,7 +477,7 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
     spectrum_seconds = 0.0
     if c.spectrum:
         t1 = time.perf_counter()
-        n = len(y_train) if c.hessian_samples is None else min(c.hessian_samples, len(y_train))
+        n = n_hessian
         op = HessianOperator(model, torch.nn.functional.cross_entropy,
                              (x_train[:n].to(device), y_train[:n].to(device)), batch_size=c.hessian_batch_size,
                              bn_mode=c.bn_mode)

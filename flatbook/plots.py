@@ -10,7 +10,9 @@ import seaborn as sns
 
 from .symbolic import RaySpectrum
 
-__all__ = ["use_book_style", "palette", "plot_ray_measures", "plot_sharpness_vs_loss", "plot_eigenvalues_vs_trace"]
+__all__ = ["use_book_style", "palette", "plot_ray_measures", "plot_sharpness_vs_loss", "plot_eigenvalues_vs_trace",
+           "plot_scaling", "plot_spectrum_stems", "plot_exact_vs_ritz", "plot_sorted_abs_eigenvalues",
+           "plot_ritz_history", "plot_density_vs_histogram", "plot_estimator_errors", "plot_error_distribution"]
 
 _MEASURE_LABELS = {
     "log10_loss": r"$\log_{10} L$",
@@ -104,4 +106,187 @@ def plot_eigenvalues_vs_trace(eigenvalues: Sequence[float], trace: float, title:
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
+    return fig
+
+
+_SCALING_LABELS = {"loss": "training loss", "lambda_max": r"$\lambda_1(H)$", "trace": r"$\mathrm{Tr}(H)$",
+                   "frobenius": r"$\|H\|_F$", "accuracy": "accuracy", "weight_norm": r"$\|w\|_2$"}
+
+
+def plot_scaling(sweeps: dict, measures: Sequence[str] = ("loss", "lambda_max", "trace", "frobenius"),
+                 title: str | None = None):
+    """Measures against the scale alpha (log-log; two panels per row), one line per sweep
+    (``sweeps``: label -> DataFrame from ``scaling.scaling_sweep``). Non-positive values (a
+    negative trace estimate) are left out of the log axes."""
+    unknown = [m for m in measures if m not in _SCALING_LABELS]
+    if unknown:
+        raise ValueError(f"unknown measures {unknown}; allowed: {sorted(_SCALING_LABELS)}")
+    if not sweeps:
+        raise ValueError("plot_scaling needs at least one sweep")
+    ncols = min(2, len(measures))
+    nrows = -(-len(measures) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.3 * nrows), sharex=True, squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(measures):]:
+        ax.set_visible(False)
+    markers = "osD^v<>"
+    for (label, df), c, mk in zip(sweeps.items(), palette(len(sweeps)), markers * 10):
+        for ax, m in zip(axes, measures):
+            values = np.asarray(df[m], dtype=float)
+            ok = values > 0
+            ax.plot(np.asarray(df["alpha"])[ok], values[ok], marker=mk, ms=4, color=c, label=label)
+    for ax, m in zip(axes, measures):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(r"scale $\alpha$")
+        ax.set_ylabel(_SCALING_LABELS[m])
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_spectrum_stems(spectra: dict, title: str | None = None, ncols: int = 3):
+    """The paper's figure: for each SLQ spectrum (``spectra``: panel title -> Spectrum), Ritz
+    values (x) against their quadrature weights (y, log scale), all probes pooled."""
+    if not spectra:
+        raise ValueError("plot_spectrum_stems needs at least one spectrum")
+    n = len(spectra)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    colour = palette(1)[0]
+    for ax, (name, sp_) in zip(axes, spectra.items()):
+        nodes = np.asarray(sp_.nodes).ravel()
+        weights = np.asarray(sp_.weights).ravel()
+        keep = ~np.isnan(nodes) & (weights > 0)
+        ax.vlines(nodes[keep], 1e-300, weights[keep], color=colour, lw=1.2)
+        ax.plot(nodes[keep], weights[keep], "o", color=colour, ms=3)
+        ax.set_yscale("log")
+        low = weights[keep].min() if keep.any() else 1e-10
+        ax.set_ylim(max(low / 3, 1e-30), 1.5)
+        ax.set_xlabel("Ritz value")
+        ax.set_ylabel("weight")
+        ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_exact_vs_ritz(eigenvalues, spectrum, title: str | None = None, bins: int = 80):
+    """Histogram of the exact eigenvalues (log count) with the Ritz values of one SLQ run
+    marked on top: extreme eigenvalues are found, the bulk is only sampled."""
+    e = np.asarray(eigenvalues, dtype=float).ravel()
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    ax.hist(e, bins=bins, color=palette(2)[0], alpha=0.8, label=f"exact eigenvalues ({e.size})")
+    ax.set_yscale("log")
+    nodes = np.asarray(spectrum.nodes).ravel()
+    nodes = nodes[~np.isnan(nodes)]
+    ax.plot(nodes, np.full(nodes.shape, 0.6), "|", ms=14, mew=1.2, color=palette(2)[1],
+            label=f"Ritz values ({nodes.size}, {spectrum.settings.get('steps', '?')} steps)")
+    ax.set_ylim(0.4, None)
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("count")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_sorted_abs_eigenvalues(eigenvalues, predicted_zeros: int, title: str | None = None):
+    """|lambda| sorted ascending (log y) with the predicted number of exact zeros marked: the
+    round-off floor, then the genuine curvature."""
+    e = np.sort(np.abs(np.asarray(eigenvalues, dtype=float).ravel()))
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    ax.plot(np.arange(1, e.size + 1), np.maximum(e, 1e-300), color=palette(1)[0])
+    ax.axvline(predicted_zeros + 0.5, color=palette(3)[1], ls="--", label=f"predicted zeros: {predicted_zeros}")
+    ax.set_yscale("log")
+    ax.set_xlabel("index (ascending |eigenvalue|)")
+    ax.set_ylabel(r"$|\lambda|$")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_ritz_history(history: np.ndarray, eigenvalues=None, title: str | None = None, show_top: int = 5):
+    """Ritz values after each Lanczos step (dots), with the exact top eigenvalues (dashed)."""
+    steps = history.shape[0]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for m in range(steps):
+        row = history[m][~np.isnan(history[m])]
+        ax.plot(np.full(row.shape, m + 1), row, ".", ms=2.5, color=palette(1)[0])
+    if eigenvalues is not None:
+        top = np.sort(np.asarray(eigenvalues, dtype=float))[::-1][:show_top]
+        for v in top:
+            ax.axhline(v, color=palette(2)[1], ls="--", lw=0.8)
+        ax.plot([], [], "--", color=palette(2)[1], label=f"exact top {show_top} eigenvalues")
+        ax.axhline(float(np.min(eigenvalues)), color=palette(3)[2], ls=":", lw=0.8, label="exact smallest")
+        ax.legend(fontsize="small", loc="center right")
+    ax.set_xlabel("Lanczos step $m$")
+    ax.set_ylabel("Ritz values of $T_m$")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_density_vs_histogram(eigenvalues, spectrum, sigma: float, title: str | None = None, bins: int = 120):
+    """The exact eigenvalue density (histogram normalised to 1) against SLQ's smoothed density
+    with Gaussian width sigma, on a log y axis."""
+    e = np.asarray(eigenvalues, dtype=float).ravel()
+    lo, hi = e.min() - 3 * sigma, e.max() + 3 * sigma
+    grid = np.linspace(lo, hi, 2000)
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    ax.hist(e, bins=bins, range=(lo, hi), density=True, color=palette(2)[0], alpha=0.6, label="exact (histogram)")
+    ax.plot(grid, np.maximum(spectrum.density(grid, sigma), 1e-12), color=palette(2)[1],
+            label=f"SLQ density ({spectrum.probes} probe(s), {spectrum.settings.get('steps', '?')} steps, "
+                  f"$\\sigma$ = {sigma:.3g})")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-6, None)
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_estimator_errors(summary, title: str | None = None):
+    """Mean relative error (with one-standard-error bars) of lambda_max, trace and Frobenius
+    against the number of Lanczos steps, one line per probe count (``lanczos_checks.summarise_grid``)."""
+    measures = ("lambda_max", "trace", "frobenius")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharex=True)
+    probes = sorted(summary["probes"].unique())
+    for p, c in zip(probes, palette(len(probes))):
+        d = summary[summary["probes"] == p].sort_values("steps")
+        for ax, m in zip(axes, measures):
+            ax.errorbar(d["steps"], d[f"{m}_rel_error"], yerr=d[f"{m}_rel_error_se"], marker="o", ms=4, capsize=3,
+                        color=c, label=f"{p} probe{'s' if p > 1 else ''}")
+    for ax, m in zip(axes, measures):
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("Lanczos steps")
+        ax.set_ylabel("relative error")
+        ax.set_title(_SCALING_LABELS[m])
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_error_distribution(errors: dict, title: str | None = None):
+    """Histograms of relative errors over independent runs (``errors``: label -> array)."""
+    fig, axes = plt.subplots(1, len(errors), figsize=(4.2 * len(errors), 3.2), squeeze=False)
+    for ax, (label, values), c in zip(axes.ravel(), errors.items(), palette(len(errors))):
+        v = np.asarray(values, dtype=float)
+        ax.hist(v, bins=min(20, max(5, v.size // 2)), color=c, alpha=0.85)
+        ax.axvline(0, color="0.2", lw=0.8)
+        ax.set_xlabel("relative error")
+        ax.set_ylabel("runs")
+        ax.set_title(label)
+    if title:
+        fig.suptitle(title)
     return fig

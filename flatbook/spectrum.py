@@ -41,6 +41,7 @@ from .checks import positive_int
 __all__ = [
     "SymmetricOperator",
     "MatrixOperator",
+    "DiagonalOperator",
     "LanczosResult",
     "lanczos",
     "check_operator",
@@ -80,6 +81,28 @@ class MatrixOperator:
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.A @ V.to(self.A)
+
+
+class DiagonalOperator:
+    """diag(eigenvalues) as an operator. Lanczos on a symmetric H = Q diag(lambda) Q^T from start
+    vector v is Lanczos on diag(lambda) from Q^T v (the same T, in exact arithmetic), and a
+    Gaussian v gives a Gaussian Q^T v: so the distribution of any SLQ estimate depends on the
+    eigenvalues only, and studies of it can run at O(P) per product once they are known."""
+
+    def __init__(self, eigenvalues: torch.Tensor | np.ndarray):
+        e = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64)).ravel()
+        if e.numel() == 0 or not torch.isfinite(e).all():
+            raise ValueError("DiagonalOperator needs a non-empty vector of finite eigenvalues")
+        self.eigenvalues = e
+        self.num_params = e.numel()
+        self.device = e.device
+        self.settings: dict[str, Any] = {"operator": "diagonal (eigenvalues)"}
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.eigenvalues * v.to(self.eigenvalues)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.eigenvalues[:, None] * V.to(self.eigenvalues)
 
 
 def _operator_size(op: SymmetricOperator) -> int:

@@ -351,15 +351,18 @@ def fit(
         gen.set_state(state["rng"])
         cuda_rng = state.get("cuda_rng")
 
-    def evaluated_state() -> tuple[float, float, float]:
-        """val loss, val acc, weight norm of the weights to report (averaged when averaging)."""
+    def evaluated_state(keep: bool) -> tuple[float, float, float]:
+        """val loss, val acc, weight norm of the weights to report (averaged when averaging);
+        with ``keep`` the averaged weights and their BatchNorm statistics stay in the model
+        (the last epoch: the model returned is exactly the one the last history row describes)."""
         if averaged is not None:
-            backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            backup = None if keep else {k: v.detach().clone() for k, v in model.state_dict().items()}
             _copy_into(params, averaged)
             if bn:
                 recompute_bn(model, bn_batches)
             out = _val_metrics() + (weight_norm(model),)
-            model.load_state_dict(backup)
+            if backup is not None:
+                model.load_state_dict(backup)
             return out
         return _val_metrics() + (weight_norm(model),)
 
@@ -402,7 +405,7 @@ def fit(
                     n_averaged += 1
                 if bn and averaged is not None:
                     bn_batches.set_epoch(epoch)
-                val_loss, val_acc, wnorm = evaluated_state()
+                val_loss, val_acc, wnorm = evaluated_state(keep=epoch + 1 == epochs)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 row = dict(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
@@ -425,11 +428,6 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-    if averaged is not None:
-        _copy_into(params, averaged)
-        if bn:
-            bn_batches.set_epoch(epochs)
-            recompute_bn(model, bn_batches)
     return history
 
 

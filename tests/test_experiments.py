@@ -6,20 +6,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_data import make_mnist_like, write_idx_images, write_idx_labels
 
 import flatbook.experiments as experiments
 import flatbook.train as train
-from flatbook.experiments import Config, ConfigError, RESULT_FORMAT, prepare_data, run, sweep
+from flatbook.experiments import (
+    RESULT_FORMAT,
+    Config,
+    ConfigError,
+    prepare_data,
+    run,
+    sweep,
+)
 from flatbook.train import evaluate, weight_norm
-from test_data import make_mnist_like, write_idx_images, write_idx_labels
 
 N_TRAIN, N_TEST, VAL = 120, 30, 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and steadier on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_fashion(root: Path, seed=0) -> dict:
@@ -91,6 +106,22 @@ def test_bad_config_fields_are_named_and_nothing_is_written(tmp_path, fashion, m
     assert not results.exists()
     with pytest.raises(ConfigError, match=field):
         Config.from_dict({**BASE, **change}).key()
+
+
+def test_bf16_on_the_cpu_is_a_config_error(tmp_path, fashion):
+    with pytest.raises(ConfigError, match="'bf16'"):
+        go({**BASE, "bf16": True}, tmp_path / "results", fashion)
+    assert not (tmp_path / "results").exists()
+
+
+def test_results_dir_from_the_environment(tmp_path, fashion, monkeypatch):
+    monkeypatch.setenv("FLATBOOK_RESULTS", str(tmp_path / "env"))
+    assert experiments.results_dir() == tmp_path / "env"
+    assert experiments.results_dir(tmp_path / "arg") == tmp_path / "arg"
+    r = run({**BASE, "epochs": 1, "spectrum": False}, data_root=fashion[0], device="cpu", progress=False)
+    assert r.path == tmp_path / "env" / r.key and r.spectrum is None
+    assert listing(r.path) == ["result.json", "weights.pt"]
+    assert run({**BASE, "epochs": 1, "spectrum": False}, data_root=fashion[0], device="cpu", progress=False).cached
 
 
 def test_required_fields_and_types():
@@ -192,8 +223,10 @@ def test_corrupt_entry_warns_and_is_recomputed(tmp_path, fashion, damage):
         d = json.loads(result_json.read_text())
         d["key"] = "0" * 20
         result_json.write_text(json.dumps(d))
-    with pytest.warns(UserWarning, match="corrupt"):
+    with pytest.warns(UserWarning) as record:
         second = go(config, results, fashion)
+    messages = [str(w.message).replace(str(first.path), "<entry>") for w in record]
+    assert any("corrupt" in m and "<entry>" in m for m in messages), messages
     assert not second.cached and second.metrics == first.metrics
     assert listing(results) == [first.key] and listing(second.path) == ["result.json", "weights.pt"]
     third = go(config, results, fashion)
@@ -261,13 +294,14 @@ def test_mnist_like_inputs_are_flattened_and_scaled_exactly(fashion):
         assert float(x.min()) == -1.0 and float(x.max()) == 1.0  # pixels 0 and 255 are present
         assert torch.equal(y, torch.from_numpy(labels[:N_TRAIN - VAL]).long())
     xv, yv = prepare_data(BASE, "val", root)
+    assert torch.equal(yv, torch.from_numpy(labels[N_TRAIN - VAL:]).long())
     assert torch.equal(xv, ((torch.from_numpy(imgs[N_TRAIN - VAL:]).float() / 255.0 - 0.5) / 0.5).reshape(-1, 784))
     xt, yt = prepare_data(BASE, "test", root)
     assert xt.shape == (N_TEST, 784) and torch.equal(yt, torch.from_numpy(files["t10k"][1]).long())
 
 
 def test_train_per_class_is_a_balanced_subset(fashion):
-    root, files = fashion
+    root = fashion[0]
     x_all, y_all = prepare_data(BASE, "train", root)
     x, y = prepare_data({**BASE, "train_per_class": 3}, "train", root)
     assert len(y) == 30 and torch.equal(torch.bincount(y, minlength=10), torch.full((10,), 3))
@@ -285,7 +319,7 @@ def test_pad_to_32_for_cifar_models(fashion):
     root, files = fashion
     cfg = {**BASE, "model": "allcnnc", "pad_to": 32}
     x, y = prepare_data(cfg, "val", root)
-    assert x.shape == (VAL, 3, 32, 32)
+    assert x.shape == (VAL, 3, 32, 32) and torch.equal(y, torch.from_numpy(files["train"][1][N_TRAIN - VAL:]).long())
     raw = torch.from_numpy(files["train"][0][N_TRAIN - VAL:]).float() / 255.0
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # All-CNN-C: ImageNet statistics
     for ch in range(3):
@@ -294,8 +328,6 @@ def test_pad_to_32_for_cifar_models(fashion):
         assert torch.allclose(x[:, ch, :, 30:], torch.full((VAL, 32, 2), -mean[ch] / std[ch]), atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: experiments._DATA_CACHE keys on str(root) = 'None' when the data "
-                   "come from $FLATBOOK_DATA, so changing $FLATBOOK_DATA returns the previous folder's data")
 def test_prepare_data_follows_flatbook_data(tmp_path, monkeypatch):
     first, second = tmp_path / "first", tmp_path / "second"
     make_mnist_like(first, "FashionMNIST", n_train=60, seed=1)

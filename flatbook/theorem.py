@@ -1,0 +1,114 @@
+"""The numerical side of the "Theorem 1" chapter: the models, the fitted set, the verdicts.
+
+* ``check_theorem_parameters(...)``: every parameter of the chapter, checked together.
+* ``chapter_configs(...)``: the experiments.Config of the logistic regression and of the MLP the
+  chapter trains (no spectrum at training time; the chapter measures its own).
+* ``fitted_subset(model, x, y, n)``: the first ``n`` training images the model classifies
+  correctly. Theorem 1's premise is a training loss tending to 0; scaling the weights sends the
+  loss to 0 only on correctly classified samples (on a misclassified one it grows without bound,
+  and the residual term of the Hessian with it), so the Hessians of the scaling experiment are
+  taken over this set, and the chapter says so.
+* ``monotone_fraction(values)`` and ``scaling_verdict(df, transform)``: what a sweep shows,
+  computed, never asserted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .experiments import Config
+
+__all__ = ["check_theorem_parameters", "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict"]
+
+
+def _positive_int(name: str, v: Any, low: int = 1, high: int | None = None) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+        rng = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {rng}, got {v!r}")
+
+
+def _positive_number(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+
+
+def check_theorem_parameters(dataset: str, image_size: int | None, train_per_class: int | None, epochs: int,
+                             lr: float, mlp_hidden: Sequence[int], fitted_samples: int, alpha_min: float,
+                             alpha_max: float, num_alphas: int, lanczos_steps: int, probes: int,
+                             exact_samples: int, exact_lanczos_steps: int, seed: int,
+                             results_dir: str | None) -> None:
+    """Every parameter of the Theorem 1 chapter (raises ValueError naming the bad one)."""
+    if dataset not in ("mnist", "fashion-mnist"):
+        raise ValueError(f"dataset must be 'mnist' or 'fashion-mnist' (28x28 greyscale), got {dataset!r}")
+    if not (isinstance(mlp_hidden, (list, tuple)) and mlp_hidden
+            and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in mlp_hidden)):
+        raise ValueError(f"mlp_hidden must be a non-empty list of layer widths >= 1, got {mlp_hidden!r}")
+    for name, v in (("fitted_samples", fitted_samples), ("num_alphas", num_alphas), ("lanczos_steps", lanczos_steps),
+                    ("probes", probes), ("exact_samples", exact_samples),
+                    ("exact_lanczos_steps", exact_lanczos_steps)):
+        _positive_int(name, v)
+    _positive_int("seed", seed, low=0)
+    _positive_number("alpha_min", alpha_min)
+    _positive_number("alpha_max", alpha_max)
+    if alpha_max < alpha_min:
+        raise ValueError(f"alpha_max ({alpha_max}) must be at least alpha_min ({alpha_min})")
+    if results_dir is not None and not isinstance(results_dir, str):
+        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
+    for c in chapter_configs(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed):
+        c.resolved()  # ConfigError (a ValueError) names the field: epochs, lr, image_size, ...
+
+
+def chapter_configs(dataset: str, image_size: int | None, train_per_class: int | None, epochs: int, lr: float,
+                    mlp_hidden: Sequence[int], seed: int) -> tuple[Config, Config]:
+    """(logistic regression, MLP): SGD with momentum 0.9, batch 128, no weight decay, the paper's
+    schedule; no spectrum (the chapter measures its own)."""
+    common = dict(dataset=dataset, image_size=image_size, train_per_class=train_per_class, epochs=epochs, lr=lr,
+                  seed=seed, spectrum=False)
+    return (Config(model="logreg", **common),
+            Config(model="mlp", model_options={"hidden": list(mlp_hidden)}, **common))
+
+
+@torch.no_grad()
+def fitted_subset(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` (in data order) samples of (x, y) that ``model`` classifies correctly."""
+    model = model.eval()
+    correct = []
+    for i in range(0, len(x), 4096):
+        correct.append(model(x[i:i + 4096]).argmax(1) == y[i:i + 4096])
+    idx = torch.nonzero(torch.cat(correct)).flatten()[:n]
+    if len(idx) == 0:
+        raise ValueError("the model classifies no training sample correctly")
+    return x[idx], y[idx]
+
+
+def monotone_fraction(values: Sequence[float], decreasing: bool = True) -> float:
+    """The fraction of consecutive steps in which ``values`` move the stated way (1.0 = monotone)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return float("nan")
+    d = np.diff(v)
+    return float(np.mean(d < 0 if decreasing else d > 0))
+
+
+def scaling_verdict(df, transform: str) -> dict[str, Any]:
+    """What a ``scaling.scaling_sweep`` table shows: predictions unchanged; for "output"/"all":
+    loss, lambda_1 and Frobenius decreasing over the upper half of the alpha grid and their
+    ratio from the first to the last alpha; for "dinh": the loss constant and the lambda_1 ratio."""
+    out: dict[str, Any] = {"transform": transform,
+                           "predictions_unchanged": bool((df["predictions_changed"] == 0).all())}
+    first, last = df.iloc[0], df.iloc[-1]
+    out["lambda_max_ratio"] = float(last["lambda_max"] / first["lambda_max"])
+    if transform == "dinh":
+        out["loss_max_relative_change"] = float(np.max(np.abs(df["loss"] / first["loss"] - 1)))
+        return out
+    upper = df.iloc[len(df) // 2:]
+    out["loss_ratio"] = float(last["loss"] / first["loss"])
+    out["frobenius_ratio"] = float(last["frobenius"] / first["frobenius"])
+    out["loss_decreasing"] = monotone_fraction(df["loss"]) == 1.0
+    out["lambda_max_decreasing_upper_half"] = monotone_fraction(upper["lambda_max"]) == 1.0
+    out["frobenius_decreasing_upper_half"] = monotone_fraction(upper["frobenius"]) == 1.0
+    return out
