@@ -22,11 +22,13 @@ the column-centred U orthogonal to the row space of X~). For MNIST-shaped data D
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["logreg_hessian", "null_space_dimension", "zero_eigenvalue_count"]
+__all__ = ["logreg_hessian", "null_space_dimension", "zero_eigenvalue_count", "softmax_null_residual"]
 
 
 def _logreg_parts(model: nn.Module) -> nn.Linear:
@@ -93,3 +95,18 @@ def zero_eigenvalue_count(eigenvalues: np.ndarray | torch.Tensor, *, rtol: float
     """How many eigenvalues have |lambda| <= rtol * max |lambda|."""
     e = np.abs(np.asarray(eigenvalues, dtype=np.float64))
     return int((e <= rtol * e.max()).sum())
+
+
+def softmax_null_residual(H: torch.Tensor, num_classes: int) -> float:
+    """||H N||_F / (||H||_2 ||N||_F) for N the D + 1 softmax-invariance directions (the same
+    change to every class's weights for one input feature or the bias), in the model's parameter
+    order (W row-major, then b). Round-off level (~1e-16) means they are exact null vectors."""
+    H = torch.as_tensor(H, dtype=torch.float64)
+    P = H.shape[0]
+    K = int(num_classes)
+    if P % K != 0:
+        raise ValueError(f"{P} parameters are not a multiple of {K} classes")
+    D = P // K - 1
+    HN = torch.cat([H[:, :K * D].reshape(P, K, D).sum(1), H[:, K * D:].sum(1, keepdim=True)], dim=1)  # (P, D+1)
+    norm_N = math.sqrt(K * (D + 1))
+    return float(HN.norm() / (torch.linalg.matrix_norm(H, ord=2) * norm_N))
