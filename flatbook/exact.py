@@ -50,11 +50,11 @@ def logreg_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
     W = layer.weight.detach().double().cpu()
     b = layer.bias.detach().double().cpu()
     K, D = W.shape
+    if len(x) == 0:
+        raise ValueError("no samples")
     xf = x.detach().double().cpu().reshape(len(x), -1)
     if xf.shape[1] != D:
         raise ValueError(f"the inputs have {xf.shape[1]} features, the model expects {D}")
-    if len(xf) == 0:
-        raise ValueError("no samples")
     N = len(xf)
     blocks = torch.zeros(K, K, D + 1, D + 1, dtype=torch.float64)
     for start in range(0, N, chunk):
@@ -81,6 +81,10 @@ def null_space_dimension(x: torch.Tensor, num_classes: int, *, rtol: float = 1e-
     inputs ``x`` (see the module docstring): {"features": D + 1, "rank": rank(X~), "d0": ...,
     "softmax": D + 1, "data": (K - 1) d0, "total": ...}. The rank counts singular values above
     ``rtol`` times the largest."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if len(x) == 0:
+        raise ValueError("no samples")
     xf = x.detach().double().cpu().reshape(len(x), -1)
     xt = torch.cat([xf, torch.ones(len(xf), 1, dtype=torch.float64)], dim=1)
     s = torch.linalg.svdvals(xt)
@@ -98,9 +102,10 @@ def zero_eigenvalue_count(eigenvalues: np.ndarray | torch.Tensor, *, rtol: float
 
 
 def softmax_null_residual(H: torch.Tensor, num_classes: int) -> float:
-    """||H N||_F / (||H||_2 ||N||_F) for N the D + 1 softmax-invariance directions (the same
+    """||H N||_F / (||H||_F ||N||_F) for N the D + 1 softmax-invariance directions (the same
     change to every class's weights for one input feature or the bias), in the model's parameter
-    order (W row-major, then b). Round-off level (~1e-16) means they are exact null vectors."""
+    order (W row-major, then b). Round-off level (~1e-16) means they are exact null vectors.
+    (Frobenius norms: a spectral norm would cost an SVD of H.)"""
     H = torch.as_tensor(H, dtype=torch.float64)
     P = H.shape[0]
     K = int(num_classes)
@@ -109,4 +114,4 @@ def softmax_null_residual(H: torch.Tensor, num_classes: int) -> float:
     D = P // K - 1
     HN = torch.cat([H[:, :K * D].reshape(P, K, D).sum(1), H[:, K * D:].sum(1, keepdim=True)], dim=1)  # (P, D+1)
     norm_N = math.sqrt(K * (D + 1))
-    return float(HN.norm() / (torch.linalg.matrix_norm(H, ord=2) * norm_N))
+    return float(HN.norm() / (H.norm() * norm_N))

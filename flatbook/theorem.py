@@ -100,9 +100,10 @@ def monotone_fraction(values: Sequence[float], decreasing: bool = True) -> float
 def scaling_verdict(df, transform: str) -> dict[str, Any]:
     """What a ``scaling.scaling_sweep`` table shows (rows whose products' relative asymmetry
     exceeds ``ROUNDING_LIMIT`` are left out and counted): predictions unchanged; for "output"/"all":
-    loss, lambda_1 and Frobenius decreasing over the upper half of the alpha grid and their
-    ratio from the first to the last alpha, and for lambda_1 and Frobenius the alpha of their peak,
-    last / peak, and whether they fall monotonically after a peak inside the grid; for "dinh":
+    whether the loss decreases (trailing exact zeros, an underflowed loss, count once), the
+    loss, lambda_1 and Frobenius ratios from the first to the last alpha, and for lambda_1 and
+    Frobenius the alpha of their peak, last / peak, and whether they fall monotonically after a
+    peak inside the grid; for "dinh":
     the loss constant and the lambda_1 ratio."""
     out: dict[str, Any] = {"transform": transform,
                            "predictions_unchanged": bool((df["predictions_changed"] == 0).all())}
@@ -119,8 +120,11 @@ def scaling_verdict(df, transform: str) -> dict[str, Any]:
         return out
     out["loss_ratio"] = float(last["loss"] / first["loss"])
     out["frobenius_ratio"] = float(last["frobenius"] / first["frobenius"])
-    positive_loss = df["loss"][df["loss"] > 0]  # a loss that has underflowed to 0 stays there
-    out["loss_decreasing"] = monotone_fraction(positive_loss) == 1.0 if len(positive_loss) > 1 else True
+    loss = df["loss"].to_numpy(dtype=float)
+    end = len(loss)
+    while end > 1 and loss[end - 1] == 0 and loss[end - 2] == 0:  # a loss that underflowed to 0 stays there:
+        end -= 1                                                  # keep its first 0, drop the rest
+    out["loss_decreasing"] = bool(end < 2 or monotone_fraction(loss[:end]) == 1.0)
     for measure in ("lambda_max", "frobenius"):
         values = df[measure].to_numpy(dtype=float)
         peak = int(np.argmax(values))
