@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .checks import positive_int
-from .spectrum import SymmetricOperator, lanczos, slq
+from .spectrum import SymmetricOperator, lanczos
 
 __all__ = ["exact_measures", "ritz_history", "estimator_grid", "summarise_grid", "ghost_count",
            "check_lanczos_parameters"]
@@ -56,26 +56,48 @@ def ritz_history(op: SymmetricOperator, steps: int, seed: int = 0, *, reorthogon
 def estimator_grid(op: SymmetricOperator, exact: dict[str, float], steps: Sequence[int], probes: Sequence[int],
                    repeats: int = 5, seed: int = 0, *, reorthogonalize: bool = True, progress: bool = False):
     """A DataFrame, one row per (steps, probes, repeat): the SLQ estimates and their relative
-    errors against ``exact`` (from ``exact_measures``). Repeat r uses seed ``seed + r``."""
+    errors against ``exact`` (from ``exact_measures``).
+
+    Repeat r makes ONE Lanczos run with max(steps) steps and max(probes) probes from seed
+    ``seed + r``; the estimate for s steps and p probes uses the leading s x s blocks of the first
+    p probes' T. That is exactly what a run with s steps from those start vectors computes (the
+    recurrence builds T one row at a time), so the table costs ``repeats`` runs instead of
+    repeats x len(steps) x len(probes). Across repeats every cell is independent; within a
+    repeat the cells share probes (nested), as one growing computation would."""
     import pandas as pd
+
+    from .spectrum import LanczosResult, Spectrum
 
     steps = [positive_int("steps", s) for s in steps]
     probes = [positive_int("probes", p) for p in probes]
     positive_int("repeats", repeats)
-    jobs = [(s, p, r) for s in steps for p in probes for r in range(repeats)]
+    if not steps or not probes:
+        raise ValueError("steps and probes must each hold at least one value")
+    P = int(op.num_params)
+    max_steps, max_probes = max(steps), max(probes)
+    runs = range(repeats)
     if progress:
         from tqdm.auto import tqdm
 
-        jobs = tqdm(jobs, desc="SLQ grid", unit="run")
+        runs = tqdm(runs, desc=f"SLQ grid ({max_probes} probes x {max_steps} steps per run)", unit="run")
     rows = []
-    for s, p, r in jobs:
-        sp = slq(op, steps=s, probes=p, seed=seed + r, reorthogonalize=reorthogonalize, check=False)
-        row = {"steps": s, "probes": p, "repeat": r}
-        for name in ("lambda_max", "trace", "frobenius"):
-            value = getattr(sp, name)
-            row[name] = value
-            row[f"{name}_rel_error"] = (value - exact[name]) / abs(exact[name])
-        rows.append(row)
+    for r in runs:
+        res = lanczos(op, steps=max_steps, probes=max_probes, seed=seed + r, reorthogonalize=reorthogonalize)
+        for s in steps:
+            m = min(s, res.alphas.shape[1])
+            for p in probes:
+                part = LanczosResult(res.alphas[:p, :m], res.betas[:p, :m], np.minimum(res.sizes[:p], m),
+                                     res.seconds_per_product)
+                nodes, weights = part.ritz()
+                sp = Spectrum(nodes, weights, P, {"steps": s, "probes": p, "seed": seed + r})
+                row = {"steps": s, "probes": p, "repeat": r}
+                for name in ("lambda_max", "trace", "frobenius"):
+                    value = getattr(sp, name)
+                    row[name] = value
+                    row[f"{name}_rel_error"] = (value - exact[name]) / abs(exact[name])
+                rows.append(row)
+    order = {(s, p, r): i for i, (s, p, r) in enumerate((s, p, r) for s in steps for p in probes for r in range(repeats))}
+    rows.sort(key=lambda row: order[(row["steps"], row["probes"], row["repeat"])])
     return pd.DataFrame(rows)
 
 
