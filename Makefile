@@ -20,7 +20,7 @@ book: setup data
 	$(PY) -m flatbook book --profile $(PROFILE) || exit $$?; \
 	echo "== make book: done in $$(( $$(date +%s) - start )) s; open _build/html/index.html"
 
-test: setup
+test: setup data
 	@start=$$(date +%s); \
 	echo "== make test: running pytest (unit, exact-reference, chapter execution at profile 'ci', HTML build)"; \
 	$(PY) -m pytest -q $(PYTEST_ARGS) || exit $$?; \

@@ -33,8 +33,9 @@ resumes (``checkpoint_every`` epochs). Device (CUDA when present) is not part of
 
 ``sweep(base, weight_decays, workers=...)`` runs ``base`` once per weight decay; with
 ``workers > 1`` uncached runs go to that many worker processes (each with an equal share of the
-CPU threads), which on a 2-core CPU trains the small models 1.4-1.9x faster than one process
-(``benchmarks/train.py``).
+CPU threads, at least one): on this 2-core CPU three single-thread workers train the paper's
+three logistic regressions 1.38x faster than one two-thread process (``benchmarks/train.py``),
+because a small model's step is mostly single-threaded overhead.
 """
 
 from __future__ import annotations
