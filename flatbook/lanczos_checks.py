@@ -27,7 +27,7 @@ from .checks import positive_int
 from .spectrum import SymmetricOperator, lanczos
 
 __all__ = ["exact_measures", "ritz_history", "estimator_grid", "summarise_grid", "ghost_count",
-           "check_lanczos_parameters"]
+           "check_lanczos_parameters", "steps_to_converge"]
 
 
 def exact_measures(eigenvalues) -> dict[str, float]:
@@ -150,3 +150,16 @@ def check_lanczos_parameters(dataset: str, image_size: int | None, train_per_cla
             if n > 20_000:
                 raise ValueError(f"the MLP has {n} parameters; its dense Hessian is limited to 20,000 "
                                  "(choose a smaller mlp_hidden or image_size)")
+
+
+def steps_to_converge(history: np.ndarray, eigenvalues, k: int = 1, rtol: float = 1e-8) -> int | None:
+    """The first Lanczos step m (1-based) at which the k-th largest Ritz value of ``history``
+    (from ``ritz_history``) is within ``rtol`` (relative) of the k-th largest exact eigenvalue;
+    None if it never is within the run."""
+    positive_int("k", k)
+    target = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())[::-1][k - 1]
+    for m, row in enumerate(history, start=1):
+        theta = np.sort(row[~np.isnan(row)])[::-1]
+        if theta.size >= k and abs(theta[k - 1] - target) <= rtol * abs(target):
+            return m
+    return None

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from flatbook import dense_hessian, models
-from flatbook.lanczos_checks import (check_lanczos_parameters, estimator_grid, exact_measures, ghost_count,
+from flatbook.lanczos_checks import (check_lanczos_parameters, estimator_grid, exact_measures, ghost_count, steps_to_converge,
                                      ritz_history, summarise_grid)
 from flatbook.spectrum import DiagonalOperator, MatrixOperator, _start_vectors, check_operator, lanczos, slq
 
@@ -311,3 +311,14 @@ def test_check_lanczos_parameters_limits_the_mlp_size():
     with pytest.raises(ValueError, match="parameters"):
         check_lanczos_parameters(**{**GOOD, "mlp_hidden": [100, 100]})  # 784*100 + ... > 20,000
     check_lanczos_parameters(**{**GOOD, "mlp_hidden": [100, 100], "image_size": 8})  # 64*100 + ... fits
+
+
+def test_steps_to_converge_reads_the_history():
+    history = np.array([[5.0, np.nan, np.nan], [2.0, 9.0, np.nan], [1.0, 7.0, 10.0]])
+    eig = [1.0, 7.0, 10.0]
+    assert steps_to_converge(history, eig, 1, rtol=1e-12) == 3
+    assert steps_to_converge(history, eig, 2, rtol=1e-12) == 3
+    assert steps_to_converge(history, eig, 1, rtol=0.11) == 2  # 9 is within 10% of 10
+    assert steps_to_converge(history[:2], eig, 1, rtol=1e-12) is None
+    with pytest.raises(ValueError, match="k"):
+        steps_to_converge(history, eig, 0)
