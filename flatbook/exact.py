@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["logreg_hessian", "null_space_dimension", "zero_eigenvalue_count", "softmax_null_residual"]
+__all__ = ["logreg_hessian", "null_space_dimension", "zero_eigenvalue_count", "softmax_null_residual",
+           "rarely_active_features"]
 
 
 def _logreg_parts(model: nn.Module) -> nn.Linear:
@@ -115,3 +116,17 @@ def softmax_null_residual(H: torch.Tensor, num_classes: int) -> float:
     HN = torch.cat([H[:, :K * D].reshape(P, K, D).sum(1), H[:, K * D:].sum(1, keepdim=True)], dim=1)  # (P, D+1)
     norm_N = math.sqrt(K * (D + 1))
     return float(HN.norm() / (H.norm() * norm_N))
+
+
+def rarely_active_features(x: torch.Tensor, max_fraction: float = 0.01) -> int:
+    """How many input features (pixels) differ from their most common value in at most
+    ``max_fraction`` of the samples: nearly constant inputs, whose weights the data barely
+    constrain (small, but not zero, curvature)."""
+    if not (isinstance(max_fraction, (int, float)) and 0 <= max_fraction < 1):
+        raise ValueError(f"max_fraction must be a number in [0, 1), got {max_fraction!r}")
+    xf = x.detach().reshape(len(x), -1).cpu()
+    if len(xf) == 0:
+        raise ValueError("no samples")
+    mode = torch.mode(xf, dim=0).values
+    differs = (xf != mode).double().mean(0)
+    return int((differs <= max_fraction).sum())

@@ -102,12 +102,15 @@ def estimator_grid(op: SymmetricOperator, exact: dict[str, float], steps: Sequen
 
 
 def summarise_grid(grid) -> "pd.DataFrame":  # noqa: F821
-    """Mean relative error and its standard error over repeats, per (steps, probes)."""
+    """Per (steps, probes): the mean relative error (the bias) with its standard error, and the
+    root-mean-square relative error (the typical size of one run's error) over repeats."""
     cols = [c for c in grid.columns if c.endswith("_rel_error")]
     g = grid.groupby(["steps", "probes"])[cols]
     mean, se = g.mean(), g.sem()
     se.columns = [c.replace("_rel_error", "_rel_error_se") for c in se.columns]
-    return mean.join(se).reset_index()
+    rms = g.agg(lambda v: float(np.sqrt(np.mean(np.square(v)))))
+    rms.columns = [c.replace("_rel_error", "_rel_rms") for c in rms.columns]
+    return mean.join(se).join(rms).reset_index()
 
 
 def ghost_count(nodes, lambda_max: float, rtol: float = 1e-6) -> int:

@@ -121,8 +121,14 @@ def _markdown_value(value: Any) -> str:
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
 
 
-def report_markdown(report: RunReport, profile_description: str) -> str:
-    """The box shown at the top of an executed chapter (MyST admonition with a table)."""
+def report_markdown(report: RunReport, profile_description: str, paper_differences: str | None = None) -> str:
+    """The box shown at the top of an executed chapter (MyST admonition with a table).
+
+    ``paper_differences``: where a chapter's defaults are NOT the paper's settings (the
+    notebook's metadata ``flatbook.paper_differences``), what differs; the box then compares
+    with the chapter's defaults and says so."""
+    if paper_differences:
+        return _report_with_differences(report, profile_description, paper_differences)
     rows = []
     for name, default in report.defaults.items():
         used = report.parameters[name]
@@ -155,6 +161,34 @@ def report_markdown(report: RunReport, profile_description: str) -> str:
     )
 
 
+def _report_with_differences(report: RunReport, profile_description: str, differences: str) -> str:
+    rows = []
+    for name, default in report.defaults.items():
+        used = report.parameters[name]
+        used_md = _markdown_value(used)
+        rows.append(f"| `{name}` | {'**' + used_md + '**' if used != default else used_md} | {_markdown_value(default)} |")
+    n_changed = sum(report.parameters[n] != d for n, d in report.defaults.items())
+    changed = (f"{n_changed} of {len(report.defaults)} parameters differ from the chapter's defaults (bold below)."
+               if n_changed else "All parameters equal the chapter's defaults.")
+    return "\n".join(
+        [
+            "```{admonition} How this page was computed",
+            ":class: note",
+            f"Profile **{report.profile}**: {profile_description}. {changed}",
+            "",
+            f"**Not the paper's experiment:** {differences}",
+            "",
+            f"Device: {report.device}. flatbook {__version__}. "
+            f"Executed {report.started} in {report.wall_seconds:.1f} s (wall time).",
+            "",
+            "| parameter | this run | chapter default |",
+            "|---|---|---|",
+            *rows,
+            "```",
+        ]
+    )
+
+
 def _atomic_write_notebook(nb: nbformat.NotebookNode, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -179,12 +213,14 @@ def _decorate(nb: nbformat.NotebookNode, report: RunReport, profile_description:
             _add_tag(cell, "remove-cell")
         elif "parameters" in tags:
             _add_tag(cell, "hide-cell")
-    box = nbformat.v4.new_markdown_cell(report_markdown(report, profile_description))
+    differences = nb.metadata.get("flatbook", {}).get("paper_differences")
+    box = nbformat.v4.new_markdown_cell(report_markdown(report, profile_description, differences))
     box.metadata["tags"] = [REPORT_CELL_TAG]
     first = nb.cells[0] if nb.cells else None
     at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ") else 0
     nb.cells.insert(at, box)
     nb.metadata["flatbook"] = {
+        **{k: v for k, v in nb.metadata.get("flatbook", {}).items() if k in ("check", "paper_differences")},
         "chapter": report.chapter,
         "profile": report.profile,
         "parameters": report.parameters,

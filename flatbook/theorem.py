@@ -23,9 +23,10 @@ import torch
 
 from .experiments import Config
 
-ROUNDING_LIMIT = 1e-3
+ROUNDING_LIMIT = 1e-3  # relative asymmetry of the computed Hessian products
+ROUNDING_LOSS = 1e-12  # mean loss below which 1 - p_c nears float64's rounding unit on the fitted images
 
-__all__ = ["ROUNDING_LIMIT", "check_theorem_parameters", "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict"]
+__all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "check_theorem_parameters", "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict"]
 
 
 def _positive_int(name: str, v: Any, low: int = 1, high: int | None = None) -> None:
@@ -99,16 +100,19 @@ def monotone_fraction(values: Sequence[float], decreasing: bool = True) -> float
 
 def scaling_verdict(df, transform: str) -> dict[str, Any]:
     """What a ``scaling.scaling_sweep`` table shows (rows whose products' relative asymmetry
-    exceeds ``ROUNDING_LIMIT`` are left out and counted): predictions unchanged; for "output"/"all":
+    exceeds ``ROUNDING_LIMIT``, or, except for "dinh", whose loss is below ``ROUNDING_LOSS``, are
+    left out and counted): predictions unchanged; for "output"/"all":
     whether the loss decreases (trailing exact zeros, an underflowed loss, count once), the
     loss, lambda_1 and Frobenius ratios from the first to the last alpha, and for lambda_1 and
-    Frobenius the alpha of their peak, last / peak, and whether they fall monotonically after a
-    peak inside the grid; for "dinh":
+    Frobenius the alpha of their maximum, peak / first, last / first, last / peak, and whether
+    they fall monotonically from a maximum that is not the last point; for "dinh":
     the loss constant and the lambda_1 ratio."""
     out: dict[str, Any] = {"transform": transform,
                            "predictions_unchanged": bool((df["predictions_changed"] == 0).all())}
     if "asymmetry" in df:  # rows whose products are rounding noise say nothing about curvature
         reliable = df["asymmetry"] <= ROUNDING_LIMIT
+        if transform != "dinh":  # (Dinh keeps the loss: no rounding from confidence)
+            reliable &= df["loss"] >= ROUNDING_LOSS
         out["rows_at_rounding_level"] = int((~reliable).sum())
         df = df[reliable]
     if len(df) == 0:
@@ -130,7 +134,9 @@ def scaling_verdict(df, transform: str) -> dict[str, Any]:
         peak = int(np.argmax(values))
         out[f"{measure}_peak_alpha"] = float(df["alpha"].iloc[peak])
         out[f"{measure}_last_over_peak"] = float(values[-1] / values[peak])
-        # "falls past its peak": the peak is inside the grid and every later step goes down
+        out[f"{measure}_peak_over_first"] = float(values[peak] / values[0])
+        out[f"{measure}_last_over_first"] = float(values[-1] / values[0])
+        # falls from its maximum: the maximum is not the last point and every later step goes down
         out[f"{measure}_falls_after_peak"] = bool(peak < len(values) - 1
                                                   and monotone_fraction(values[peak:]) == 1.0)
     return out

@@ -195,7 +195,11 @@ def test_summarise_grid_columns_and_values():
     grid = estimator_grid(MatrixOperator(A), exact, steps=[2, 6], probes=[1, 3], repeats=4)
     s = summarise_grid(grid)
     assert list(s.columns) == ["steps", "probes", "lambda_max_rel_error", "trace_rel_error", "frobenius_rel_error",
-                               "lambda_max_rel_error_se", "trace_rel_error_se", "frobenius_rel_error_se"]
+                               "lambda_max_rel_error_se", "trace_rel_error_se", "frobenius_rel_error_se",
+                               "lambda_max_rel_rms", "trace_rel_rms", "frobenius_rel_rms"]
+    for (st, pr), d in grid.groupby(["steps", "probes"]):
+        row = s[(s.steps == st) & (s.probes == pr)].iloc[0]
+        assert row.trace_rel_rms == pytest.approx(float(np.sqrt(np.mean(d.trace_rel_error ** 2))), rel=1e-12)
     assert len(s) == 4
     assert sorted(zip(s.steps, s.probes)) == [(2, 1), (2, 3), (6, 1), (6, 3)]
     for row in s.itertuples():
