@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("symbolic", "plots", "runner", "parameters", "site", "chapters", "device", "curvature", "spectrum",
                "models", "data", "batching", "schedules", "train", "experiments",
-               "crossentropy", "scaling", "exact", "lanczos_checks")
+               "crossentropy", "scaling", "exact", "lanczos_checks", "theorem", "weight_decay")
 
 # public names re-exported from submodules (imported on first access)
 _EXPORTS = {

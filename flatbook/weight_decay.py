@@ -1,0 +1,136 @@
+"""The weight-decay experiments' tables and verdicts (the paper's Section 4), from Results.
+
+* ``PAPER_REPORTED``: the numbers the paper reports for each model and weight decay (from its
+  text and tables, quoted as such; see PAPER.md), keyed by model name, then by quantity, then by
+  weight decay. Missing entries are absent, never invented.
+* ``results_table(results)``: one row per weight decay, sorted: train/val/test accuracy, the
+  generalisation gap (train - val accuracy), ||w||, lambda_1, trace and Frobenius norm (with
+  standard errors when the spectrum had more than one probe), and, where the paper reports it,
+  the paper's number beside ours.
+* ``trend(weight_decays, values)`` and ``verdict(table)``: whether a quantity increases with
+  the weight decay, as the data say: "increasing" only if every step up in weight decay raises
+  it, "decreasing" only if every step lowers it, otherwise "mixed", with Kendall's tau. The
+  paper's claim reproduces when lambda_1 (trace, Frobenius) and the validation accuracy are
+  both "increasing".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["PAPER_REPORTED", "results_table", "trend", "verdict", "kendall_tau", "TRENDS"]
+
+TRENDS = ("increasing", "decreasing", "mixed", "flat")
+
+# The paper's reported numbers (PAPER.md, "Numbers the paper reports"), accuracies in percent.
+PAPER_REPORTED: dict[str, dict[str, dict[float, float]]] = {
+    "logreg": {"val_acc": {0.0: 93.48, 1e-4: 94.00, 5e-4: 94.08},
+               "lambda_max": {0.0: 12.26, 1e-4: 14.17, 5e-4: 15.84}},
+    "mlp": {"val_acc": {0.0: 94.4, 1e-4: 96.46, 5e-4: 96.7},
+            "gap": {0.0: 0.48, 1e-4: 0.51, 5e-4: 0.04}},
+    "allcnnc": {"train_acc": {0.0: 86.3, 1e-4: 87.9, 5e-4: 86.0},
+                "gap": {0.0: 32.4, 1e-4: 32.5, 5e-4: 31.1}},
+    "preresnet164": {"train_acc": {0.0: 99.987, 1e-4: 99.985, 5e-4: 99.87},
+                     "test_acc": {0.0: 72.78, 1e-4: 75.56, 5e-4: 76.76}},
+    "wrn28x10": {"train_acc": {0.0: 99.984, 1e-4: 99.984, 5e-4: 99.982},
+                 "val_acc": {0.0: 75.2, 1e-4: 79.5, 5e-4: 80.6}},
+}
+
+_PERCENT = ("train_acc", "val_acc", "test_acc", "gap")
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b between x and y (ties handled; NaN when either is constant)."""
+    from scipy.stats import kendalltau
+
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} values and y has {len(y)}")
+    if len(x) < 2:
+        return float("nan")
+    return float(kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
+
+
+def trend(weight_decays: Sequence[float], values: Sequence[float], rtol: float = 0.0) -> str:
+    """How ``values`` move as the weight decay grows: "increasing" (every step up raises the
+    value by more than rtol relative), "decreasing" (every step lowers it), "flat" (no step
+    changes it by more than rtol), else "mixed". Needs at least two distinct weight decays;
+    NaN values make it "mixed"."""
+    wd = np.asarray(weight_decays, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if wd.shape != v.shape or wd.ndim != 1:
+        raise ValueError(f"weight_decays and values must be 1-D of one length, got {wd.shape} and {v.shape}")
+    if len(np.unique(wd)) != len(wd) or len(wd) < 2:
+        raise ValueError(f"trend needs at least two distinct weight decays, got {list(weight_decays)}")
+    if not (isinstance(rtol, (int, float)) and rtol >= 0):
+        raise ValueError(f"rtol must be a number >= 0, got {rtol!r}")
+    if np.isnan(v).any():
+        return "mixed"
+    order = np.argsort(wd)
+    d = np.diff(v[order])
+    scale = np.maximum(np.abs(v[order][:-1]), np.finfo(float).tiny)
+    up, down = d > rtol * scale, d < -rtol * scale
+    if up.all():
+        return "increasing"
+    if down.all():
+        return "decreasing"
+    if not (up | down).any():
+        return "flat"
+    return "mixed"
+
+
+def results_table(results: Sequence[Any]):
+    """A DataFrame indexed by weight decay (see the module docstring) from experiments.Results
+    of ONE model (same config except the weight decay). Accuracies and the gap in percent."""
+    import pandas as pd
+
+    if not results:
+        raise ValueError("no results")
+    models = {r.config.model for r in results}
+    if len(models) != 1:
+        raise ValueError(f"results of one model expected, got {sorted(models)}")
+    model = models.pop()
+    rows = []
+    for r in results:
+        m = r.metrics
+        row = {"weight_decay": float(r.config.weight_decay),
+               "train_acc": 100 * m["train_acc"], "val_acc": 100 * m["val_acc"], "test_acc": 100 * m["test_acc"],
+               "gap": 100 * (m["train_acc"] - m["val_acc"]), "train_loss": m["train_loss"],
+               "weight_norm": m["weight_norm"]}
+        if r.spectrum is not None:
+            s = r.spectrum
+            row.update({"lambda_max": s.lambda_max, "trace": s.trace, "frobenius": s.frobenius})
+            if s.probes > 1:
+                row.update({"lambda_max_se": s.lambda_max_se, "trace_se": s.trace_se, "frobenius_se": s.frobenius_se})
+        for quantity, by_wd in PAPER_REPORTED.get(model, {}).items():
+            paper = by_wd.get(row["weight_decay"])
+            row[f"paper_{quantity}"] = paper if paper is not None else math.nan
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("weight_decay").set_index("weight_decay")
+    if table.index.duplicated().any():
+        raise ValueError(f"duplicate weight decays: {sorted(table.index[table.index.duplicated()])}")
+    return table
+
+
+def verdict(table, rtol: float = 0.0) -> dict[str, Any]:
+    """For each of lambda_max, trace, frobenius, weight_norm, val_acc, test_acc, gap present in
+    ``table`` (from ``results_table``): its trend in the weight decay and Kendall's tau; and
+    ``reproduced``: True when lambda_max AND val_acc are both "increasing" (the paper's claim:
+    the better-generalising, regularised solutions are sharper), with one line saying so."""
+    wd = list(table.index)
+    out: dict[str, Any] = {}
+    for q in ("lambda_max", "trace", "frobenius", "weight_norm", "val_acc", "test_acc", "gap"):
+        if q in table:
+            out[q] = {"trend": trend(wd, table[q], rtol), "kendall_tau": kendall_tau(wd, table[q])}
+    sharp, acc = out.get("lambda_max", {}).get("trend"), out.get("val_acc", {}).get("trend")
+    out["reproduced"] = sharp == "increasing" and acc == "increasing"
+    if sharp is None:
+        out["summary"] = "no spectrum: the sharpness claim cannot be checked"
+    elif out["reproduced"]:
+        out["summary"] = "reproduced: lambda_1 and validation accuracy both increase with the weight decay"
+    else:
+        out["summary"] = (f"not reproduced: lambda_1 is {sharp} and validation accuracy is {acc} "
+                          "in the weight decay")
+    return out
