@@ -12,7 +12,8 @@ from .symbolic import RaySpectrum
 
 __all__ = ["use_book_style", "palette", "plot_ray_measures", "plot_sharpness_vs_loss", "plot_eigenvalues_vs_trace",
            "plot_scaling", "plot_spectrum_stems", "plot_exact_vs_ritz", "plot_sorted_abs_eigenvalues",
-           "plot_ritz_history", "plot_density_vs_histogram", "plot_estimator_errors", "plot_error_distribution"]
+           "plot_ritz_history", "plot_density_vs_histogram", "plot_estimator_errors", "plot_error_distribution",
+           "plot_training_curves", "plot_against_weight_decay"]
 
 _MEASURE_LABELS = {
     "log10_loss": r"$\log_{10} L$",
@@ -288,6 +289,50 @@ def plot_error_distribution(errors: dict, title: str | None = None):
         ax.set_xlabel("relative error")
         ax.set_ylabel("runs")
         ax.set_title(label)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_training_curves(histories: dict, title: str | None = None):
+    """Per-epoch training loss (log y), validation accuracy and weight norm, one line per run
+    (``histories``: label -> list of history rows from ``train.fit`` / ``Result.history``)."""
+    if not histories:
+        raise ValueError("plot_training_curves needs at least one history")
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.4), sharex=True)
+    for (label, rows), c in zip(histories.items(), palette(len(histories))):
+        epochs = [r["epoch"] for r in rows]
+        axes[0].plot(epochs, [r["train_loss"] for r in rows], color=c, label=label)
+        axes[1].plot(epochs, [100 * r["val_acc"] for r in rows], color=c, label=label)
+        axes[2].plot(epochs, [r["weight_norm"] for r in rows], color=c, label=label)
+    axes[0].set_yscale("log")
+    for ax, name in zip(axes, ("training loss (running mean)", "validation accuracy (%)", r"$\|w\|_2$")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_against_weight_decay(table, measures: Sequence[str] = ("lambda_max", "weight_norm", "val_acc"),
+                              title: str | None = None):
+    """Measures of a ``weight_decay.results_table`` against the weight decay (symlog x axis, so
+    that 0 is shown), one panel each, with standard-error bars where the table has them."""
+    labels = {"lambda_max": r"$\lambda_1(H)$", "trace": r"$\mathrm{Tr}(H)$", "frobenius": r"$\|H\|_F$",
+              "weight_norm": r"$\|w\|_2$", "val_acc": "validation accuracy (%)", "test_acc": "test accuracy (%)",
+              "gap": "train - val accuracy (%)"}
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 3.3), squeeze=False)
+    wd = np.asarray(table.index, dtype=float)
+    positive = wd[wd > 0]
+    for ax, m in zip(axes.ravel(), measures):
+        if m not in table:
+            raise ValueError(f"the table has no column {m!r}")
+        err = table[f"{m}_se"] if f"{m}_se" in table else None
+        ax.errorbar(wd, table[m], yerr=err, marker="o", ms=5, capsize=3, color=palette(1)[0])
+        ax.set_xscale("symlog", linthresh=positive.min() if positive.size else 1e-4)
+        ax.set_xlabel("weight decay")
+        ax.set_ylabel(labels.get(m, m))
     if title:
         fig.suptitle(title)
     return fig

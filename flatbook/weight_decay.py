@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["PAPER_REPORTED", "results_table", "trend", "verdict", "kendall_tau", "TRENDS"]
+__all__ = ["PAPER_REPORTED", "results_table", "trend", "verdict", "kendall_tau", "TRENDS", "check_logreg_parameters",
+           "logreg_config"]
 
 TRENDS = ("increasing", "decreasing", "mixed", "flat")
 
@@ -134,3 +135,38 @@ def verdict(table, rtol: float = 0.0) -> dict[str, Any]:
         out["summary"] = (f"not reproduced: lambda_1 is {sharp} and validation accuracy is {acc} "
                           "in the weight decay")
     return out
+
+
+def check_logreg_parameters(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int, lr: float, batch_size: int,
+                            momentum: float, weight_decays: list[float], lanczos_steps: int, probes: int,
+                            hessian_samples: int | None, dense_weight_decays: list[float], exact_samples: int,
+                            workers: int, seed: int, results_dir: str | None) -> None:
+    """Every parameter of the logistic-regression weight-decay chapter (ValueError naming it)."""
+    from .checks import positive_int
+
+    for name, wds in (("weight_decays", weight_decays), ("dense_weight_decays", dense_weight_decays)):
+        if not isinstance(wds, (list, tuple)) or len(wds) < 2:
+            raise ValueError(f"{name} must be a list of at least two weight decays, got {wds!r}")
+        for w in wds:
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"{name}: every weight decay must be a finite number >= 0, got {w!r}")
+        if len(set(map(float, wds))) != len(wds):
+            raise ValueError(f"{name} has repeated values: {wds!r}")
+    positive_int("exact_samples", exact_samples)
+    positive_int("workers", workers)
+    if results_dir is not None and not isinstance(results_dir, str):
+        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
+    logreg_config(dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, lanczos_steps, probes,
+                  hessian_samples, seed).resolved()
+
+
+def logreg_config(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int, lr: float,
+                  batch_size: int,
+                  momentum: float, lanczos_steps: int, probes: int, hessian_samples: int | None, seed: int):
+    """The chapter's base experiments.Config (weight decay 0; sweeps replace it)."""
+    from .experiments import Config
+
+    return Config(model="logreg", dataset=dataset, train_per_class=train_per_class, image_size=image_size,
+                  epochs=epochs, lr=lr,
+                  batch_size=batch_size, momentum=momentum, lanczos_steps=lanczos_steps, probes=probes,
+                  hessian_samples=hessian_samples, seed=seed)
