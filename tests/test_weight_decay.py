@@ -95,3 +95,18 @@ def test_verdict_cannot_say_reproduced_when_the_numbers_do_not(accs, tops, repro
 def test_verdict_without_spectra():
     v = verdict(results_table([_result(0.0, 0.9, 1.0, spectrum=False), _result(1e-4, 0.91, 1.0, spectrum=False)]))
     assert v["reproduced"] is False and "no spectrum" in v["summary"]
+
+
+def test_logreg_chapter_parameters_are_checked_with_the_name():
+    from flatbook.weight_decay import check_logreg_parameters
+
+    ok = dict(dataset="mnist", train_per_class=None, image_size=None, epochs=1000, lr=0.01, batch_size=128,
+              momentum=0.9, weight_decays=[0.0, 1e-4, 5e-4], lanczos_steps=100, probes=1, hessian_samples=None,
+              dense_weight_decays=[0.0, 1e-3], exact_samples=5000, workers=1, seed=0, results_dir=None)
+    check_logreg_parameters(**ok)
+    for change, name in [({"weight_decays": [0.0]}, "weight_decays"), ({"weight_decays": [0.0, -1e-4]}, "weight_decays"),
+                         ({"dense_weight_decays": [1e-3, 1e-3]}, "dense_weight_decays"),
+                         ({"epochs": 0}, "epochs"), ({"dataset": "cifar10"}, "dataset"), ({"workers": 0}, "workers"),
+                         ({"lr": -1.0}, "lr"), ({"exact_samples": 0}, "exact_samples")]:
+        with pytest.raises(ValueError, match=name):
+            check_logreg_parameters(**{**ok, **change})
