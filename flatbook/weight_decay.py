@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["PAPER_REPORTED", "results_table", "trend", "verdict", "kendall_tau", "TRENDS", "check_logreg_parameters",
-           "logreg_config"]
+           "check_mlp_parameters", "chapter_config"]
 
 TRENDS = ("increasing", "decreasing", "mixed", "flat")
 
@@ -137,11 +137,10 @@ def verdict(table, rtol: float = 0.0) -> dict[str, Any]:
     return out
 
 
-def check_logreg_parameters(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int, lr: float, batch_size: int,
-                            momentum: float, weight_decays: list[float], lanczos_steps: int, probes: int,
-                            hessian_samples: int | None, dense_weight_decays: list[float], exact_samples: int,
-                            workers: int, seed: int, results_dir: str | None) -> None:
-    """Every parameter of the logistic-regression weight-decay chapter (ValueError naming it)."""
+def _check_chapter(model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
+                   lr: float, batch_size: int, momentum: float, weight_decays: list[float], lanczos_steps: int,
+                   probes: int, hessian_samples: int | None, dense_weight_decays: list[float], workers: int,
+                   seed: int, results_dir: str | None) -> None:
     from .checks import positive_int
 
     for name, wds in (("weight_decays", weight_decays), ("dense_weight_decays", dense_weight_decays)):
@@ -152,21 +151,42 @@ def check_logreg_parameters(dataset: str, train_per_class: int | None, image_siz
                 raise ValueError(f"{name}: every weight decay must be a finite number >= 0, got {w!r}")
         if len(set(map(float, wds))) != len(wds):
             raise ValueError(f"{name} has repeated values: {wds!r}")
-    positive_int("exact_samples", exact_samples)
     positive_int("workers", workers)
     if results_dir is not None and not isinstance(results_dir, str):
         raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-    logreg_config(dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, lanczos_steps, probes,
-                  hessian_samples, seed).resolved()
+    chapter_config(model, dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, lanczos_steps,
+                   probes, hessian_samples, seed).resolved()
 
 
-def logreg_config(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int, lr: float,
-                  batch_size: int,
-                  momentum: float, lanczos_steps: int, probes: int, hessian_samples: int | None, seed: int):
-    """The chapter's base experiments.Config (weight decay 0; sweeps replace it)."""
+def check_logreg_parameters(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
+                            lr: float, batch_size: int, momentum: float, weight_decays: list[float],
+                            lanczos_steps: int, probes: int, hessian_samples: int | None,
+                            dense_weight_decays: list[float], exact_samples: int, workers: int, seed: int,
+                            results_dir: str | None) -> None:
+    """Every parameter of the logistic-regression weight-decay chapter (ValueError naming it)."""
+    from .checks import positive_int
+
+    positive_int("exact_samples", exact_samples)
+    _check_chapter("logreg", dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, weight_decays,
+                   lanczos_steps, probes, hessian_samples, dense_weight_decays, workers, seed, results_dir)
+
+
+def check_mlp_parameters(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
+                         lr: float, batch_size: int, momentum: float, weight_decays: list[float],
+                         lanczos_steps: int, probes: int, hessian_samples: int | None,
+                         dense_weight_decays: list[float], workers: int, seed: int,
+                         results_dir: str | None) -> None:
+    """Every parameter of the MLP weight-decay chapter (ValueError naming it)."""
+    _check_chapter("mlp", dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, weight_decays,
+                   lanczos_steps, probes, hessian_samples, dense_weight_decays, workers, seed, results_dir)
+
+
+def chapter_config(model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
+                   lr: float, batch_size: int, momentum: float, lanczos_steps: int, probes: int,
+                   hessian_samples: int | None, seed: int):
+    """A weight-decay chapter's base experiments.Config (weight decay 0; sweeps replace it)."""
     from .experiments import Config
 
-    return Config(model="logreg", dataset=dataset, train_per_class=train_per_class, image_size=image_size,
-                  epochs=epochs, lr=lr,
-                  batch_size=batch_size, momentum=momentum, lanczos_steps=lanczos_steps, probes=probes,
-                  hessian_samples=hessian_samples, seed=seed)
+    return Config(model=model, dataset=dataset, train_per_class=train_per_class, image_size=image_size,
+                  epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, lanczos_steps=lanczos_steps,
+                  probes=probes, hessian_samples=hessian_samples, seed=seed)

@@ -110,3 +110,17 @@ def test_logreg_chapter_parameters_are_checked_with_the_name():
                          ({"lr": -1.0}, "lr"), ({"exact_samples": 0}, "exact_samples")]:
         with pytest.raises(ValueError, match=name):
             check_logreg_parameters(**{**ok, **change})
+
+
+def test_mlp_chapter_parameters_and_config():
+    from flatbook.weight_decay import chapter_config, check_mlp_parameters
+
+    ok = dict(dataset="mnist", train_per_class=None, image_size=None, epochs=50, lr=0.01, batch_size=128,
+              momentum=0.9, weight_decays=[0.0, 1e-4, 5e-4], lanczos_steps=100, probes=1, hessian_samples=None,
+              dense_weight_decays=[0.0, 1e-3], workers=1, seed=0, results_dir=None)
+    check_mlp_parameters(**ok)
+    with pytest.raises(ValueError, match="momentum"):
+        check_mlp_parameters(**{**ok, "momentum": 1.5})
+    c = chapter_config("mlp", "mnist", None, None, 50, 0.01, 128, 0.9, 100, 1, None, 0).resolved()
+    assert (c.model, c.epochs, c.lr, c.weight_decay, c.lanczos_steps, c.probes, c.normalization) == \
+        ("mlp", 50, 0.01, 0.0, 100, 1, "mnist")
