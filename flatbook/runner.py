@@ -205,8 +205,32 @@ def _add_tag(cell: nbformat.NotebookNode, tag: str) -> None:
         tags.append(tag)
 
 
+_PROGRESS_LINE = re.compile(r"\d+%\|.*\||IProgress not found|from \.autonotebook import tqdm")
+
+
+def strip_progress_bars(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Remove tqdm progress bars (every redraw lands in a notebook's stderr stream) from the
+    outputs; other stderr text (warnings) is kept. Returns ``nb``, changed in place."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                lines = [line for line in re.split(r"[\r\n]+", out.get("text", ""))
+                         if line.strip() and not _PROGRESS_LINE.search(line)]
+                if not lines:
+                    continue
+                out["text"] = "\n".join(lines) + "\n"
+            kept.append(out)
+        cell["outputs"] = kept
+    return nb
+
+
 def _decorate(nb: nbformat.NotebookNode, report: RunReport, profile_description: str) -> nbformat.NotebookNode:
-    """Hide papermill's injected cell, fold the parameters cell, put the run report under the title."""
+    """Hide papermill's injected cell, fold the parameters cell, drop progress bars from the
+    outputs, put the run report under the title."""
+    strip_progress_bars(nb)
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags:

@@ -67,6 +67,9 @@ def test_chapter_executes_at_ci_without_errors(executed, name):
     nb = nbformat.read(str(executed / f"{name}.ipynb"), as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    bars = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if o.output_type == "stream" and o.name == "stderr" and "%|" in o.text]
+    assert not bars  # progress bars are stripped from the rendered outputs
     assert nb.metadata.flatbook["profile"] == "ci"
     assert any(REPORT_CELL_TAG in c.metadata.get("tags", []) for c in nb.cells)
 

@@ -139,3 +139,22 @@ def test_list_shows_chapters_parameters_and_profiles(toy_book):
     res = run_cli("list", root=toy_book)
     assert res.returncode == 0, res.stderr
     assert "good: Good chapter" in res.stdout and "decays" in res.stdout and "profile ci:" in res.stdout
+
+
+def test_progress_bars_are_stripped_and_warnings_kept():
+    from flatbook.runner import strip_progress_bars
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="/x/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+                               "  from .autonotebook import tqdm as notebook_tqdm\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="sgd:   0%|          | 0/30 [00:00<?]\r"
+                               "sgd:  50%|#####     | 15/30 [00:01<00:01]\rsgd: 100%|##########| 30/30\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="10%| stays on stdout |\n"),
+    ]
+    nb.cells = [cell]
+    strip_progress_bars(nb)
+    texts = [(o.name, o.text) for o in nb.cells[0].outputs]
+    assert texts == [("stderr", "UserWarning: something real\n"), ("stdout", "10%| stays on stdout |\n")]
