@@ -125,34 +125,23 @@ def check_lanczos_parameters(dataset: str, image_size: int | None, train_per_cla
                              steps_grid: list[int], probes_grid: list[int], repeats: int, paper_runs: int,
                              seed: int, results_dir: str | None) -> None:
     """Every parameter of the "Lanczos, checked" appendix (raises ValueError naming the bad one)."""
-    from .theorem import chapter_configs
+    from .experiments import _build
+    from .theorem import check_training_parameters
 
     for name, v in (("logreg_samples", logreg_samples), ("mlp_samples", mlp_samples), ("steps", steps),
                     ("repeats", repeats), ("paper_runs", paper_runs)):
         positive_int(name, v)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     for name, grid in (("steps_grid", steps_grid), ("probes_grid", probes_grid)):
         if not isinstance(grid, (list, tuple)) or not grid:
             raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {grid!r}")
         for v in grid:
             positive_int(name, v)
-    if dataset not in ("mnist", "fashion-mnist"):
-        raise ValueError(f"dataset must be 'mnist' or 'fashion-mnist', got {dataset!r}")
-    if not (isinstance(mlp_hidden, (list, tuple)) and mlp_hidden
-            and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in mlp_hidden)):
-        raise ValueError(f"mlp_hidden must be a non-empty list of layer widths >= 1, got {mlp_hidden!r}")
-    if results_dir is not None and not isinstance(results_dir, str):
-        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-    for c in chapter_configs(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed):
-        c.resolved()
-        if c.model == "mlp":
-            from .experiments import _build
-
-            n = sum(p.numel() for p in _build(c.resolved()).parameters())
-            if n > 20_000:
-                raise ValueError(f"the MLP has {n} parameters; its dense Hessian is limited to 20,000 "
-                                 "(choose a smaller mlp_hidden or image_size)")
+    _, mlp = check_training_parameters(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed,
+                                       results_dir)
+    n = sum(p.numel() for p in _build(mlp).parameters())
+    if n > 20_000:
+        raise ValueError(f"the MLP has {n} parameters; its dense Hessian is limited to 20,000 "
+                         "(choose a smaller mlp_hidden or image_size)")
 
 
 def steps_to_converge(history: np.ndarray, eigenvalues, k: int = 1, rtol: float = 1e-8) -> int | None:

@@ -35,6 +35,18 @@ def palette(n: int) -> list:
     return sns.color_palette("colorblind", n)
 
 
+def _panels(n: int, ncols: int, width: float, height: float, sharex: bool = False):
+    """A figure with ``n`` panels, ``ncols`` per row (fewer if n is smaller), each width x height
+    inches; the unused cells of the last row are hidden. Returns (fig, flat array of axes)."""
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), sharex=sharex, squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def _direction_label(d: Sequence[float]) -> str:
     return "d = (" + ", ".join(f"{v:g}" for v in d) + ")"
 
@@ -51,12 +63,7 @@ def plot_ray_measures(
         raise ValueError(f"unknown measures {unknown}; allowed: {sorted(_MEASURE_LABELS)}")
     if not spectra:
         raise ValueError("plot_ray_measures needs at least one RaySpectrum")
-    ncols = min(2, len(measures))
-    nrows = -(-len(measures) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), sharex=True, squeeze=False)
-    axes = axes.ravel()
-    for ax in axes[len(measures):]:
-        ax.set_visible(False)
+    fig, axes = _panels(len(measures), 2, 4.6, 3.4, sharex=True)
     colours = palette(len(spectra))
     for ax, m in zip(axes, measures):
         for sp_, c in zip(spectra, colours):
@@ -124,12 +131,7 @@ def plot_scaling(sweeps: dict, measures: Sequence[str] = ("loss", "lambda_max", 
         raise ValueError(f"unknown measures {unknown}; allowed: {sorted(_SCALING_LABELS)}")
     if not sweeps:
         raise ValueError("plot_scaling needs at least one sweep")
-    ncols = min(2, len(measures))
-    nrows = -(-len(measures) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.3 * nrows), sharex=True, squeeze=False)
-    axes = axes.ravel()
-    for ax in axes[len(measures):]:
-        ax.set_visible(False)
+    fig, axes = _panels(len(measures), 2, 4.6, 3.3, sharex=True)
     markers = "osD^v<>"
     for (label, df), c, mk in zip(sweeps.items(), palette(len(sweeps)), markers * 10):
         for ax, m in zip(axes, measures):
@@ -152,13 +154,7 @@ def plot_spectrum_stems(spectra: dict, title: str | None = None, ncols: int = 3)
     values (x) against their quadrature weights (y, log scale), all probes pooled."""
     if not spectra:
         raise ValueError("plot_spectrum_stems needs at least one spectrum")
-    n = len(spectra)
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
-    axes = axes.ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
+    fig, axes = _panels(len(spectra), ncols, 4.2, 3.2)
     colour = palette(1)[0]
     for ax, (name, sp_) in zip(axes, spectra.items()):
         nodes = np.asarray(sp_.nodes).ravel()

@@ -127,8 +127,6 @@ def report_markdown(report: RunReport, profile_description: str, paper_differenc
     ``paper_differences``: where a chapter's defaults are NOT the paper's settings (the
     notebook's metadata ``flatbook.paper_differences``), what differs; the box then compares
     with the chapter's defaults and says so."""
-    if paper_differences:
-        return _report_with_differences(report, profile_description, paper_differences)
     rows = []
     for name, default in report.defaults.items():
         used = report.parameters[name]
@@ -136,52 +134,33 @@ def report_markdown(report: RunReport, profile_description: str, paper_differenc
         used_md = _markdown_value(used)
         rows.append(f"| `{name}` | {'**' + used_md + '**' if changed else used_md} | {_markdown_value(default)} |")
     n_changed = sum(report.parameters[n] != d for n, d in report.defaults.items())
-    if report.profile == "paper" and n_changed == 0:
-        headline = "These are the paper's settings (the notebook's defaults), unchanged."
+    if paper_differences:
+        headline = (f"{n_changed} of {len(report.defaults)} parameters differ from the chapter's defaults (bold below)."
+                    if n_changed else "All parameters equal the chapter's defaults.")
+        extra = ["", f"**Not the paper's experiment:** {paper_differences}"]
+        default_column = "chapter default"
     else:
-        headline = (
-            f"**{n_changed} of {len(report.defaults)} parameters differ from the paper's settings** "
-            "(bold below): numbers on this page are not the paper's experiment unless said so."
-            if n_changed else "All parameters equal the paper's settings."
-        )
+        if report.profile == "paper" and n_changed == 0:
+            headline = "These are the paper's settings (the notebook's defaults), unchanged."
+        else:
+            headline = (
+                f"**{n_changed} of {len(report.defaults)} parameters differ from the paper's settings** "
+                "(bold below): numbers on this page are not the paper's experiment unless said so."
+                if n_changed else "All parameters equal the paper's settings."
+            )
+        extra = []
+        default_column = "paper (notebook default)"
     return "\n".join(
         [
             "```{admonition} How this page was computed",
             ":class: note",
             f"Profile **{report.profile}**: {profile_description}. {headline}",
+            *extra,
             "",
             f"Device: {report.device}. flatbook {__version__}. "
             f"Executed {report.started} in {report.wall_seconds:.1f} s (wall time).",
             "",
-            "| parameter | this run | paper (notebook default) |",
-            "|---|---|---|",
-            *rows,
-            "```",
-        ]
-    )
-
-
-def _report_with_differences(report: RunReport, profile_description: str, differences: str) -> str:
-    rows = []
-    for name, default in report.defaults.items():
-        used = report.parameters[name]
-        used_md = _markdown_value(used)
-        rows.append(f"| `{name}` | {'**' + used_md + '**' if used != default else used_md} | {_markdown_value(default)} |")
-    n_changed = sum(report.parameters[n] != d for n, d in report.defaults.items())
-    changed = (f"{n_changed} of {len(report.defaults)} parameters differ from the chapter's defaults (bold below)."
-               if n_changed else "All parameters equal the chapter's defaults.")
-    return "\n".join(
-        [
-            "```{admonition} How this page was computed",
-            ":class: note",
-            f"Profile **{report.profile}**: {profile_description}. {changed}",
-            "",
-            f"**Not the paper's experiment:** {differences}",
-            "",
-            f"Device: {report.device}. flatbook {__version__}. "
-            f"Executed {report.started} in {report.wall_seconds:.1f} s (wall time).",
-            "",
-            "| parameter | this run | chapter default |",
+            f"| parameter | this run | {default_column} |",
             "|---|---|---|",
             *rows,
             "```",

@@ -26,7 +26,7 @@ from .experiments import Config
 ROUNDING_LIMIT = 1e-3  # relative asymmetry of the computed Hessian products
 ROUNDING_LOSS = 1e-12  # mean loss below which 1 - p_c nears float64's rounding unit on the fitted images
 
-__all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "check_theorem_parameters", "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict"]
+__all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "check_theorem_parameters", "check_training_parameters", "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict"]
 
 
 def _positive_int(name: str, v: Any, low: int = 1, high: int | None = None) -> None:
@@ -46,24 +46,33 @@ def check_theorem_parameters(dataset: str, image_size: int | None, train_per_cla
                              exact_samples: int, exact_lanczos_steps: int, seed: int,
                              results_dir: str | None) -> None:
     """Every parameter of the Theorem 1 chapter (raises ValueError naming the bad one)."""
+    for name, v in (("fitted_samples", fitted_samples), ("num_alphas", num_alphas), ("lanczos_steps", lanczos_steps),
+                    ("probes", probes), ("exact_samples", exact_samples),
+                    ("exact_lanczos_steps", exact_lanczos_steps)):
+        _positive_int(name, v)
+    _positive_number("alpha_min", alpha_min)
+    _positive_number("alpha_max", alpha_max)
+    if alpha_max < alpha_min:
+        raise ValueError(f"alpha_max ({alpha_max}) must be at least alpha_min ({alpha_min})")
+    check_training_parameters(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed, results_dir)
+
+
+def check_training_parameters(dataset: str, image_size: int | None, train_per_class: int | None, epochs: int,
+                              lr: float, mlp_hidden: Sequence[int], seed: int,
+                              results_dir: str | None) -> tuple[Config, Config]:
+    """The training parameters shared by the Theorem 1 chapter and the Lanczos appendix, checked
+    (ValueError naming the bad one); returns their resolved (logistic regression, MLP) configs."""
     if dataset not in ("mnist", "fashion-mnist"):
         raise ValueError(f"dataset must be 'mnist' or 'fashion-mnist' (28x28 greyscale), got {dataset!r}")
     if not (isinstance(mlp_hidden, (list, tuple)) and mlp_hidden
             and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in mlp_hidden)):
         raise ValueError(f"mlp_hidden must be a non-empty list of layer widths >= 1, got {mlp_hidden!r}")
-    for name, v in (("fitted_samples", fitted_samples), ("num_alphas", num_alphas), ("lanczos_steps", lanczos_steps),
-                    ("probes", probes), ("exact_samples", exact_samples),
-                    ("exact_lanczos_steps", exact_lanczos_steps)):
-        _positive_int(name, v)
     _positive_int("seed", seed, low=0)
-    _positive_number("alpha_min", alpha_min)
-    _positive_number("alpha_max", alpha_max)
-    if alpha_max < alpha_min:
-        raise ValueError(f"alpha_max ({alpha_max}) must be at least alpha_min ({alpha_min})")
     if results_dir is not None and not isinstance(results_dir, str):
         raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-    for c in chapter_configs(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed):
-        c.resolved()  # ConfigError (a ValueError) names the field: epochs, lr, image_size, ...
+    # ConfigError (a ValueError) names the field: epochs, lr, image_size, ...
+    logreg, mlp = chapter_configs(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed)
+    return logreg.resolved(), mlp.resolved()
 
 
 def chapter_configs(dataset: str, image_size: int | None, train_per_class: int | None, epochs: int, lr: float,

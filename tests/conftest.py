@@ -70,3 +70,15 @@ def run_cli(*args: str, root: Path | None = None, timeout: float = 300) -> subpr
     return subprocess.run(
         [sys.executable, "-m", "flatbook", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a test module of tiny tensors: faster, and steady when another
+    process shares this 2-core machine (oversubscribed OpenMP threads slow torch down 10-20x)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,12 +17,7 @@ from flatbook.crossentropy import (RATE_SYMBOL, chain_rule_split, cross_entropy_
 ALPHA = RATE_SYMBOL
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # the SymPy work is the slow part: compute each object once per module

@@ -13,12 +13,7 @@ from flatbook import dense_hessian, models
 from flatbook.exact import logreg_hessian, null_space_dimension, softmax_null_residual, zero_eigenvalue_count
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _logreg(K: int, D: int, seed: int = 0) -> nn.Module:

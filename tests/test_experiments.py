@@ -28,13 +28,7 @@ from flatbook.train import evaluate, weight_norm
 N_TRAIN, N_TEST, VAL = 120, 30, 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and steadier on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_fashion(root: Path, seed=0) -> dict:

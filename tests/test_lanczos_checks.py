@@ -16,12 +16,7 @@ from flatbook.lanczos_checks import (check_lanczos_parameters, estimator_grid, e
 from flatbook.spectrum import DiagonalOperator, MatrixOperator, _start_vectors, check_operator, lanczos, slq
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_symmetric(P=30, seed=0, spread=None):

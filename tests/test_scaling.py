@@ -17,12 +17,7 @@ from flatbook.scaling import TRANSFORMS, dinh, linear_layers, log_grid, scale_al
 from flatbook.spectrum import _start_vectors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mlp(seed: int = 0, hidden=(4, 5)) -> nn.Module:
