@@ -29,13 +29,17 @@ import torch
 
 __all__ = [
     "NAMES", "SPLITS", "VAL_SIZE", "DEBIAN_FASHION_MNIST", "DatasetNotFound", "DatasetCorrupt",
-    "data_roots", "load", "normalize", "NORMALIZATION",
+    "data_roots", "load", "normalize", "NORMALIZATION", "NATIVE_SHAPES", "TRAIN_FILE_SIZES",
 ]
 
 NAMES = ("mnist", "fashion-mnist", "cifar10", "cifar100")
 SPLITS = ("train", "val", "test")
 VAL_SIZE = 5_000
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# (channels, height = width) of each dataset's images, and the size of its training FILE (the
+# "train" split is that minus the last val_size images)
+NATIVE_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32)}
+TRAIN_FILE_SIZES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 
 # (mean, std) per channel; MNIST-like data: (x - 0.5) / 0.5 as the authors' code
 NORMALIZATION = {

@@ -11,8 +11,9 @@ evaluation -> Hessian spectrum -> ``Result`` on disk.
    ResNet statistics for preresnet164/wrn28x10, the ImageNet ones for vgg16bn/allcnnc) and
    flattens for logreg/mlp; ``image_size`` shrinks the images first by area averaging (small
    variants for tests and teaching: 7x7 Fashion-MNIST makes logistic regression 500 parameters);
-2. seeds the global RNG with ``seed``, builds the model (``models.build`` with ``model_options``)
-   and trains it with ``train.fit`` (validation every epoch);
+2. seeds the global RNG with ``seed``, builds the model (``models.build`` with ``model_options``;
+   a convolutional model's ``image_size`` defaults to ``pad_to``, else ``image_size``, so its
+   pooling fits the images) and trains it with ``train.fit`` (validation every epoch);
 3. evaluates train (without augmentation), val and test loss and accuracy in eval mode and ||w||;
 4. with ``spectrum=True``, runs ``spectrum.slq`` on the Hessian of the MEAN cross-entropy over the
    training split (or its first ``hessian_samples`` images) without augmentation, in fixed
@@ -413,7 +414,11 @@ def _build(c: Config):
         if c.image_size is not None:
             options.setdefault("in_features", c.image_size**2)
         return build(c.model, num_classes=_num_classes(c.dataset), **options)
-    return build(c.model, num_classes=_num_classes(c.dataset), in_channels=3, **c.model_options)
+    options = dict(c.model_options)
+    if c.pad_to is not None or c.image_size is not None:
+        # the architecture's input size follows the (resized, padded) images
+        options.setdefault("image_size", c.pad_to if c.pad_to is not None else c.image_size)
+    return build(c.model, num_classes=_num_classes(c.dataset), in_channels=3, **options)
 
 
 # --- running --------------------------------------------------------------------------------

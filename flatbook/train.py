@@ -59,7 +59,7 @@ from .device import default_device
 from .schedules import averaging_lr, paper_lr
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "History", "NonFiniteLoss", "fit", "evaluate", "recompute_bn",
-           "weight_norm", "make_optimizer", "learning_rate", "has_batchnorm"]
+           "weight_norm", "make_optimizer", "learning_rate", "has_batchnorm", "default_eval_batch_size"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "gadam")
 SCHEDULES = ("paper", "constant")
@@ -165,15 +165,23 @@ def recompute_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
     model.train(was_training)
 
 
+def default_eval_batch_size(device: torch.device | str) -> int:
+    """The batch size for evaluation passes: 1000 on CUDA, 128 elsewhere. Measured on a 2-core
+    CPU: large convolution batches are slower there (PreResNet-11 on 1,000 32x32 images: 2.6 s
+    at batch 1000, 1.2 s at 128; a WRN-10-1 1.2 s and 0.44 s)."""
+    return 1000 if torch.device(device).type == "cuda" else 128
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000,
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int | None = None,
              bf16: bool = False) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode over all of (x, y), in data order.
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode over all of (x, y), in data order,
+    in batches of ``batch_size`` (None: ``default_eval_batch_size`` of the model's device).
     The model's train/eval flag is restored."""
-    positive_int("batch_size", batch_size)
+    device = next(model.parameters()).device
+    batch_size = default_eval_batch_size(device) if batch_size is None else positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     try:
@@ -259,7 +267,7 @@ def fit(
     seed: int = 0,
     device: str | torch.device | None = None,
     bf16: bool = False,
-    eval_batch_size: int = 1000,
+    eval_batch_size: int | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     progress: bool | str = True,
@@ -285,7 +293,8 @@ def fit(
     lr = _check_number("lr", lr, strict=True)
     epochs = positive_int("epochs", epochs)
     batch_size = positive_int("batch_size", batch_size)
-    eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
+    if eval_batch_size is not None:
+        eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     momentum = _check_number("momentum", momentum, high=1.0)
     weight_decay = _check_number("weight_decay", weight_decay)

@@ -7,6 +7,8 @@
   generalisation gap (train - val accuracy), ||w||, lambda_1, trace and Frobenius norm (with
   standard errors when the spectrum had more than one probe), and, where the paper reports it,
   the paper's number beside ours.
+* ``forward_flops(config)`` and ``paper_cost(result, paper)``: what the paper's own setting
+  would cost, extrapolated from a measured run of a smaller one by FLOP counts.
 * ``trend(weight_decays, values)`` and ``verdict(table)``: whether a quantity increases with
   the weight decay, as the data say: "increasing" only if every step up in weight decay raises
   it, "decreasing" only if every step lowers it, otherwise "mixed", with Kendall's tau. The
@@ -22,7 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["PAPER_REPORTED", "results_table", "trend", "verdict", "kendall_tau", "TRENDS", "check_logreg_parameters",
-           "check_mlp_parameters", "chapter_config"]
+           "check_mlp_parameters", "chapter_config", "CNN_MODELS", "check_allcnnc_parameters",
+           "check_preresnet_parameters", "check_wrn_parameters", "cnn_chapter_config", "forward_flops",
+           "paper_cost"]
 
 TRENDS = ("increasing", "decreasing", "mixed", "flat")
 
@@ -99,7 +103,9 @@ def results_table(results: Sequence[Any]):
         row = {"weight_decay": float(r.config.weight_decay),
                "train_acc": 100 * m["train_acc"], "val_acc": 100 * m["val_acc"], "test_acc": 100 * m["test_acc"],
                "gap": 100 * (m["train_acc"] - m["val_acc"]), "train_loss": m["train_loss"],
-               "weight_norm": m["weight_norm"]}
+               "weight_norm": m["weight_norm"],
+               # binomial standard error of the validation accuracy (val_size images)
+               "val_acc_se": 100 * math.sqrt(m["val_acc"] * (1 - m["val_acc"]) / r.config.val_size)}
         if r.spectrum is not None:
             s = r.spectrum
             row.update({"lambda_max": s.lambda_max, "trace": s.trace, "frobenius": s.frobenius})
@@ -137,20 +143,24 @@ def verdict(table, rtol: float = 0.0) -> dict[str, Any]:
     return out
 
 
+def _check_weight_decays(name: str, wds: Any) -> None:
+    if not isinstance(wds, (list, tuple)) or len(wds) < 2:
+        raise ValueError(f"{name} must be a list of at least two weight decays, got {wds!r}")
+    for w in wds:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"{name}: every weight decay must be a finite number >= 0, got {w!r}")
+    if len(set(map(float, wds))) != len(wds):
+        raise ValueError(f"{name} has repeated values: {wds!r}")
+
+
 def _check_chapter(model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
                    lr: float, batch_size: int, momentum: float, weight_decays: list[float], lanczos_steps: int,
                    probes: int, hessian_samples: int | None, dense_weight_decays: list[float], workers: int,
                    seed: int, results_dir: str | None) -> None:
     from .checks import positive_int
 
-    for name, wds in (("weight_decays", weight_decays), ("dense_weight_decays", dense_weight_decays)):
-        if not isinstance(wds, (list, tuple)) or len(wds) < 2:
-            raise ValueError(f"{name} must be a list of at least two weight decays, got {wds!r}")
-        for w in wds:
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                raise ValueError(f"{name}: every weight decay must be a finite number >= 0, got {w!r}")
-        if len(set(map(float, wds))) != len(wds):
-            raise ValueError(f"{name} has repeated values: {wds!r}")
+    _check_weight_decays("weight_decays", weight_decays)
+    _check_weight_decays("dense_weight_decays", dense_weight_decays)
     positive_int("workers", workers)
     if results_dir is not None and not isinstance(results_dir, str):
         raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
@@ -190,3 +200,117 @@ def chapter_config(model: str, dataset: str, train_per_class: int | None, image_
     return Config(model=model, dataset=dataset, train_per_class=train_per_class, image_size=image_size,
                   epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, lanczos_steps=lanczos_steps,
                   probes=probes, hessian_samples=hessian_samples, seed=seed)
+
+
+# --- the CIFAR architectures (All-CNN-C, PreResNet, WideResNet) -------------------------------
+
+CNN_MODELS = ("allcnnc", "preresnet164", "wrn28x10")
+
+
+def cnn_chapter_config(model: str, dataset: str, train_per_class: int | None, image_size: int | None,
+                       pad_to: int | None, model_options: dict, epochs: int, lr: float, batch_size: int,
+                       momentum: float, lanczos_steps: int, probes: int, hessian_samples: int | None, bn_mode: str,
+                       val_size: int, seed: int):
+    """A CIFAR-architecture weight-decay chapter's base experiments.Config (weight decay 0)."""
+    from .experiments import Config
+
+    if model not in CNN_MODELS:
+        raise ValueError(f"model must be one of {CNN_MODELS}, got {model!r}")
+    return Config(model=model, dataset=dataset, train_per_class=train_per_class, image_size=image_size,
+                  pad_to=pad_to, model_options=model_options, epochs=epochs, lr=lr, batch_size=batch_size,
+                  momentum=momentum, lanczos_steps=lanczos_steps, probes=probes, hessian_samples=hessian_samples,
+                  bn_mode=bn_mode, val_size=val_size, seed=seed)
+
+
+def _check_cnn(model: str, dataset: str, train_per_class: int | None, image_size: int | None, pad_to: int | None,
+               model_options: dict, epochs: int, lr: float, batch_size: int, momentum: float,
+               weight_decays: list[float], lanczos_steps: int, probes: int, hessian_samples: int | None,
+               bn_mode: str, val_size: int, workers: int, seed: int, results_dir: str | None) -> None:
+    from .checks import positive_int
+
+    _check_weight_decays("weight_decays", weight_decays)
+    positive_int("workers", workers)
+    if results_dir is not None and not isinstance(results_dir, str):
+        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
+    cnn_chapter_config(model, dataset, train_per_class, image_size, pad_to, model_options, epochs, lr, batch_size,
+                       momentum, lanczos_steps, probes, hessian_samples, bn_mode, val_size, seed).resolved()
+
+
+def check_allcnnc_parameters(**parameters: Any) -> None:
+    """Every parameter of the All-CNN-C weight-decay chapter (ValueError naming it)."""
+    _check_cnn("allcnnc", **parameters)
+
+
+def check_preresnet_parameters(**parameters: Any) -> None:
+    """Every parameter of the PreResNet weight-decay chapter (ValueError naming it)."""
+    _check_cnn("preresnet164", **parameters)
+
+
+def check_wrn_parameters(**parameters: Any) -> None:
+    """Every parameter of the WideResNet weight-decay chapter (ValueError naming it)."""
+    _check_cnn("wrn28x10", **parameters)
+
+
+def forward_flops(config) -> int:
+    """Floating-point operations of ONE forward pass of ``config``'s model on one input image of the
+    shape the experiment feeds it (a multiply-add counts 2), counted by
+    ``torch.utils.flop_counter`` on the meta device (no memory, no compute). Counts convolutions
+    and matrix products, which dominate; BatchNorm, ReLU and pooling are not counted."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .data import NATIVE_SHAPES
+    from .experiments import Config, MNIST_LIKE_MODELS, _build
+
+    c = Config.from_dict(config).resolved()
+    channels, size = NATIVE_SHAPES[c.dataset]
+    if c.image_size is not None:
+        size = c.image_size
+    if c.pad_to is not None:
+        size, channels = c.pad_to, 3
+    shape = (1, size * size * channels) if c.model in MNIST_LIKE_MODELS else (1, 3, size, size)
+    with torch.device("meta"):
+        model = _build(c)
+        x = torch.empty(shape)
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
+    """What ``runs`` experiments with config ``paper`` would cost, from a measured Result of a
+    smaller config, assuming time proportional to FLOPs (an approximation: a larger model usually
+    runs closer to the device's peak, so the CPU estimate is more likely high than low).
+
+    Returns: ``train_flops`` and ``hessian_flops`` of the paper's runs (a training image costs 3
+    forward passes; a Hessian-vector product per image about 6: gradient and its derivative),
+    ``flops`` (their sum), and ``cpu_seconds``: the measured seconds per training image-epoch and
+    per Hessian image-product of ``measured``, scaled by the FLOP ratio of the two models.
+    ``paper.hessian_samples`` None means the whole training split (the paper's choice)."""
+    from .experiments import Config
+
+    m_cfg, p_cfg = measured.config, Config.from_dict(paper).resolved()
+    positive = isinstance(runs, int) and not isinstance(runs, bool) and runs >= 1
+    if not positive:
+        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
+    if measured.spectrum is None:
+        raise ValueError("the measured result has no spectrum (spectrum=False): its Hessian cost is unknown")
+    from .data import TRAIN_FILE_SIZES
+
+    f_measured, f_paper = forward_flops(m_cfg), forward_flops(p_cfg)
+    n_train = TRAIN_FILE_SIZES[p_cfg.dataset] - p_cfg.val_size
+    if p_cfg.train_per_class is not None:
+        n_train = min(n_train, p_cfg.train_per_class * (100 if p_cfg.dataset == "cifar100" else 10))
+    n_hessian = n_train if p_cfg.hessian_samples is None else min(p_cfg.hessian_samples, n_train)
+    m_train_images = measured.metrics["train_samples"] * m_cfg.epochs
+    m_hessian_images = (min(m_cfg.hessian_samples or measured.metrics["train_samples"],
+                            measured.metrics["train_samples"]) * m_cfg.lanczos_steps * m_cfg.probes)
+    p_train_images = n_train * p_cfg.epochs * runs
+    p_hessian_images = n_hessian * p_cfg.lanczos_steps * p_cfg.probes * runs
+    ratio = f_paper / f_measured
+    cpu = (measured.seconds["train"] / m_train_images * p_train_images
+           + measured.seconds["spectrum"] / m_hessian_images * p_hessian_images) * ratio
+    train_flops, hessian_flops = 3.0 * f_paper * p_train_images, 6.0 * f_paper * p_hessian_images
+    return {"forward_flops": float(f_paper), "flop_ratio": ratio, "train_flops": train_flops,
+            "hessian_flops": hessian_flops, "flops": train_flops + hessian_flops, "cpu_seconds": cpu}
