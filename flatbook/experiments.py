@@ -57,7 +57,7 @@ from typing import Any
 from . import __version__
 
 __all__ = ["Config", "Result", "run", "sweep", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
-           "paper_config"]
+           "paper_config", "cached_results"]
 
 RESULT_FORMAT = 1
 MNIST_LIKE_MODELS = ("logreg", "mlp")
@@ -348,6 +348,28 @@ def _load_entry(entry: Path, config: Config, key: str) -> Result:
                       version=str(d["version"]), path=entry, cached=True)
     except (KeyError, TypeError, ValueError) as exc:
         raise _CorruptEntry(f"result.json has a bad or missing field ({exc})") from exc
+
+
+def cached_results(results_dir: str | Path | None = None) -> list[Result]:
+    """Every finished result in the cache (``results_dir`` as in ``run``), sorted by key. Entries
+    being written or resumed (``.tmp``, ``.partial``), of another RESULT_FORMAT, or unreadable are
+    skipped (unreadable ones with a warning)."""
+    root = globals()["results_dir"](results_dir)
+    out: list[Result] = []
+    if not root.is_dir():
+        return out
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith(".partial") or not (entry / "result.json").is_file():
+            continue
+        try:
+            d = json.loads((entry / "result.json").read_text())
+            if d.get("format") != RESULT_FORMAT:
+                continue
+            config = Config.from_dict(d["config"])
+            out.append(_load_entry(entry, config, entry.name))
+        except (OSError, ValueError, KeyError, TypeError, _CorruptEntry) as exc:
+            warnings.warn(f"flatbook: skipping unreadable cache entry {entry} ({exc})", stacklevel=2)
+    return out
 
 
 def _write_entry(root: Path, key: str, result: Result, state: dict) -> Path:

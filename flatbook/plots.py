@@ -332,3 +332,22 @@ def plot_against_weight_decay(table, measures: Sequence[str] = ("lambda_max", "w
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_rank_correlations(tau, title: str | None = None):
+    """A heatmap of Kendall's tau (rows: measures, columns: groups of runs) between each sharpness
+    measure and the validation accuracy, on a colour-blind-safe diverging map (PuOr) from -1
+    (flatter is better: the measure works) to +1 (sharper is better: a false friend)."""
+    if tau.empty:
+        raise ValueError("no rank correlations to plot (no group of runs)")
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * tau.shape[1], 0.45 * tau.shape[0] + 1.6))
+    sns.heatmap(tau.astype(float), vmin=-1, vmax=1, center=0, cmap="PuOr_r", annot=True, fmt=".2f", ax=ax,
+                cbar_kws={"label": "Kendall tau with validation accuracy"})
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    if title:
+        ax.set_title(title)
+    return fig

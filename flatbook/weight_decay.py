@@ -9,6 +9,8 @@
   the paper's number beside ours.
 * ``forward_flops(config)`` and ``paper_cost(result, paper)``: what the paper's own setting
   would cost, extrapolated from a measured run of a smaller one by FLOP counts.
+* ``decay_exponent(config, train_samples)``: how far the weight-decay term alone could shrink
+  the weights over a whole training run, to compare a short run with the paper's.
 * ``trend(weight_decays, values)`` and ``verdict(table)``: whether a quantity increases with
   the weight decay, as the data say: "increasing" only if every step up in weight decay raises
   it, "decreasing" only if every step lowers it, otherwise "mixed", with Kendall's tau. The
@@ -26,7 +28,7 @@ import numpy as np
 __all__ = ["PAPER_REPORTED", "results_table", "trend", "verdict", "kendall_tau", "TRENDS", "check_logreg_parameters",
            "check_mlp_parameters", "chapter_config", "CNN_MODELS", "check_allcnnc_parameters",
            "check_preresnet_parameters", "check_wrn_parameters", "cnn_chapter_config", "forward_flops",
-           "paper_cost"]
+           "paper_cost", "decay_exponent", "train_split_size"]
 
 TRENDS = ("increasing", "decreasing", "mixed", "flat")
 
@@ -211,11 +213,11 @@ def cnn_chapter_config(model: str, dataset: str, train_per_class: int | None, im
                        pad_to: int | None, model_options: dict, epochs: int, lr: float, batch_size: int,
                        momentum: float, lanczos_steps: int, probes: int, hessian_samples: int | None, bn_mode: str,
                        val_size: int, seed: int):
-    """A CIFAR-architecture weight-decay chapter's base experiments.Config (weight decay 0)."""
+    """A CIFAR architecture's base experiments.Config for a weight-decay sweep (weight decay 0)."""
     from .experiments import Config
 
-    if model not in CNN_MODELS:
-        raise ValueError(f"model must be one of {CNN_MODELS}, got {model!r}")
+    if model not in CNN_MODELS + ("vgg16bn",):
+        raise ValueError(f"model must be one of {CNN_MODELS + ('vgg16bn',)}, got {model!r}")
     return Config(model=model, dataset=dataset, train_per_class=train_per_class, image_size=image_size,
                   pad_to=pad_to, model_options=model_options, epochs=epochs, lr=lr, batch_size=batch_size,
                   momentum=momentum, lanczos_steps=lanczos_steps, probes=probes, hessian_samples=hessian_samples,
@@ -296,12 +298,8 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
         raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
     if measured.spectrum is None:
         raise ValueError("the measured result has no spectrum (spectrum=False): its Hessian cost is unknown")
-    from .data import TRAIN_FILE_SIZES
-
     f_measured, f_paper = forward_flops(m_cfg), forward_flops(p_cfg)
-    n_train = TRAIN_FILE_SIZES[p_cfg.dataset] - p_cfg.val_size
-    if p_cfg.train_per_class is not None:
-        n_train = min(n_train, p_cfg.train_per_class * (100 if p_cfg.dataset == "cifar100" else 10))
+    n_train = train_split_size(p_cfg)
     n_hessian = n_train if p_cfg.hessian_samples is None else min(p_cfg.hessian_samples, n_train)
     m_train_images = measured.metrics["train_samples"] * m_cfg.epochs
     m_hessian_images = (min(m_cfg.hessian_samples or measured.metrics["train_samples"],
@@ -314,3 +312,41 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
     train_flops, hessian_flops = 3.0 * f_paper * p_train_images, 6.0 * f_paper * p_hessian_images
     return {"forward_flops": float(f_paper), "flop_ratio": ratio, "train_flops": train_flops,
             "hessian_flops": hessian_flops, "flops": train_flops + hessian_flops, "cpu_seconds": cpu}
+
+
+def train_split_size(config: Any) -> int:
+    """The number of training images ``config`` trains on: the training file less the last
+    ``val_size`` images, or the class-balanced subset (``train_per_class`` per class) of it."""
+    from .data import TRAIN_FILE_SIZES
+    from .experiments import Config, _num_classes
+
+    c = Config.from_dict(config).resolved()
+    n = TRAIN_FILE_SIZES[c.dataset] - c.val_size
+    if c.train_per_class is not None:
+        n = min(n, c.train_per_class * _num_classes(c.dataset))
+    return n
+
+
+def decay_exponent(config: Any, train_samples: int | None = None) -> float:
+    """sum over every optimisation step t of lr_t * wd / (1 - momentum) for SGD with L2 (the
+    heavy-ball steady state multiplies the decay term's step by 1 / (1 - momentum)), or of
+    lr_t * wd for decoupled decay (AdamW, Gadam): the exponent E in w -> w exp(-E), how far the
+    weight-decay term ALONE would shrink the weights over the run (ceil(train_samples /
+    batch_size) steps an epoch, the config's schedule; ``train_samples`` None: the config's
+    ``train_split_size``). It compares how long weight decay acts in
+    two runs; it is not a prediction of ||w||, which the loss gradient also moves. Adam with
+    coupled L2 is refused: its decay passes through the adaptive normalisation."""
+    from .checks import positive_int
+    from .experiments import Config
+    from .train import learning_rate
+
+    c = Config.from_dict(config).resolved()
+    train_samples = train_split_size(c) if train_samples is None else positive_int("train_samples", train_samples)
+    if c.optimizer == "adam":
+        raise ValueError("optimizer 'adam' couples the L2 term with the adaptive normalisation: no decay exponent")
+    steps = math.ceil(train_samples / c.batch_size)
+    total_lr = sum(learning_rate(e, epochs=c.epochs, lr=c.lr, schedule=c.schedule, lr_ratio=c.lr_ratio,
+                                 averaging_start=c.averaging_start, lr_averaging=c.lr_averaging)
+                   for e in range(c.epochs)) * steps
+    factor = 1.0 / (1.0 - c.momentum) if c.optimizer == "sgd" else 1.0
+    return total_lr * c.weight_decay * factor

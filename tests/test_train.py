@@ -573,6 +573,19 @@ def test_evaluate_matches_a_manual_cross_entropy_in_eval_mode():
         evaluate(model, x, y, batch_size=0)
 
 
+def test_evaluate_default_batches_depend_on_the_device_not_the_result():
+    from flatbook.train import default_eval_batch_size
+
+    assert default_eval_batch_size("cpu") == 128 and default_eval_batch_size(torch.device("cpu")) == 128
+    assert default_eval_batch_size("cuda") == 1000 and default_eval_batch_size("cuda:1") == 1000
+    torch.manual_seed(32)
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = toy_data(n=300, seed=33)  # 300 images: batches 128, 128, 44 by default
+    default = evaluate(model, x, y)
+    one_batch = evaluate(model, x, y, batch_size=300)
+    assert default[0] == pytest.approx(one_batch[0], rel=1e-6) and default[1] == one_batch[1]
+
+
 def test_weight_norm_is_the_float64_norm_of_all_parameters():
     torch.manual_seed(40)
     model = nn.Sequential(nn.Linear(5, 16), nn.BatchNorm1d(16), nn.Linear(16, 3))

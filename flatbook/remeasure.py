@@ -1,0 +1,142 @@
+"""Measure a trained, cached model again with other settings, without retraining.
+
+An ``experiments.Result`` stores its trained weights. ``spectrum(result, bn_mode="eval", ...)``
+rebuilds the model and the exact training data the experiment used (``experiments.prepare_data``)
+and runs SLQ on
+
+* ``operator="hessian"``: the Hessian of the mean training cross-entropy (as ``experiments.run``),
+* ``operator="layer-normalized"``: D H D with D = diag(||w_t||) per parameter tensor
+  (``scale_aware.LayerNormalizedOperator``),
+
+over the first ``hessian_samples`` training images in batches of ``hessian_batch_size``, with
+BatchNorm in ``bn_mode``; every setting defaults to the result's own. ``relative_flatness(result)``
+computes Petzka et al.'s measure of the last linear layer the same way.
+
+Each measurement is stored beside the weights, in ``<entry>/measures/<hash of kind and
+settings>.json`` (written atomically), so a second call with the same settings reads it. An
+unreadable file is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["spectrum", "relative_flatness", "OPERATORS"]
+
+OPERATORS = ("hessian", "layer-normalized")
+MEASURE_FORMAT = 1
+
+
+def _settings(result: Any, bn_mode: str | None, lanczos_steps: int | None, probes: int | None,
+              hessian_samples: int | None, hessian_batch_size: int | None, spectrum_seed: int | None) -> dict:
+    from .checks import positive_int
+    from .curvature import BN_MODES
+
+    c = result.config
+    s = {"bn_mode": c.bn_mode if bn_mode is None else bn_mode,
+         "lanczos_steps": c.lanczos_steps if lanczos_steps is None else positive_int("lanczos_steps", lanczos_steps),
+         "probes": c.probes if probes is None else positive_int("probes", probes),
+         "hessian_samples": c.hessian_samples if hessian_samples is None else positive_int("hessian_samples",
+                                                                                           hessian_samples),
+         "hessian_batch_size": c.hessian_batch_size if hessian_batch_size is None
+         else positive_int("hessian_batch_size", hessian_batch_size),
+         "spectrum_seed": c.spectrum_seed if spectrum_seed is None else spectrum_seed}
+    if s["bn_mode"] not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {BN_MODES}, got {s['bn_mode']!r}")
+    if isinstance(s["spectrum_seed"], bool) or not isinstance(s["spectrum_seed"], int) or s["spectrum_seed"] < 0:
+        raise ValueError(f"spectrum_seed must be an integer >= 0, got {s['spectrum_seed']!r}")
+    return s
+
+
+def _cache_file(result: Any, kind: str, settings: dict) -> Path:
+    if getattr(result, "path", None) is None:
+        raise ValueError("the result has no cache entry (weights) to measure")
+    blob = json.dumps({"format": MEASURE_FORMAT, "kind": kind, "settings": settings}, sort_keys=True)
+    return Path(result.path) / "measures" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, allow_nan=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _model_and_data(result: Any, settings: dict, data_root: Any, device: str | None):
+    import torch
+
+    from .device import default_device
+    from .experiments import prepare_data
+
+    device = device or default_device()
+    model = result.load_model(device)
+    x, y = prepare_data(result.config, "train", data_root)
+    n = len(y) if settings["hessian_samples"] is None else min(settings["hessian_samples"], len(y))
+    return model, (x[:n].to(device), y[:n].to(device)), torch.nn.functional.cross_entropy
+
+
+def spectrum(result: Any, *, operator: str = "hessian", bn_mode: str | None = None, lanczos_steps: int | None = None,
+             probes: int | None = None, hessian_samples: int | None = None, hessian_batch_size: int | None = None,
+             spectrum_seed: int | None = None, data_root: Any = None, device: str | None = None,
+             progress: bool = True, recompute: bool = False):
+    """The SLQ Spectrum of ``operator`` for the trained model of ``result`` (module docstring)."""
+    from .curvature import HessianOperator
+    from .scale_aware import LayerNormalizedOperator
+    from .spectrum import Spectrum, slq
+
+    if operator not in OPERATORS:
+        raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
+    settings = _settings(result, bn_mode, lanczos_steps, probes, hessian_samples, hessian_batch_size, spectrum_seed)
+    path = _cache_file(result, f"spectrum:{operator}", settings)
+    if path.exists() and not recompute:
+        stored = _read(path)
+        if stored is not None and "spectrum" in stored:
+            return Spectrum.from_dict(stored["spectrum"])
+    model, data, loss = _model_and_data(result, settings, data_root, device)
+    op = HessianOperator(model, loss, data, batch_size=settings["hessian_batch_size"], bn_mode=settings["bn_mode"])
+    if operator == "layer-normalized":
+        op = LayerNormalizedOperator(op, model)
+    s = slq(op, steps=settings["lanczos_steps"], probes=settings["probes"], seed=settings["spectrum_seed"],
+            progress=progress)
+    _write(path, {"kind": f"spectrum:{operator}", "settings": settings, "spectrum": s.to_dict()})
+    return s
+
+
+def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | None = None,
+                      hessian_samples: int | None = None, hessian_batch_size: int | None = None,
+                      data_root: Any = None, device: str | None = None, recompute: bool = False) -> float:
+    """Petzka et al.'s relative flatness (``scale_aware.relative_flatness``) of ``layer`` (default:
+    the last linear layer) for the trained model of ``result``, over the same data as its spectrum."""
+    from . import scale_aware
+
+    settings = _settings(result, bn_mode, None, None, hessian_samples, hessian_batch_size, None)
+    settings = {k: settings[k] for k in ("bn_mode", "hessian_samples", "hessian_batch_size")}
+    settings["layer"] = layer
+    path = _cache_file(result, "relative_flatness", settings)
+    if path.exists() and not recompute:
+        stored = _read(path)
+        if stored is not None and isinstance(stored.get("value"), float):
+            return stored["value"]
+    model, data, loss = _model_and_data(result, {**settings, "hessian_samples": settings["hessian_samples"]},
+                                        data_root, device)
+    value = scale_aware.relative_flatness(model, loss, data, layer=layer, batch_size=settings["hessian_batch_size"],
+                                          bn_mode=settings["bn_mode"])
+    _write(path, {"kind": "relative_flatness", "settings": settings, "value": value})
+    return value

@@ -1,0 +1,92 @@
+"""SGD against Gadam: configs, parameter checks, the comparison table and its verdict on
+constructed results where the answer is known."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from flatbook import adaptive
+from flatbook.spectrum import Spectrum
+
+PAPER = dict(dataset="cifar100", train_per_class=None, image_size=None, pad_to=None, model_options={}, epochs=300,
+             batch_size=128, sgd_lr=0.1, sgd_momentum=0.9, sgd_weight_decay=5e-4, gadam_lr=5e-4,
+             gadam_weight_decay=0.25, averaging_start=161, gadam_lr_averaging=2.5e-4, lanczos_steps=100, probes=1,
+             hessian_samples=None, bn_mode="train", val_size=5000, seed=0)
+
+
+def test_chapter_configs_are_the_papers_two_recipes():
+    sgd, gadam = (c.resolved() for c in adaptive.chapter_configs(**PAPER))
+    assert (sgd.model, sgd.optimizer, sgd.lr, sgd.momentum, sgd.weight_decay, sgd.averaging_start) == \
+        ("vgg16bn", "sgd", 0.1, 0.9, 5e-4, None)
+    assert (gadam.optimizer, gadam.lr, gadam.weight_decay, gadam.averaging_start, gadam.lr_averaging) == \
+        ("gadam", 5e-4, 0.25, 161, 2.5e-4)
+    # everything else is shared: same data, initialisation, epochs and spectrum settings
+    for field in ("dataset", "epochs", "batch_size", "seed", "lanczos_steps", "probes", "bn_mode", "augment",
+                  "normalization", "val_size", "model_options"):
+        assert getattr(sgd, field) == getattr(gadam, field)
+    assert sgd.augment == "crop-flip" and sgd.normalization == "imagenet"
+    assert adaptive.PAPER_SETTINGS["cifar100"] == {"sgd_weight_decay": 5e-4, "gadam_weight_decay": 0.25}
+
+
+def test_parameters_are_checked_with_the_chapters_names():
+    adaptive.check_adaptive_parameters(results_dir=None, **PAPER)
+    for change, name in [({"sgd_lr": -0.1}, "sgd_lr"), ({"gadam_lr": 0.0}, "gadam_lr"),
+                         ({"sgd_momentum": 1.0}, "sgd_momentum"), ({"gadam_weight_decay": -1.0}, "gadam_weight_decay"),
+                         ({"averaging_start": 301}, "averaging_start"), ({"averaging_start": 0}, "averaging_start"),
+                         ({"gadam_lr_averaging": -1e-4}, "gadam_lr_averaging"), ({"bn_mode": "x"}, "bn_mode"),
+                         ({"dataset": "fashion-mnist"}, "pad_to"), ({"model_options": {"depth": 3}}, "model_options")]:
+        with pytest.raises(ValueError, match=name):
+            adaptive.check_adaptive_parameters(results_dir=None, **{**PAPER, **change})
+    with pytest.raises(ValueError, match="results_dir"):
+        adaptive.check_adaptive_parameters(results_dir=5, **PAPER)
+
+
+def _spectrum(top, probes=1):
+    nodes = np.array([[top, top / 4, 0.0]] * probes) * (1 + 0.01 * np.arange(probes))[:, None]
+    return Spectrum(nodes, np.full((probes, 3), 1 / 3), num_params=12, settings={})
+
+
+def _result(optimizer, val_acc, top, norm, dataset="cifar100", val_size=5000, probes=1):
+    config = SimpleNamespace(optimizer=optimizer, model="vgg16bn", dataset=dataset, weight_decay=0.1, lr=0.1,
+                             val_size=val_size)
+    metrics = {"train_acc": 0.99, "val_acc": val_acc, "test_acc": val_acc, "train_loss": 0.01, "weight_norm": norm}
+    return SimpleNamespace(config=config, metrics=metrics, spectrum=_spectrum(top, probes))
+
+
+def test_comparison_table_values_and_paper_numbers():
+    table = adaptive.comparison_table(_result("sgd", 0.735, 10.0, 100.0), _result("gadam", 0.758, 400.0, 300.0))
+    assert list(table.index) == ["sgd", "gadam"]
+    assert table.loc["gadam", "val_acc"] == pytest.approx(75.8)
+    assert table.loc["sgd", "val_acc_se"] == pytest.approx(100 * math.sqrt(0.735 * 0.265 / 5000), rel=1e-12)
+    assert table.loc["gadam", "paper_lambda_max"] == 387.8 and table.loc["sgd", "paper_frobenius"] == 1e-4
+    # the Spectrum's own estimates: trace = P sum gamma theta, Frobenius = sqrt(P sum gamma theta^2)
+    assert table.loc["sgd", "trace"] == pytest.approx(12 * (10 + 2.5) / 3)
+    assert table.loc["sgd", "frobenius"] == pytest.approx(math.sqrt(12 * (100 + 6.25) / 3))
+    other = adaptive.comparison_table(_result("sgd", 0.8, 1.0, 1.0, dataset="fashion-mnist"),
+                                      _result("gadam", 0.8, 1.0, 1.0, dataset="fashion-mnist"))
+    assert not [c for c in other.columns if c.startswith("paper_")]  # never invented for other data
+    with pytest.raises(ValueError, match="optimizer"):
+        adaptive.comparison_table(_result("gadam", 0.7, 1.0, 1.0), _result("gadam", 0.7, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("sgd_acc, gadam_acc, sgd_top, gadam_top, reproduced", [
+    (0.735, 0.758, 10.0, 388.0, True),    # the paper: sharper and better
+    (0.758, 0.735, 10.0, 388.0, False),   # sharper but worse
+    (0.735, 0.758, 388.0, 10.0, False),   # better but flatter
+    (0.735, 0.735, 10.0, 388.0, False),   # sharper, equally good: not "better"
+])
+def test_verdict_cannot_say_reproduced_when_the_numbers_do_not(sgd_acc, gadam_acc, sgd_top, gadam_top, reproduced):
+    table = adaptive.comparison_table(_result("sgd", sgd_acc, sgd_top, 100.0), _result("gadam", gadam_acc, gadam_top, 50.0))
+    v = adaptive.verdict(table)
+    assert v["reproduced"] is reproduced
+    assert v["summary"].startswith("reproduced" if reproduced else "not reproduced")
+    assert v["lambda_max"]["ratio"] == pytest.approx(gadam_top / sgd_top)
+    assert v["weight_norm"] == {"ratio": 0.5, "gadam_larger": False}
+    diff = 100 * (gadam_acc - sgd_acc)
+    se = math.hypot(100 * math.sqrt(gadam_acc * (1 - gadam_acc) / 5000), 100 * math.sqrt(sgd_acc * (1 - sgd_acc) / 5000))
+    assert v["val_acc"]["difference"] == pytest.approx(diff, abs=1e-9)
+    assert v["val_acc"]["standard_errors"] == pytest.approx(diff / se, abs=1e-9)
