@@ -39,6 +39,11 @@ from flatbook import experiments, models, train  # noqa: E402
 from flatbook.curvature import HessianOperator  # noqa: E402
 
 LAPTOP_CNNS = [
+    # what the laptop profile runs: 16x16 images for the weight-decay chapters, VGG at 32x32
+    ("allcnnc", {"width": 0.25, "image_size": 16}),
+    ("preresnet164", {"depth": 20, "image_size": 16}),
+    ("wrn28x10", {"depth": 10, "width": 2, "image_size": 16}),
+    # the same and larger variants at 32x32
     ("allcnnc", {"width": 0.25}),
     ("preresnet164", {"depth": 20}),
     ("wrn28x10", {"depth": 10, "width": 2}),
@@ -185,12 +190,13 @@ def paper_logreg_estimate(sweep_epochs: int) -> None:
 
 
 def cnn_throughput(device: torch.device, repeats: int, n: int) -> None:
-    print(f"\n3. laptop-profile CNNs on {n} 32x32x3 images, 10 classes, batch 128 (images per second, best of {repeats})")
+    print(f"\n3. laptop-profile CNNs on {n} images (32x32x3 unless image_size says), 10 classes, batch 128 (images per second, best of {repeats})")
     print(f"{'model':34} {'params':>10} {'train':>8} {'BN pass':>8} {'HVP':>8}")
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (n,), generator=g).to(device)
     for name, opts in LAPTOP_CNNS:
+        size = opts.get("image_size", 32)
+        x = torch.randn(n, 3, size, size, generator=g).to(device)
         torch.manual_seed(0)
         model = models.build(name, num_classes=10, **opts).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -218,6 +224,24 @@ def cnn_throughput(device: torch.device, repeats: int, n: int) -> None:
         print(f"{label:34} {params:10,d} {n / best['train']:8.0f} {bn_rate} {n / best['hvp']:8.0f}")
 
 
+def eval_batch_comparison(device: torch.device, repeats: int, n: int) -> None:
+    print(f"\n4. evaluation passes over {n} 32x32x3 images, batch 1000 against batch 128 (best of {repeats}, taking turns)")
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (n,), generator=g).to(device)
+    for name, opts in (("preresnet164", {"depth": 11}), ("wrn28x10", {"depth": 10, "width": 1}),
+                       ("vgg16bn", {"width": 0.125})):
+        torch.manual_seed(0)
+        model = models.build(name, num_classes=10, **opts).to(device)
+        best = {1000: float("inf"), 128: float("inf")}
+        train.evaluate(model, x[:256], y[:256], batch_size=128)  # warm-up
+        for _ in range(repeats):
+            for b in best:
+                best[b] = min(best[b], timed(lambda: train.evaluate(model, x, y, batch_size=b), device))
+        print(f"   {name} {opts}: {best[1000]:.2f} s at 1000, {best[128]:.2f} s at 128 -> "
+              f"batch 1000 / batch 128 = {best[1000] / best[128]:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -235,6 +259,7 @@ def main() -> None:
         stacked_step_comparison(args.repeats)
         paper_logreg_estimate(args.sweep_epochs)
     cnn_throughput(device, args.repeats, 256 if args.quick else 512)
+    eval_batch_comparison(device, args.repeats, 256 if args.quick else 1000)
 
 
 if __name__ == "__main__":

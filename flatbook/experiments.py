@@ -28,7 +28,10 @@ the JSON). ``key`` hashes the resolved config ("auto" fields replaced by their v
 training. Entries are written into a temporary directory and renamed into place, so an
 interrupted run leaves no entry; an unreadable or inconsistent entry is reported (warning),
 removed and recomputed. Training checkpoints go to ``<key>.partial/`` so an interrupted run
-resumes (``checkpoint_every`` epochs). Device (CUDA when present) is not part of the key.
+resumes (``checkpoint_every`` epochs). Device (CUDA when present) is not part of the key. A config
+that differs from a cached one only in its spectrum settings (``SPECTRUM_FIELDS``: Lanczos steps,
+probes, BatchNorm mode, Hessian samples and batch size, probe seed) is not trained again: the
+cached weights are measured with the new settings and stored as a new entry.
 
 ``results_dir``: the argument, else ``$FLATBOOK_RESULTS``, else ``~/.cache/flatbook/results``.
 
@@ -453,9 +456,7 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
     import torch
 
     from . import train as training
-    from .curvature import HessianOperator
     from .device import default_device, describe_device
-    from .spectrum import slq
 
     c = Config.from_dict(config).resolved()
     key = c.key()
@@ -483,6 +484,18 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
         _fail("hessian_samples", c.hessian_samples,
               f"{n_hessian} Hessian samples in batches of {c.hessian_batch_size} leave a last batch of 1, which "
               "BatchNorm cannot normalise in train mode; change hessian_samples or hessian_batch_size")
+    donor = None if recompute else _trained_with_same_settings(root, c)
+    if donor is not None:
+        # the same training, other spectrum settings: reuse the trained weights and measure again
+        model = donor.load_model(device)
+        spectrum, spectrum_seconds = _measure(c, model, x_train[:n_hessian], y_train[:n_hessian], device,
+                                              donor.metrics["num_params"], progress)
+        result = Result(config=c, key=key, metrics=dict(donor.metrics), history=list(donor.history),
+                        spectrum=spectrum, seconds={"train": donor.seconds["train"], "spectrum": spectrum_seconds},
+                        device=donor.device, version=__version__)
+        state = torch.load(donor.path / "weights.pt", map_location="cpu", weights_only=True)
+        result.path = _write_entry(root, key, result, state)
+        return result
     t0 = time.perf_counter()
     partial = root / f"{key}.partial"
     history = training.fit(
@@ -501,19 +514,8 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
     metrics["num_params"] = sum(p.numel() for p in model.parameters())
     metrics["train_samples"] = len(y_train)
 
-    spectrum = None
-    spectrum_seconds = 0.0
-    if c.spectrum:
-        t1 = time.perf_counter()
-        n = n_hessian
-        op = HessianOperator(model, torch.nn.functional.cross_entropy,
-                             (x_train[:n].to(device), y_train[:n].to(device)), batch_size=c.hessian_batch_size,
-                             bn_mode=c.bn_mode)
-        spectrum = slq(op, steps=c.lanczos_steps, probes=c.probes, seed=c.spectrum_seed, progress=progress,
-                       basis_device="cpu" if metrics["num_params"] * c.lanczos_steps * c.probes > 2**28 else None,
-                       basis_dtype=torch.float32 if metrics["num_params"] * c.lanczos_steps * c.probes > 2**28
-                       else torch.float64)
-        spectrum_seconds = time.perf_counter() - t1
+    spectrum, spectrum_seconds = _measure(c, model, x_train[:n_hessian], y_train[:n_hessian], device,
+                                          metrics["num_params"], progress)
 
     result = Result(config=c, key=key, metrics=metrics, history=history.to_list(), spectrum=spectrum,
                     seconds={"train": train_seconds, "spectrum": spectrum_seconds}, device=describe_device()
@@ -522,6 +524,52 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
     result.path = _write_entry(root, key, result, state)
     shutil.rmtree(partial, ignore_errors=True)
     return result
+
+
+SPECTRUM_FIELDS = ("spectrum", "lanczos_steps", "probes", "bn_mode", "hessian_batch_size", "hessian_samples",
+                   "spectrum_seed")
+
+
+def _training_part(c: Config) -> dict[str, Any]:
+    return {k: v for k, v in c.resolved().to_dict().items() if k not in SPECTRUM_FIELDS}
+
+
+def _trained_with_same_settings(root: Path, c: Config) -> Result | None:
+    """A cached Result trained exactly as ``c`` (all fields but ``SPECTRUM_FIELDS`` equal), or None."""
+    if not root.is_dir():
+        return None
+    wanted = _training_part(c)
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith(".partial") or not (entry / "result.json").is_file():
+            continue
+        try:
+            d = json.loads((entry / "result.json").read_text())
+            if d.get("format") != RESULT_FORMAT:
+                continue
+            other = Config.from_dict(d["config"])
+            if _training_part(other) == wanted:
+                return _load_entry(entry, other.resolved(), entry.name)
+        except (OSError, ValueError, KeyError, TypeError, _CorruptEntry):
+            continue
+    return None
+
+
+def _measure(c: Config, model, x, y, device, num_params: int, progress: bool):
+    """(Spectrum or None, seconds): SLQ as ``c`` says over (x, y) (see the module docstring)."""
+    import torch
+
+    from .curvature import HessianOperator
+    from .spectrum import slq
+
+    if not c.spectrum:
+        return None, 0.0
+    t1 = time.perf_counter()
+    op = HessianOperator(model, torch.nn.functional.cross_entropy, (x.to(device), y.to(device)),
+                         batch_size=c.hessian_batch_size, bn_mode=c.bn_mode)
+    big = num_params * c.lanczos_steps * c.probes > 2**28  # keep a large Lanczos basis on the CPU in float32
+    spectrum = slq(op, steps=c.lanczos_steps, probes=c.probes, seed=c.spectrum_seed, progress=progress,
+                   basis_device="cpu" if big else None, basis_dtype=torch.float32 if big else torch.float64)
+    return spectrum, time.perf_counter() - t1
 
 
 def _worker(config: dict, results_dir: str, data_root: str | None, device: str | None, threads: int) -> str:

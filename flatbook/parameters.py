@@ -36,6 +36,7 @@ __all__ = [
     "parameters_cell_index",
     "read_parameters",
     "parse_value",
+    "structured",
     "load_yaml",
     "check_overrides",
     "format_parameters",
@@ -150,6 +151,18 @@ def parse_value(text: str) -> Any:
     except ParameterError:
         return text
     return text if value is None and text.strip() not in ("", "~", "null") else value
+
+
+def structured(value: Any) -> Any:
+    """A list, dict or tuple that arrived as text, parsed as ``python -m flatbook run`` parses
+    ``-p`` values (``parse_value``); any other value unchanged. Plain papermill hands
+    ``-p weight_decays "[0, 1e-3]"`` to the notebook as the string "[0, 1e-3]": each chapter
+    passes its list and dict parameters through this first."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{", "("):
+        parsed = parse_value(value)
+        if isinstance(parsed, (list, dict, tuple)):
+            return parsed
+    return value
 
 
 def _kind(value: Any) -> str:

@@ -60,11 +60,14 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return float(kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
 
 
-def trend(weight_decays: Sequence[float], values: Sequence[float], rtol: float = 0.0) -> str:
+def trend(weight_decays: Sequence[float], values: Sequence[float], rtol: float = 0.0,
+          se: Sequence[float] | None = None, z: float = 2.0) -> str:
     """How ``values`` move as the weight decay grows: "increasing" (every step up raises the
-    value by more than rtol relative), "decreasing" (every step lowers it), "flat" (no step
-    changes it by more than rtol), else "mixed". Needs at least two distinct weight decays;
-    NaN values make it "mixed"."""
+    value), "decreasing" (every step lowers it), "flat" (no step changes it), else "mixed". A
+    step between neighbouring weight decays counts as a change only if it exceeds ``rtol``
+    relative to the smaller weight decay's value AND, when the values' standard errors ``se`` are
+    given, ``z`` times the standard error of the difference, sqrt(se_i^2 + se_j^2). Needs at
+    least two distinct weight decays; NaN values make it "mixed"."""
     wd = np.asarray(weight_decays, dtype=float)
     v = np.asarray(values, dtype=float)
     if wd.shape != v.shape or wd.ndim != 1:
@@ -77,8 +80,15 @@ def trend(weight_decays: Sequence[float], values: Sequence[float], rtol: float =
         return "mixed"
     order = np.argsort(wd)
     d = np.diff(v[order])
-    scale = np.maximum(np.abs(v[order][:-1]), np.finfo(float).tiny)
-    up, down = d > rtol * scale, d < -rtol * scale
+    tol = rtol * np.maximum(np.abs(v[order][:-1]), np.finfo(float).tiny)
+    if se is not None:
+        e = np.asarray(se, dtype=float)
+        if e.shape != v.shape or (e < 0).any() or np.isnan(e).any():
+            raise ValueError(f"se must hold one standard error >= 0 per value, got {list(se)}")
+        if not (isinstance(z, (int, float)) and z >= 0):
+            raise ValueError(f"z must be a number >= 0, got {z!r}")
+        tol = np.maximum(tol, z * np.hypot(e[order][:-1], e[order][1:]))
+    up, down = d > tol, d < -tol
     if up.all():
         return "increasing"
     if down.all():
@@ -125,14 +135,17 @@ def results_table(results: Sequence[Any]):
 
 def verdict(table, rtol: float = 0.0) -> dict[str, Any]:
     """For each of lambda_max, trace, frobenius, weight_norm, val_acc, test_acc, gap present in
-    ``table`` (from ``results_table``): its trend in the weight decay and Kendall's tau; and
+    ``table`` (from ``results_table``): its trend in the weight decay and Kendall's tau (a step
+    within two standard errors counts as no change where the table has a ``<quantity>_se``
+    column: the validation accuracy always, the spectrum's measures with probes > 1); and
     ``reproduced``: True when lambda_max AND val_acc are both "increasing" (the paper's claim:
     the better-generalising, regularised solutions are sharper), with one line saying so."""
     wd = list(table.index)
     out: dict[str, Any] = {}
     for q in ("lambda_max", "trace", "frobenius", "weight_norm", "val_acc", "test_acc", "gap"):
         if q in table:
-            out[q] = {"trend": trend(wd, table[q], rtol), "kendall_tau": kendall_tau(wd, table[q])}
+            se = table[f"{q}_se"] if f"{q}_se" in table else None
+            out[q] = {"trend": trend(wd, table[q], rtol, se=se), "kendall_tau": kendall_tau(wd, table[q])}
     sharp, acc = out.get("lambda_max", {}).get("trend"), out.get("val_acc", {}).get("trend")
     out["reproduced"] = sharp == "increasing" and acc == "increasing"
     if sharp is None:
@@ -141,7 +154,7 @@ def verdict(table, rtol: float = 0.0) -> dict[str, Any]:
         out["summary"] = "reproduced: lambda_1 and validation accuracy both increase with the weight decay"
     else:
         out["summary"] = (f"not reproduced: lambda_1 is {sharp} and validation accuracy is {acc} "
-                          "in the weight decay")
+                          "in the weight decay (steps within two standard errors count as flat)")
     return out
 
 

@@ -153,6 +153,43 @@ def test_plain_papermill_works(tmp_path):
     assert nb.metadata.papermill["parameters"]["depth"] == 2
 
 
+def test_every_list_or_dict_parameter_is_parsed_when_papermill_passes_text():
+    """Plain papermill passes -p weight_decays "[0, 0.001]" as a string: each chapter's setup cell
+    (the cell after the parameters cell) must pass every list and dict parameter through
+    flatbook.parameters.structured before using it."""
+    from flatbook.parameters import parameters_cell_index, read_parameters
+
+    for chapter in chapters(ROOT):
+        nb = nbformat.read(str(chapter.path), as_version=4)
+        setup = nb.cells[parameters_cell_index(nb) + 1].source
+        for name, p in read_parameters(nb).items():
+            if isinstance(p.default, (list, dict, tuple)):
+                assert re.search(rf"\bstructured\({name}\)", setup), f"{chapter.name}: {name} is not passed to structured()"
+
+
+def test_plain_papermill_with_a_list_of_weight_decays(tmp_path):
+    """The issue's command, at the ci profile's sizes: papermill book/wd_logreg.ipynb out.ipynb
+    -p weight_decays "[0, 0.001]" plus small-model parameters."""
+    import yaml
+
+    papermill = Path(sys.executable).with_name("papermill")
+    ci = yaml.safe_load((ROOT / "book" / "profiles" / "ci.yaml").read_text())["chapters"]["wd_logreg"]
+    args = [str(papermill), str(ROOT / "book" / "wd_logreg.ipynb"), str(tmp_path / "out.ipynb"),
+            "-p", "weight_decays", "[0, 0.001]", "--no-progress-bar"]
+    for name, value in ci.items():
+        if not isinstance(value, list):
+            args += ["-p", name, str(value)]
+    args += ["-y", f"dense_weight_decays: {ci['dense_weight_decays']}"]
+    env = {**os.environ, "FLATBOOK_RESULTS": str(tmp_path / "results")}
+    res = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    nb = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
+    assert nb.metadata.papermill["parameters"]["weight_decays"] == "[0, 0.001]"  # text, as papermill passes it
+    text = "".join(o.get("text", "") + str(o.get("data", {})) for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    assert "0.001" in text and "Error" not in text
+
+
 def test_chapter_check_runs_before_any_kernel(tmp_path):
     out = tmp_path / "never.ipynb"
     for args, message in (

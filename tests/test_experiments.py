@@ -192,6 +192,36 @@ def test_run_stores_a_complete_entry_and_second_call_is_a_cache_hit(tmp_path, fa
         go({**BASE, "weight_decay": 1e-4}, results, fashion)
 
 
+def test_other_spectrum_settings_reuse_the_trained_weights(tmp_path, fashion, monkeypatch):
+    from flatbook.curvature import HessianOperator
+    from flatbook.spectrum import slq
+
+    results = tmp_path / "results"
+    r = go(BASE, results, fashion)
+
+    def no_training(*a, **k):
+        raise AssertionError("only the spectrum settings changed: no training")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    more = go({**BASE, "lanczos_steps": 9, "probes": 2, "spectrum_seed": 3}, results, fashion)
+    assert not more.cached and more.key != r.key and sorted(listing(results)) == sorted([r.key, more.key])
+    assert more.metrics == r.metrics and more.history == r.history and more.seconds["train"] == r.seconds["train"]
+    assert more.spectrum.nodes.shape == (2, 9)
+    for (k, v), (k2, v2) in zip(more.load_model().state_dict().items(), r.load_model().state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    # the spectrum is that of the trained weights with the new settings
+    x, y = prepare_data(BASE, "train", fashion[0])
+    op = HessianOperator(r.load_model(), torch.nn.functional.cross_entropy, (x[:40], y[:40]), batch_size=20)
+    expected = slq(op, steps=9, probes=2, seed=3)
+    np.testing.assert_allclose(more.spectrum.nodes, expected.nodes, rtol=1e-10, atol=1e-12)
+    # spectrum off: the same training, no spectrum
+    off = go({**BASE, "spectrum": False}, results, fashion)
+    assert off.spectrum is None and off.metrics == r.metrics
+    # a training field is not a spectrum setting
+    with pytest.raises(AssertionError, match="no training"):
+        go({**BASE, "epochs": 3}, results, fashion)
+
+
 def test_run_is_deterministic_across_results_dirs(tmp_path, fashion):
     a = go(BASE, tmp_path / "a", fashion)
     b = go(BASE, tmp_path / "b", fashion)

@@ -125,3 +125,14 @@ def test_parameters_cell_only_literals():
 def test_format_parameters_mentions_types(params):
     text = format_parameters(params)
     assert "depth" in text and "(an integer)" in text and "(a list of numbers)" in text and "# layers" in text
+
+
+def test_structured_parses_lists_and_dicts_that_arrived_as_text():
+    from flatbook.parameters import structured
+
+    assert structured("[0, 0.001]") == [0, 0.001]  # what plain papermill's -p hands a notebook
+    assert structured(" {'depth': 20}") == {"depth": 20}
+    assert structured("[a, b]") == ["a", "b"]  # YAML, as `python -m flatbook run -p` reads it
+    assert structured("(1, 2)") == (1, 2)
+    for unchanged in ([0, 1e-3], {"a": 1}, 3, None, "mnist", "/path/[x]", "[unclosed"):
+        assert structured(unchanged) == unchanged

@@ -33,6 +33,29 @@ def test_trend_sorts_by_weight_decay_and_uses_rtol():
             trend(wds, vals)
 
 
+def test_trend_counts_steps_within_two_standard_errors_as_flat():
+    wds = [0.0, 1e-4, 5e-4]
+    # steps of 0.5 with standard errors 0.2: 0.5 > 2 * sqrt(0.08) = 0.566? no -> flat
+    assert trend(wds, [80.0, 80.5, 81.0], se=[0.2, 0.2, 0.2]) == "flat"
+    assert trend(wds, [80.0, 80.5, 81.0]) == "increasing"  # without standard errors
+    # steps of 1.0 exceed 0.566: increasing; one step of 0.5 among them: mixed
+    assert trend(wds, [80.0, 81.0, 82.0], se=[0.2, 0.2, 0.2]) == "increasing"
+    assert trend(wds, [80.0, 81.0, 81.5], se=[0.2, 0.2, 0.2]) == "mixed"
+    assert trend(wds, [82.0, 81.0, 80.0], se=[0.2, 0.2, 0.2], z=1.0) == "decreasing"
+    with pytest.raises(ValueError, match="se"):
+        trend(wds, [1.0, 2.0, 3.0], se=[0.1, -0.1, 0.1])
+    with pytest.raises(ValueError, match="se"):
+        trend(wds, [1.0, 2.0, 3.0], se=[0.1, 0.1])
+
+
+def test_verdict_uses_the_validation_accuracy_standard_error():
+    # 5,000 validation images: se ~ 0.35 points; accuracies 93.0, 93.2, 93.4 rise within noise
+    table = results_table([_result(0.0, 0.930, 1.0), _result(1e-4, 0.932, 2.0), _result(5e-4, 0.934, 3.0)])
+    v = verdict(table)
+    assert v["val_acc"]["trend"] == "flat" and v["reproduced"] is False
+    assert "two standard errors" in v["summary"]
+
+
 def test_kendall_tau():
     assert kendall_tau([0, 1, 2], [1, 2, 3]) == pytest.approx(1.0)
     assert kendall_tau([0, 1, 2], [3, 2, 1]) == pytest.approx(-1.0)
