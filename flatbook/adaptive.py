@@ -99,6 +99,11 @@ def comparison_table(sgd: Any, gadam: Any):
     standard error of the validation accuracy."""
     import pandas as pd
 
+    from .scale_aware import _group_key
+
+    if _group_key(sgd.config) != _group_key(gadam.config):
+        raise ValueError("the two results must differ only in the optimiser and its settings (same model, "
+                         "model options, data and spectrum settings)")
     rows = []
     for name, r in (("sgd", sgd), ("gadam", gadam)):
         if r.config.optimizer != name:
@@ -118,8 +123,6 @@ def comparison_table(sgd: Any, gadam: Any):
         for quantity, value in PAPER_REPORTED.get(r.config.dataset, {}).get(name, {}).items():
             row[f"paper_{quantity}"] = value
         rows.append(row)
-    if {sgd.config.model, sgd.config.dataset} != {gadam.config.model, gadam.config.dataset}:
-        raise ValueError("the two results must be of the same model and dataset")
     return pd.DataFrame(rows).set_index("optimizer")
 
 

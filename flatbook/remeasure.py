@@ -121,14 +121,16 @@ def spectrum(result: Any, *, operator: str = "hessian", bn_mode: str | None = No
 
 def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | None = None,
                       hessian_samples: int | None = None, hessian_batch_size: int | None = None,
-                      data_root: Any = None, device: str | None = None, recompute: bool = False) -> float:
-    """Petzka et al.'s relative flatness (``scale_aware.relative_flatness``) of ``layer`` (default:
-    the last linear layer) for the trained model of ``result``, over the same data as its spectrum."""
+                      dense_up_to: int = 4096, probes: int = 100, seed: int = 0, data_root: Any = None,
+                      device: str | None = None, recompute: bool = False) -> float:
+    """Petzka et al.'s relative flatness (``scale_aware.relative_flatness``: exact up to
+    ``dense_up_to`` weights, else Hutchinson with ``probes``) of ``layer`` (default: the last
+    linear layer) for the trained model of ``result``, over the same data as its spectrum."""
     from . import scale_aware
 
     settings = _settings(result, bn_mode, None, None, hessian_samples, hessian_batch_size, None)
     settings = {k: settings[k] for k in ("bn_mode", "hessian_samples", "hessian_batch_size")}
-    settings["layer"] = layer
+    settings.update({"layer": layer, "dense_up_to": dense_up_to, "probes": probes, "seed": seed})
     path = _cache_file(result, "relative_flatness", settings)
     if path.exists() and not recompute:
         stored = _read(path)
@@ -137,6 +139,7 @@ def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | N
     model, data, loss = _model_and_data(result, {**settings, "hessian_samples": settings["hessian_samples"]},
                                         data_root, device)
     value = scale_aware.relative_flatness(model, loss, data, layer=layer, batch_size=settings["hessian_batch_size"],
-                                          bn_mode=settings["bn_mode"])
+                                          bn_mode=settings["bn_mode"], dense_up_to=dense_up_to, probes=probes,
+                                          seed=seed)
     _write(path, {"kind": "relative_flatness", "settings": settings, "value": value})
     return value

@@ -4,8 +4,11 @@ The paper's conclusion is to "use flatness in conjunction with the weights' scal
 network with parameter tensors w_1, ..., w_T (each weight matrix, bias, BatchNorm affine is one
 tensor t) and H the Hessian of the mean training loss over them:
 
-* **weight-scaled**: lambda_1(H) ||w||^2 and Tr(H) ||w||^2 (||w|| over all parameters). Exact
-  under a global rescaling of a homogeneous function's weights, not under per-layer ones.
+* **weight-scaled**: lambda_1(H) ||w||^2 and Tr(H) ||w||^2 (||w|| over all parameters).
+  Invariant when every weight is multiplied by one c and the loss does not change, as for weights
+  that all feed BatchNorm (scale-invariant: H(c w) = H(w) / c^2); a ReLU network without
+  BatchNorm changes its function under such a rescaling, and per-layer rescalings change the
+  measure.
 * **layer-normalised** (``LayerNormalizedOperator``): the operator D H D with
   D = diag(||w_t|| I_t), the Hessian in the coordinates u_t = w_t / ||w_t||. If a
   reparameterisation multiplies every tensor t by a scalar c_t > 0 and leaves the function (so
@@ -19,7 +22,8 @@ tensor t) and H the Hessian of the mean training loss over them:
   kappa(W) = sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}) for the weight matrix W (rows w_s, one per
   output unit s) of one linear layer, H_{s,s'} the Hessian block of rows s and s'. With G = W W^T
   and the rows laid out one after the other (PyTorch's layout), kappa = Tr((G kron I) H_W),
-  computed here exactly from the dense Hessian block of that layer. Invariant when the layer's
+  computed exactly from the dense Hessian block of that layer, or estimated by Hutchinson's
+  method for a large layer. Invariant when the layer's
   weights are multiplied by c and the function is not changed (G -> c^2 G, H_W -> H_W / c^2),
   and under the neuron-wise rescalings Petzka et al. discuss for the penultimate layer's
   features. The paper applies it to the last layer (the classifier of the penultimate
@@ -34,13 +38,14 @@ measure that "works" has tau < 0 (flatter, better); tau > 0 makes it a false fri
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 __all__ = ["LayerNormalizedOperator", "relative_flatness", "last_linear_layer", "tensor_norms", "MEASURES",
-           "group_results", "measures_table", "rank_correlations", "check_scale_aware_parameters"]
+           "group_results", "measures_table", "rank_correlations", "resolved_groups", "check_scale_aware_parameters"]
 
 # the measures of ``measures_table``, with how they are computed
 MEASURES = {
@@ -106,18 +111,26 @@ def last_linear_layer(model: nn.Module) -> str:
 
 
 def relative_flatness(model: nn.Module, loss_fn: Callable, data: Any, *, layer: str | None = None,
-                      batch_size: int | None = None, bn_mode: str = "train", max_params: int = 20_000) -> float:
+                      batch_size: int | None = None, bn_mode: str = "train", dense_up_to: int = 4096,
+                      probes: int = 100, seed: int = 0) -> float:
     """Petzka et al.'s relative flatness kappa_Tr of the weight matrix ``layer`` (a parameter name;
-    default the last linear layer's weight): sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}) with H the exact
-    Hessian block of that layer (float64) of the mean loss over ``data`` (see
+    default the last linear layer's weight): sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}) = Tr((G kron I) H_W),
+    G = W W^T, H_W the Hessian block of that layer of the mean loss over ``data`` (see
     ``curvature.HessianOperator`` for ``data``, ``batch_size``, ``bn_mode``). A 1x1 convolution's
-    kernel is its (out, in) matrix."""
-    from .curvature import dense_hessian
+    kernel is its (out, in) matrix.
+
+    Exact (float64) from the dense block when the layer has at most ``dense_up_to`` weights;
+    otherwise Hutchinson's estimate with ``probes`` Rademacher vectors z (seeded):
+    mean_z z^T (G kron I) H_W z, whose expectation is the trace (one pass over the data for all
+    probes). The products only differentiate through the layer, so they are cheap."""
+    from .checks import positive_int
+    from .curvature import HessianOperator
 
     layer = last_linear_layer(model) if layer is None else layer
     params = dict(model.named_parameters())
     if layer not in params:
         raise ValueError(f"layer {layer!r} is not a parameter of the model; names are {list(params)}")
+    positive_int("probes", probes)
     W = params[layer].detach().double()
     if W.ndim == 4 and W.shape[2:] == (1, 1):
         W = W[:, :, 0, 0]
@@ -125,12 +138,19 @@ def relative_flatness(model: nn.Module, loss_fn: Callable, data: Any, *, layer: 
         raise ValueError(f"layer {layer!r} has shape {tuple(params[layer].shape)}: relative flatness needs a "
                          "weight matrix (a linear layer or a 1x1 convolution)")
     m, d = W.shape
-    H = dense_hessian(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode, params=[layer],
-                      max_params=max_params)
-    # H indexed ((s, j), (s', j')) row-major; Tr(H_{s,s'}) = sum_j H[(s, j), (s', j)]
-    block_traces = H.reshape(m, d, m, d).diagonal(dim1=1, dim2=3).sum(-1)  # (m, m)
-    G = W @ W.T
-    return float((G * block_traces).sum())
+    G = (W @ W.T).cpu()
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode, params=[layer])
+    if m * d <= dense_up_to:
+        H = op.matmat(torch.eye(m * d, dtype=torch.float64)).cpu()
+        # H indexed ((s, j), (s', j')) row-major; Tr(H_{s,s'}) = sum_j H[(s, j), (s', j)]
+        block_traces = H.reshape(m, d, m, d).diagonal(dim1=1, dim2=3).sum(-1)  # (m, m)
+        return float((G * block_traces).sum())
+    g = torch.Generator().manual_seed(seed)
+    Z = torch.randint(0, 2, (m * d, probes), generator=g).double() * 2 - 1
+    HZ = op.matmat(Z).cpu()
+    # z^T (G kron I) u for u = H z: with U, Z as (m, d) matrices, sum(Z * (G @ U))
+    values = [(Z[:, k].reshape(m, d) * (G @ HZ[:, k].reshape(m, d))).sum() for k in range(probes)]
+    return float(torch.stack(values).mean())
 
 
 def check_scale_aware_parameters(lanczos_steps: int | None, probes: int, min_runs: int, models: list[str] | None,
@@ -169,7 +189,8 @@ def _group_label(config: Any) -> str:
 
 
 def group_results(results: list[Any], min_runs: int = 2, models: list[str] | None = None) -> dict[str, list[Any]]:
-    """Results with a spectrum, grouped by everything but the treatment (``TREATMENT_FIELDS``);
+    """Results with a spectrum, grouped by everything but the treatment (``TREATMENT_FIELDS``: the
+    weight decay, and the optimiser with its learning rates, momentum and schedule);
     groups of fewer than ``min_runs`` runs are dropped. Keys are readable labels (made unique)."""
     groups: dict[str, list[Any]] = {}
     for r in results:
@@ -209,12 +230,13 @@ def measures_table(groups: dict[str, list[Any]], *, lanczos_steps: int | None = 
                                         progress=False)
         rows.append({"group": label, "model": r.config.model, "optimizer": r.config.optimizer,
                      "weight_decay": float(r.config.weight_decay), "val_acc": 100 * r.metrics["val_acc"],
+                     "val_acc_se": 100 * math.sqrt(r.metrics["val_acc"] * (1 - r.metrics["val_acc"]) / r.config.val_size),
                      "weight_norm": w, "lambda_max": s.lambda_max, "trace": s.trace, "frobenius": s.frobenius,
                      "lambda_max_w2": s.lambda_max * w ** 2, "trace_w2": s.trace * w ** 2,
                      "normalized_lambda_max": normalized.lambda_max, "normalized_trace": normalized.trace,
                      "relative_flatness": remeasure.relative_flatness(r)})
-    return pd.DataFrame(rows, columns=["group", "model", "optimizer", "weight_decay", "val_acc", "weight_norm",
-                                       *MEASURES])
+    return pd.DataFrame(rows, columns=["group", "model", "optimizer", "weight_decay", "val_acc", "val_acc_se",
+                                       "weight_norm", *MEASURES])
 
 
 def rank_correlations(table):
@@ -229,3 +251,16 @@ def rank_correlations(table):
     for label, g in table.groupby("group", sort=False):
         out[label] = {m: kendall_tau(g[m].to_numpy(), g["val_acc"].to_numpy()) for m in MEASURES}
     return pd.DataFrame(out).reindex(list(MEASURES))
+
+
+def resolved_groups(table, z: float = 2.0) -> list[str]:
+    """The groups of ``table`` (from ``measures_table``) whose best and worst validation accuracies
+    differ by more than ``z`` standard errors of their difference: only there does a ranking by
+    accuracy say more than the noise of the validation set."""
+    out = []
+    for label, g in table.groupby("group", sort=False):
+        best, worst = g["val_acc"].idxmax(), g["val_acc"].idxmin()
+        se = math.hypot(g.loc[best, "val_acc_se"], g.loc[worst, "val_acc_se"])
+        if g.loc[best, "val_acc"] - g.loc[worst, "val_acc"] > z * se:
+            out.append(label)
+    return out

@@ -299,7 +299,9 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
     runs closer to the device's peak, so the CPU estimate is more likely high than low).
 
     Returns: ``train_flops`` and ``hessian_flops`` of the paper's runs (a training image costs 3
-    forward passes; a Hessian-vector product per image about 6: gradient and its derivative),
+    forward passes, plus 1 for the BatchNorm-statistics pass after every epoch when the network
+    has BatchNorm, plus one forward pass over the validation split every epoch; a Hessian-vector
+    product per image about 6: gradient and its derivative),
     ``flops`` (their sum), and ``cpu_seconds``: the measured seconds per training image-epoch and
     per Hessian image-product of ``measured``, scaled by the FLOP ratio of the two models.
     ``paper.hessian_samples`` None means the whole training split (the paper's choice)."""
@@ -322,7 +324,16 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
     ratio = f_paper / f_measured
     cpu = (measured.seconds["train"] / m_train_images * p_train_images
            + measured.seconds["spectrum"] / m_hessian_images * p_hessian_images) * ratio
-    train_flops, hessian_flops = 3.0 * f_paper * p_train_images, 6.0 * f_paper * p_hessian_images
+    import torch
+
+    from .experiments import _build
+    from .train import has_batchnorm
+
+    with torch.device("meta"):
+        bn_pass = 1.0 if has_batchnorm(_build(p_cfg)) else 0.0
+    per_epoch = (3.0 + bn_pass) * n_train + p_cfg.val_size
+    train_flops = f_paper * per_epoch * p_cfg.epochs * runs
+    hessian_flops = 6.0 * f_paper * p_hessian_images
     return {"forward_flops": float(f_paper), "flop_ratio": ratio, "train_flops": train_flops,
             "hessian_flops": hessian_flops, "flops": train_flops + hessian_flops, "cpu_seconds": cpu}
 

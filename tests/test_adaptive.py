@@ -50,9 +50,11 @@ def _spectrum(top, probes=1):
     return Spectrum(nodes, np.full((probes, 3), 1 / 3), num_params=12, settings={})
 
 
-def _result(optimizer, val_acc, top, norm, dataset="cifar100", val_size=5000, probes=1):
-    config = SimpleNamespace(optimizer=optimizer, model="vgg16bn", dataset=dataset, weight_decay=0.1, lr=0.1,
-                             val_size=val_size)
+def _result(optimizer, val_acc, top, norm, dataset="cifar100", val_size=5000, probes=1, **changes):
+    settings = {**PAPER, "dataset": dataset, "val_size": val_size,
+                "pad_to": 32 if dataset == "fashion-mnist" else None, **changes}
+    sgd, gadam = adaptive.chapter_configs(**settings)
+    config = (sgd if optimizer == "sgd" else gadam).resolved()
     metrics = {"train_acc": 0.99, "val_acc": val_acc, "test_acc": val_acc, "train_loss": 0.01, "weight_norm": norm}
     return SimpleNamespace(config=config, metrics=metrics, spectrum=_spectrum(top, probes))
 
@@ -71,6 +73,10 @@ def test_comparison_table_values_and_paper_numbers():
     assert not [c for c in other.columns if c.startswith("paper_")]  # never invented for other data
     with pytest.raises(ValueError, match="optimizer"):
         adaptive.comparison_table(_result("gadam", 0.7, 1.0, 1.0), _result("gadam", 0.7, 1.0, 1.0))
+    # runs that differ in anything but the optimiser are not a comparison of optimisers
+    for change in ({"model_options": {"width": 0.5}}, {"epochs": 200}, {"lanczos_steps": 50}, {"seed": 1}):
+        with pytest.raises(ValueError, match="differ only"):
+            adaptive.comparison_table(_result("sgd", 0.7, 1.0, 1.0), _result("gadam", 0.7, 1.0, 1.0, **change))
 
 
 @pytest.mark.parametrize("sgd_acc, gadam_acc, sgd_top, gadam_top, reproduced", [

@@ -4,6 +4,8 @@ invariances that define the measures."""
 from __future__ import annotations
 
 import copy
+import math
+from types import SimpleNamespace
 import json
 
 import numpy as np
@@ -110,6 +112,22 @@ def test_relative_flatness_is_invariant_to_rescaling_the_features():
     assert float(H1.trace()) == pytest.approx(169 * float(H0.trace()), rel=1e-9)
 
 
+def test_relative_flatness_hutchinson_estimate_for_a_large_layer():
+    torch.manual_seed(12)
+    model = nn.Sequential(nn.Linear(6, 5)).double()
+    x, y = _data(n=25, seed=13, d=6, classes=5)
+    exact = relative_flatness(model, F.cross_entropy, (x, y), batch_size=10)
+    # 30 weights > dense_up_to: the estimate, unbiased; with 4,000 probes within a few percent
+    estimates = [relative_flatness(model, F.cross_entropy, (x, y), batch_size=10, dense_up_to=10, probes=4000,
+                                   seed=s) for s in range(3)]
+    assert len(set(estimates)) == 3  # really random
+    assert np.mean(estimates) == pytest.approx(exact, rel=0.03)
+    assert relative_flatness(model, F.cross_entropy, (x, y), batch_size=10, dense_up_to=10, probes=50, seed=7) == \
+        relative_flatness(model, F.cross_entropy, (x, y), batch_size=10, dense_up_to=10, probes=50, seed=7)
+    with pytest.raises(ValueError, match="probes"):
+        relative_flatness(model, F.cross_entropy, (x, y), dense_up_to=10, probes=0)
+
+
 def test_relative_flatness_of_a_1x1_convolution_classifier_and_errors():
     torch.manual_seed(11)
     model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 1), nn.Flatten()).double()
@@ -165,9 +183,97 @@ def test_remeasure_matches_the_experiment_and_caches(tmp_path):
     assert kappa == pytest.approx(relative_flatness(model, F.cross_entropy, (x[:60], y[:60]), batch_size=128),
                                   rel=1e-10)
     assert len(list((r.path / "measures").glob("*.json"))) == 3
+    # 490 weights (7x7 images, 10 classes): the Hutchinson estimate when the dense limit is lower
+    estimate = remeasure.relative_flatness(r, dense_up_to=100, probes=2000)
+    assert estimate == pytest.approx(kappa, rel=0.1) and estimate != kappa
     with pytest.raises(ValueError, match="operator"):
         remeasure.spectrum(r, operator="fisher")
     with pytest.raises(ValueError, match="bn_mode"):
         remeasure.spectrum(r, bn_mode="frozen")
     with pytest.raises(ValueError, match="probes"):
         remeasure.spectrum(r, probes=0)
+
+
+def _fake(model, wd, val_acc, top, optimizer="sgd", epochs=5, val_size=1000, spectrum=True):
+    from flatbook.experiments import Config
+    from flatbook.spectrum import Spectrum
+
+    config = Config(model=model, dataset="fashion-mnist", weight_decay=wd, optimizer=optimizer, epochs=epochs,
+                    val_size=val_size, averaging_start=epochs if optimizer == "gadam" else None)
+    s = Spectrum(np.array([[top, top / 2]]), np.full((1, 2), 0.5), num_params=10, settings={}) if spectrum else None
+    return SimpleNamespace(config=config, metrics={"val_acc": val_acc, "weight_norm": 1.0}, spectrum=s)
+
+
+def test_group_results_keeps_groups_that_differ_only_in_the_treatment():
+    from flatbook.scale_aware import group_results
+
+    runs = [_fake("mlp", 0.0, 0.8, 1.0), _fake("mlp", 1e-4, 0.81, 2.0), _fake("mlp", 5e-4, 0.82, 3.0, optimizer="gadam"),
+            _fake("mlp", 0.0, 0.8, 1.0, epochs=7),  # another setting: a group of one, dropped
+            _fake("logreg", 0.0, 0.7, 1.0), _fake("logreg", 1e-3, 0.7, 1.0, spectrum=False)]  # no spectrum: dropped
+    groups = group_results(runs)
+    assert list(groups) == ["mlp, fashion-mnist, 5 ep"]
+    assert [(r.config.optimizer, r.config.weight_decay) for r in groups["mlp, fashion-mnist, 5 ep"]] == \
+        [("gadam", 5e-4), ("sgd", 0.0), ("sgd", 1e-4)]  # sorted by optimiser, then weight decay
+    assert group_results(runs, models=["logreg"]) == {}
+    assert len(group_results(runs, min_runs=1)) == 3
+
+
+def test_rank_correlations_and_resolved_groups_on_a_constructed_table():
+    import pandas as pd
+
+    from flatbook.scale_aware import MEASURES, rank_correlations, resolved_groups
+
+    rows = []
+    for group, accs, ses in (("a", [80.0, 82.0, 84.0], [0.5, 0.5, 0.5]), ("b", [80.0, 80.2, 80.4], [1.0, 1.0, 1.0])):
+        for i, acc in enumerate(accs):
+            row = {"group": group, "val_acc": acc, "val_acc_se": ses[i]}
+            row.update({m: float(i + 1) for m in MEASURES})  # every measure increases with accuracy
+            row["normalized_lambda_max"] = float(3 - i)  # this one decreases
+            row["relative_flatness"] = 1.0  # tied
+            rows.append(row)
+    tau = rank_correlations(pd.DataFrame(rows))
+    assert list(tau.index) == list(MEASURES) and list(tau.columns) == ["a", "b"]
+    assert tau.loc["lambda_max", "a"] == pytest.approx(1.0) and tau.loc["normalized_lambda_max", "b"] == pytest.approx(-1.0)
+    assert math.isnan(tau.loc["relative_flatness", "a"])
+    # group a: 84 - 80 = 4 > 2 * sqrt(0.5^2 + 0.5^2); group b: 0.4 < 2 * sqrt(2)
+    assert resolved_groups(pd.DataFrame(rows)) == ["a"]
+
+
+def test_cached_results_lists_finished_entries_only(tmp_path):
+    import warnings
+
+    from flatbook import experiments
+
+    cfg = experiments.Config(model="logreg", dataset="fashion-mnist", image_size=7, train_per_class=5, epochs=1,
+                             lanczos_steps=4, hessian_samples=20)
+    r = experiments.run(cfg, results_dir=tmp_path, progress=False)
+    (tmp_path / "abc.partial").mkdir()  # an interrupted run
+    (tmp_path / ".x.tmp").mkdir()  # an entry being written
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "result.json").write_text("{not json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = experiments.cached_results(tmp_path)
+    assert [x.key for x in found] == [r.key] and found[0].cached
+    assert any("broken" in str(w.message) for w in caught)
+    assert experiments.cached_results(tmp_path / "nothing") == []
+
+
+def test_plot_rank_correlations_and_parameter_checks():
+    import pandas as pd
+
+    from flatbook.plots import plot_rank_correlations
+    from flatbook.scale_aware import check_scale_aware_parameters
+
+    fig = plot_rank_correlations(pd.DataFrame({"g": [1.0, -1.0, float("nan")]}, index=["a", "b", "c"]))
+    assert len(fig.axes) == 2  # the heatmap and its colour bar
+    with pytest.raises(ValueError, match="no rank"):
+        plot_rank_correlations(pd.DataFrame())
+    check_scale_aware_parameters(None, 1, 2, None, None)
+    check_scale_aware_parameters(10, 2, 3, ["mlp"], "/tmp/x")
+    for args, name in [((0, 1, 2, None, None), "lanczos_steps"), ((None, 0, 2, None, None), "probes"),
+                       ((None, 1, 1, None, None), "min_runs"), ((None, 1, 2, ["resnet"], None), "models"),
+                       ((None, 1, 2, [], None), "models"), ((None, 1, 2, None, 5), "results_dir")]:
+        with pytest.raises(ValueError, match=name):
+            check_scale_aware_parameters(*args)

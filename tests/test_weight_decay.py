@@ -226,7 +226,8 @@ def test_paper_cost_scales_measured_seconds_by_images_and_flops():
     assert cost["flop_ratio"] == 1.0
     assert cost["cpu_seconds"] == pytest.approx(1e-3 * 55_000 * 1000 * 3 + 1e-3 * 55_000 * 100 * 3, rel=1e-12)
     f = 2 * 784 * 10
-    assert cost["train_flops"] == 3 * f * 55_000 * 1000 * 3
+    # per epoch: 3 forward-equivalents per training image, one forward pass over the 5,000 validation images
+    assert cost["train_flops"] == f * (3 * 55_000 + 5_000) * 1000 * 3
     assert cost["hessian_flops"] == 6 * f * 55_000 * 100 * 3
     assert cost["flops"] == cost["train_flops"] + cost["hessian_flops"]
     # the MLP costs 19,680 / 15,680 as much per image
@@ -237,6 +238,17 @@ def test_paper_cost_scales_measured_seconds_by_images_and_flops():
     small = paper_cost(_measured(train_samples=200, epochs=1, hessian_samples=500, train_s=0.2, spectrum_s=2.0),
                        paper_config("logreg"), runs=1)
     assert small["cpu_seconds"] == pytest.approx(1e-3 * 55_000 * 1000 + 1e-3 * 55_000 * 100, rel=1e-12)
+
+
+def test_paper_cost_counts_the_batchnorm_pass():
+    from flatbook.experiments import paper_config
+    from flatbook.weight_decay import forward_flops, paper_cost
+
+    wrn = paper_config("wrn28x10")  # BatchNorm: one more forward pass over the training split per epoch
+    f = forward_flops(wrn)
+    cost = paper_cost(_measured(), wrn, runs=3)
+    assert cost["train_flops"] == f * (4 * 45_000 + 5_000) * 300 * 3
+    assert cost["hessian_flops"] == 6 * f * 45_000 * 100 * 3
 
 
 def test_paper_cost_refuses_bad_inputs():
