@@ -259,8 +259,9 @@ def test_scale_aware_measures_are_invariant_on_a_trained_network_at_ci(executed)
     nb = nbformat.read(str(executed / "scale_aware.ipynb"), as_version=4)
     text = "".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
-    m = re.search(r"the loss changes by a factor ([0-9.]+), the paper's \$\\lambda_1\$ by ([0-9.e+-]+), "
-                  r"the layer-normalised \$\\lambda_1\$ by ([0-9.]+) and the relative flatness by ([0-9.]+)", text)
+    m = re.search(r"the loss changes by a factor ([0-9]+\.[0-9]+), the paper's \$\\lambda_1\$ by ([0-9.e+-]+), "
+                  r"the layer-normalised \$\\lambda_1\$ by ([0-9]+\.[0-9]+) and the relative flatness by ([0-9]+\.[0-9]+)",
+                  text)
     assert m, text[:2000]
     loss, plain, normalized, relative = (float(g) for g in m.groups())
     assert abs(loss - 1) < 1e-9 and abs(normalized - 1) < 1e-6 and abs(relative - 1) < 1e-9
