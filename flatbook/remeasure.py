@@ -136,8 +136,7 @@ def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | N
         stored = _read(path)
         if stored is not None and isinstance(stored.get("value"), float):
             return stored["value"]
-    model, data, loss = _model_and_data(result, {**settings, "hessian_samples": settings["hessian_samples"]},
-                                        data_root, device)
+    model, data, loss = _model_and_data(result, settings, data_root, device)
     value = scale_aware.relative_flatness(model, loss, data, layer=layer, batch_size=settings["hessian_batch_size"],
                                           bn_mode=settings["bn_mode"], dense_up_to=dense_up_to, probes=probes,
                                           seed=seed)
