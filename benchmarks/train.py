@@ -191,7 +191,7 @@ def paper_logreg_estimate(sweep_epochs: int) -> None:
 
 def cnn_throughput(device: torch.device, repeats: int, n: int) -> None:
     print(f"\n3. laptop-profile CNNs on {n} images (32x32x3 unless image_size says), 10 classes, batch 128 (images per second, best of {repeats})")
-    print(f"{'model':34} {'params':>10} {'train':>8} {'BN pass':>8} {'HVP':>8}")
+    print(f"{'model':52} {'params':>10} {'train':>8} {'BN pass':>8} {'HVP':>8}")
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 10, (n,), generator=g).to(device)
     for name, opts in LAPTOP_CNNS:
@@ -221,7 +221,7 @@ def cnn_throughput(device: torch.device, repeats: int, n: int) -> None:
         label = f"{name} {opts}"
         params = sum(p.numel() for p in model.parameters())
         bn_rate = f"{n / best['bn']:8.0f}" if train.has_batchnorm(model) else f"{'no BN':>8}"
-        print(f"{label:34} {params:10,d} {n / best['train']:8.0f} {bn_rate} {n / best['hvp']:8.0f}")
+        print(f"{label:52} {params:10,d} {n / best['train']:8.0f} {bn_rate} {n / best['hvp']:8.0f}")
 
 
 def eval_batch_comparison(device: torch.device, repeats: int, n: int) -> None:
@@ -248,18 +248,25 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sweep-epochs", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="one repeat, 2-epoch sweeps, 256 images (smoke run)")
+    ap.add_argument("--sections", default="1,2,3,4", help="which numbered sections to run, e.g. 3,4")
     args = ap.parse_args()
+    sections = {int(x) for x in args.sections.split(",") if x.strip()}
+    if not sections <= {1, 2, 3, 4}:
+        ap.error(f"--sections: numbers from 1 to 4, got {args.sections!r}")
     if args.quick:
         args.repeats, args.sweep_epochs = 1, 2
     device = torch.device(args.device)
     print(f"flatbook training benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}")
-    loop_comparison(device, args.repeats)
-    if device.type == "cpu":
+    if 1 in sections:
+        loop_comparison(device, args.repeats)
+    if device.type == "cpu" and 2 in sections:
         stacked_step_comparison(args.repeats)
         paper_logreg_estimate(args.sweep_epochs)
-    cnn_throughput(device, args.repeats, 256 if args.quick else 512)
-    eval_batch_comparison(device, args.repeats, 256 if args.quick else 1000)
+    if 3 in sections:
+        cnn_throughput(device, args.repeats, 256 if args.quick else 512)
+    if 4 in sections:
+        eval_batch_comparison(device, args.repeats, 256 if args.quick else 1000)
 
 
 if __name__ == "__main__":

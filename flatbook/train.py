@@ -168,7 +168,7 @@ def recompute_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
 def default_eval_batch_size(device: torch.device | str) -> int:
     """The batch size for evaluation passes: 1000 on CUDA, 128 elsewhere. Measured on a 2-core
     CPU: large convolution batches are slower there (PreResNet-11 on 1,000 32x32 images: 2.6 s
-    at batch 1000, 1.2 s at 128; a WRN-10-1 1.2 s and 0.44 s)."""
+    at batch 1000, 1.2 s at 128; a WRN-10-1 1.2 s and 0.44 s; benchmarks/train.py section 4)."""
     return 1000 if torch.device(device).type == "cuda" else 128
 
 
