@@ -68,3 +68,22 @@ def test_requirements_are_pinned():
     assert lines and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.\-]+", l) for l in lines), lines
     pins = dict(l.split("==") for l in lines)
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1" and pins["jupyter-book"] == "1.0.4.post1"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "book").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_code_cells_compile_without_escape_warnings(path):
+    """LaTeX in a non-raw Python string needs doubled backslashes: '\\,' warns, and '\\to' becomes a
+    tab (caught by looking for a tab or form feed inside a compiled string constant)."""
+    import ast
+    import warnings
+
+    nb = nbformat.read(str(path), as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tree = compile(cell.source, f"{path.name} cell {i}", "exec", flags=ast.PyCF_ONLY_AST)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not re.search(r"[\t\f\v\b]", node.value), f"{path.name} cell {i}: {node.value[:80]!r}"
