@@ -353,14 +353,12 @@ def _load_entry(entry: Path, config: Config, key: str) -> Result:
         raise _CorruptEntry(f"result.json has a bad or missing field ({exc})") from exc
 
 
-def cached_results(results_dir: str | Path | None = None) -> list[Result]:
-    """Every finished result in the cache (``results_dir`` as in ``run``), sorted by key. Entries
-    being written or resumed (``.tmp``, ``.partial``), of another RESULT_FORMAT, or unreadable are
-    skipped (unreadable ones with a warning)."""
-    root = globals()["results_dir"](results_dir)
-    out: list[Result] = []
+def _stored_entries(root: Path):
+    """(entry, stored Config) for every finished entry of this RESULT_FORMAT under ``root``, sorted;
+    (entry, exception) for one whose result.json cannot be read. Entries being written or resumed
+    (``.tmp``, ``.partial``) are skipped."""
     if not root.is_dir():
-        return out
+        return
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or entry.name.endswith(".partial") or not (entry / "result.json").is_file():
             continue
@@ -368,7 +366,20 @@ def cached_results(results_dir: str | Path | None = None) -> list[Result]:
             d = json.loads((entry / "result.json").read_text())
             if d.get("format") != RESULT_FORMAT:
                 continue
-            config = Config.from_dict(d["config"])
+            yield entry, Config.from_dict(d["config"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            yield entry, exc
+
+
+def cached_results(results_dir: str | Path | None = None) -> list[Result]:
+    """Every finished result in the cache (``results_dir`` as in ``run``), sorted by key. Entries
+    being written or resumed (``.tmp``, ``.partial``), of another RESULT_FORMAT, or unreadable are
+    skipped (unreadable ones with a warning)."""
+    out: list[Result] = []
+    for entry, config in _stored_entries(globals()["results_dir"](results_dir)):
+        try:
+            if isinstance(config, Exception):
+                raise config
             out.append(_load_entry(entry, config, entry.name))
         except (OSError, ValueError, KeyError, TypeError, _CorruptEntry) as exc:
             warnings.warn(f"flatbook: skipping unreadable cache entry {entry} ({exc})", stacklevel=2)
@@ -473,8 +484,6 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
     if c.bf16 and not str(device).startswith("cuda"):
         _fail("bf16", True, f"bf16 autocast needs CUDA; the device is {device}")
     x_train, y_train = prepare_data(c, "train", data_root)
-    x_val, y_val = prepare_data(c, "val", data_root)
-    x_test, y_test = prepare_data(c, "test", data_root)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(c.seed)
@@ -496,6 +505,8 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
         state = torch.load(donor.path / "weights.pt", map_location="cpu", weights_only=True)
         result.path = _write_entry(root, key, result, state)
         return result
+    x_val, y_val = prepare_data(c, "val", data_root)  # only training and evaluation need these
+    x_test, y_test = prepare_data(c, "test", data_root)
     t0 = time.perf_counter()
     partial = root / f"{key}.partial"
     history = training.fit(
@@ -536,20 +547,14 @@ def _training_part(c: Config) -> dict[str, Any]:
 
 def _trained_with_same_settings(root: Path, c: Config) -> Result | None:
     """A cached Result trained exactly as ``c`` (all fields but ``SPECTRUM_FIELDS`` equal), or None."""
-    if not root.is_dir():
-        return None
     wanted = _training_part(c)
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or entry.name.endswith(".partial") or not (entry / "result.json").is_file():
+    for entry, other in _stored_entries(root):
+        if isinstance(other, Exception):
             continue
         try:
-            d = json.loads((entry / "result.json").read_text())
-            if d.get("format") != RESULT_FORMAT:
-                continue
-            other = Config.from_dict(d["config"])
             if _training_part(other) == wanted:
                 return _load_entry(entry, other.resolved(), entry.name)
-        except (OSError, ValueError, KeyError, TypeError, _CorruptEntry):
+        except (ValueError, KeyError, TypeError, _CorruptEntry):
             continue
     return None
 

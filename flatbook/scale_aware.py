@@ -124,7 +124,7 @@ def relative_flatness(model: nn.Module, loss_fn: Callable, data: Any, *, layer: 
     mean_z z^T (G kron I) H_W z, whose expectation is the trace (one pass over the data for all
     probes). The products only differentiate through the layer, so they are cheap."""
     from .checks import positive_int
-    from .curvature import HessianOperator
+    from .curvature import HessianOperator, dense_hessian
 
     layer = last_linear_layer(model) if layer is None else layer
     params = dict(model.named_parameters())
@@ -139,12 +139,13 @@ def relative_flatness(model: nn.Module, loss_fn: Callable, data: Any, *, layer: 
                          "weight matrix (a linear layer or a 1x1 convolution)")
     m, d = W.shape
     G = (W @ W.T).cpu()
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode, params=[layer])
     if m * d <= dense_up_to:
-        H = op.matmat(torch.eye(m * d, dtype=torch.float64)).cpu()
+        H = dense_hessian(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode, params=[layer],
+                          max_params=dense_up_to, block=m * d)  # all columns in one pass over the data
         # H indexed ((s, j), (s', j')) row-major; Tr(H_{s,s'}) = sum_j H[(s, j), (s', j)]
         block_traces = H.reshape(m, d, m, d).diagonal(dim1=1, dim2=3).sum(-1)  # (m, m)
         return float((G * block_traces).sum())
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode, params=[layer])
     g = torch.Generator().manual_seed(seed)
     Z = torch.randint(0, 2, (m * d, probes), generator=g).double() * 2 - 1
     HZ = op.matmat(Z).cpu()
