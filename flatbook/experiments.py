@@ -16,7 +16,8 @@ evaluation -> Hessian spectrum -> ``Result`` on disk.
    pooling fits the images) and trains it with ``train.fit`` (validation every epoch);
 3. evaluates train (without augmentation), val and test loss and accuracy in eval mode and ||w||;
 4. with ``spectrum=True``, runs ``spectrum.slq`` on the Hessian of the MEAN cross-entropy over the
-   training split (or its first ``hessian_samples`` images) without augmentation, in fixed
+   training split (or ``hessian_samples`` of its images drawn at random with ``spectrum_seed``,
+   kept in split order: ``hessian_indices``) without augmentation, in fixed
    batches of ``hessian_batch_size``, BatchNorm in ``bn_mode``, without the weight-decay term:
    ``lanczos_steps`` steps, ``probes`` Gaussian probes, seed ``spectrum_seed``. The paper's
    choice: 100 steps, 1 probe, "train" mode, batches of 128, the whole training split.
@@ -60,9 +61,9 @@ from typing import Any
 from . import __version__
 
 __all__ = ["Config", "Result", "run", "sweep", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
-           "paper_config", "cached_results"]
+           "paper_config", "cached_results", "hessian_indices"]
 
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2  # 2: per-image validation correctness (val_correct), Ritz residuals in the spectrum
 MNIST_LIKE_MODELS = ("logreg", "mlp")
 AUTO_NORMALIZATION = {"logreg": "mnist", "mlp": "mnist", "preresnet164": "cifar-resnet", "wrn28x10": "cifar-resnet",
                       "vgg16bn": "imagenet", "allcnnc": "imagenet"}
@@ -281,6 +282,14 @@ class Result:
     version: str
     path: Path | None = None
     cached: bool = False
+    val_correct: Any = None  # numpy bool array: whether each validation image was classified correctly
+
+    def val_correct_array(self):
+        """Whether each validation image (in split order) was classified correctly, as a numpy bool
+        array; for paired comparisons of two models on the same images."""
+        if self.val_correct is None:
+            raise ValueError(f"result {self.key} has no per-image validation record")
+        return self.val_correct
 
     def summary(self) -> dict[str, Any]:
         """One flat row for tables: the sweep variables, metrics and spectrum estimates."""
@@ -307,7 +316,30 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         return {"format": RESULT_FORMAT, "key": self.key, "config": self.config.to_dict(), "metrics": self.metrics,
                 "history": self.history, "spectrum": None if self.spectrum is None else self.spectrum.to_dict(),
-                "seconds": self.seconds, "device": self.device, "version": self.version}
+                "seconds": self.seconds, "device": self.device, "version": self.version,
+                "val_correct": None if self.val_correct is None else _pack_bits(self.val_correct)}
+
+
+def _pack_bits(mask) -> dict[str, Any]:
+    """A bool vector as {"n": length, "bits": base64 of numpy.packbits} (JSON-friendly, 1 bit each)."""
+    import base64
+
+    import numpy as np
+
+    m = np.asarray(mask, dtype=bool).ravel()
+    return {"n": int(m.size), "bits": base64.b64encode(np.packbits(m).tobytes()).decode("ascii")}
+
+
+def _unpack_bits(d: dict[str, Any]):
+    import base64
+
+    import numpy as np
+
+    n = int(d["n"])
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(d["bits"]), dtype=np.uint8))
+    if bits.size < n or bits.size - n >= 8:
+        raise ValueError(f"val_correct holds {bits.size} bits for {n} images")
+    return bits[:n].astype(bool)
 
 
 def results_dir(path: str | Path | None = None) -> Path:
@@ -346,9 +378,10 @@ def _load_entry(entry: Path, config: Config, key: str) -> Result:
         raise _CorruptEntry("weights.pt is missing or does not match the checksum in result.json")
     try:
         spectrum = None if d["spectrum"] is None else Spectrum.from_dict(d["spectrum"])
+        val_correct = None if d.get("val_correct") is None else _unpack_bits(d["val_correct"])
         return Result(config=config, key=key, metrics=dict(d["metrics"]), history=list(d["history"]),
                       spectrum=spectrum, seconds=dict(d["seconds"]), device=str(d["device"]),
-                      version=str(d["version"]), path=entry, cached=True)
+                      version=str(d["version"]), path=entry, cached=True, val_correct=val_correct)
     except (KeyError, TypeError, ValueError) as exc:
         raise _CorruptEntry(f"result.json has a bad or missing field ({exc})") from exc
 
@@ -489,6 +522,7 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
         torch.manual_seed(c.seed)
         model = _build(c)
     n_hessian = len(y_train) if c.hessian_samples is None else min(c.hessian_samples, len(y_train))
+    h_idx = hessian_indices(len(y_train), c.hessian_samples, c.spectrum_seed)
     if c.spectrum and c.bn_mode == "train" and training.has_batchnorm(model) and n_hessian % c.hessian_batch_size == 1:
         _fail("hessian_samples", c.hessian_samples,
               f"{n_hessian} Hessian samples in batches of {c.hessian_batch_size} leave a last batch of 1, which "
@@ -497,11 +531,11 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
     if donor is not None:
         # the same training, other spectrum settings: reuse the trained weights and measure again
         model = donor.load_model(device)
-        spectrum, spectrum_seconds = _measure(c, model, x_train[:n_hessian], y_train[:n_hessian], device,
+        spectrum, spectrum_seconds = _measure(c, model, x_train[h_idx], y_train[h_idx], device,
                                               donor.metrics["num_params"], progress)
         result = Result(config=c, key=key, metrics=dict(donor.metrics), history=list(donor.history),
                         spectrum=spectrum, seconds={"train": donor.seconds["train"], "spectrum": spectrum_seconds},
-                        device=donor.device, version=__version__)
+                        device=donor.device, version=__version__, val_correct=donor.val_correct)
         state = torch.load(donor.path / "weights.pt", map_location="cpu", weights_only=True)
         result.path = _write_entry(root, key, result, state)
         return result
@@ -517,24 +551,40 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
         progress=progress)
     train_seconds = time.perf_counter() - t0
     metrics: dict[str, float] = {}
-    for name, (x, y) in (("train", (x_train, y_train)), ("val", (x_val, y_val)), ("test", (x_test, y_test))):
+    for name, (x, y) in (("train", (x_train, y_train)), ("test", (x_test, y_test))):
         loss, acc = training.evaluate(model, x.to(device), y.to(device), bf16=c.bf16)
         metrics[f"{name}_loss"], metrics[f"{name}_acc"] = loss, acc
+    metrics["val_loss"], metrics["val_acc"], val_correct = training.evaluate(
+        model, x_val.to(device), y_val.to(device), bf16=c.bf16, per_example=True)
     metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
     metrics["weight_norm"] = training.weight_norm(model)
     metrics["num_params"] = sum(p.numel() for p in model.parameters())
     metrics["train_samples"] = len(y_train)
 
-    spectrum, spectrum_seconds = _measure(c, model, x_train[:n_hessian], y_train[:n_hessian], device,
+    spectrum, spectrum_seconds = _measure(c, model, x_train[h_idx], y_train[h_idx], device,
                                           metrics["num_params"], progress)
 
     result = Result(config=c, key=key, metrics=metrics, history=history.to_list(), spectrum=spectrum,
                     seconds={"train": train_seconds, "spectrum": spectrum_seconds}, device=describe_device()
-                    if device == default_device() else str(device), version=__version__)
+                    if device == default_device() else str(device), version=__version__,
+                    val_correct=val_correct.numpy())
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     result.path = _write_entry(root, key, result, state)
     shutil.rmtree(partial, ignore_errors=True)
     return result
+
+
+def hessian_indices(n_train: int, hessian_samples: int | None, spectrum_seed: int):
+    """The training images the Hessian is measured over: all ``n_train`` (``hessian_samples`` None
+    or >= n_train), else ``hessian_samples`` of them drawn without replacement by a generator seeded
+    with ``spectrum_seed``, in increasing order. A different probe seed thus also draws different
+    Hessian images, so the spread over seeds includes the choice of images."""
+    import torch
+
+    if hessian_samples is None or hessian_samples >= n_train:
+        return torch.arange(n_train)
+    gen = torch.Generator().manual_seed(int(spectrum_seed))
+    return torch.randperm(n_train, generator=gen)[:hessian_samples].sort().values
 
 
 SPECTRUM_FIELDS = ("spectrum", "lanczos_steps", "probes", "bn_mode", "hessian_batch_size", "hessian_samples",

@@ -8,7 +8,7 @@ and runs SLQ on
 * ``operator="layer-normalized"``: D H D with D = diag(||w_t||) per parameter tensor
   (``scale_aware.LayerNormalizedOperator``),
 
-over the first ``hessian_samples`` training images in batches of ``hessian_batch_size``, with
+over ``hessian_samples`` training images (``experiments.hessian_indices``) in batches of ``hessian_batch_size``, with
 BatchNorm in ``bn_mode``; every setting defaults to the result's own. ``relative_flatness(result)``
 computes Petzka et al.'s measure of the last linear layer the same way.
 
@@ -88,8 +88,11 @@ def _model_and_data(result: Any, settings: dict, data_root: Any, device: str | N
     device = device or default_device()
     model = result.load_model(device)
     x, y = prepare_data(result.config, "train", data_root)
-    n = len(y) if settings["hessian_samples"] is None else min(settings["hessian_samples"], len(y))
-    return model, (x[:n].to(device), y[:n].to(device)), torch.nn.functional.cross_entropy
+    from .experiments import hessian_indices
+
+    seed = settings.get("spectrum_seed")
+    idx = hessian_indices(len(y), settings["hessian_samples"], result.config.spectrum_seed if seed is None else seed)
+    return model, (x[idx].to(device), y[idx].to(device)), torch.nn.functional.cross_entropy
 
 
 def spectrum(result: Any, *, operator: str = "hessian", bn_mode: str | None = None, lanczos_steps: int | None = None,

@@ -129,12 +129,32 @@ def _products(op: SymmetricOperator, V: torch.Tensor, device: torch.device) -> t
 
 @dataclass
 class LanczosResult:
-    """Per probe j: the tridiagonal T_j (alphas[j, :m_j], betas[j, :m_j - 1]) and its size m_j."""
+    """Per probe j: the tridiagonal T_j (alphas[j, :m_j], betas[j, :m_j - 1]) and its size m_j;
+    ``last_betas[j]`` is beta_{m_j}, the norm of the residual left after the last step (0 when the
+    Krylov space became invariant), which bounds the Ritz pairs' residuals."""
 
     alphas: np.ndarray  # (probes, steps), zero-padded past m_j
     betas: np.ndarray  # (probes, steps), beta_i couples q_i and q_(i+1); zero-padded
     sizes: np.ndarray  # (probes,) number of Lanczos vectors m_j actually built
     seconds_per_product: float
+    last_betas: np.ndarray | None = None  # (probes,) beta_{m_j}
+
+    def top_residuals(self) -> np.ndarray:
+        """Per probe, beta_{m_j} |u_{m_j, top}|: the residual norm ||H y - theta y|| of the largest
+        Ritz pair (Parlett's bound: some eigenvalue lies within it of theta). NaN if unknown."""
+        probes = self.alphas.shape[0]
+        out = np.full(probes, np.nan)
+        if self.last_betas is None:
+            return out
+        for j in range(probes):
+            m = int(self.sizes[j])
+            T = np.diag(self.alphas[j, :m])
+            if m > 1:
+                off = self.betas[j, : m - 1]
+                T += np.diag(off, 1) + np.diag(off, -1)
+            _, U = np.linalg.eigh(T)
+            out[j] = abs(self.last_betas[j]) * abs(U[m - 1, -1])
+        return out
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Ritz values and weights, (probes, steps) each; padding has NaN nodes and 0 weights."""
@@ -204,6 +224,7 @@ def lanczos(
     alphas = np.zeros((probes, m_max))
     betas = np.zeros((probes, m_max))
     sizes = np.zeros(probes, dtype=int)
+    last_betas = np.zeros(probes)
     active = np.ones(probes, dtype=bool)
     scale = np.zeros(probes)  # largest |alpha|, beta seen: the breakdown threshold is relative
     q_prev = torch.zeros_like(q)
@@ -238,6 +259,7 @@ def lanczos(
             for j in cols:
                 alphas[j, i] = a_np[j]
                 sizes[j] = i + 1
+                last_betas[j] = b_np[j]
                 scale[j] = max(scale[j], abs(a_np[j]), b_np[j])
                 if i + 1 < m_max and b_np[j] > breakdown_tol * max(scale[j], 1e-300):
                     betas[j, i] = b_np[j]
@@ -258,7 +280,7 @@ def lanczos(
         if bar is not None:
             bar.close()
     n_products = max(int(sizes.max()), 1)
-    return LanczosResult(alphas, betas, sizes, product_seconds / n_products)
+    return LanczosResult(alphas, betas, sizes, product_seconds / n_products, last_betas)
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -275,19 +297,26 @@ class Spectrum:
     ``nodes`` and ``weights`` are (probes, m) arrays; a probe that stopped early (breakdown)
     is padded with NaN nodes and zero weights. ``settings`` records what was measured: for a
     HessianOperator the bn_mode, weight_decay, data size, dtype and device; always the seed,
-    steps, probes and reorthogonalisation.
+    steps, probes and reorthogonalisation. ``top_residuals`` (probes,): the Ritz residual
+    beta_m |u_m1| of each probe's largest Ritz value (None when not recorded).
     """
 
     nodes: np.ndarray
     weights: np.ndarray
     num_params: int
     settings: dict[str, Any] = field(default_factory=dict)
+    top_residuals: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.nodes = np.atleast_2d(np.asarray(self.nodes, dtype=np.float64))
         self.weights = np.atleast_2d(np.asarray(self.weights, dtype=np.float64))
         if self.nodes.shape != self.weights.shape:
             raise ValueError(f"nodes {self.nodes.shape} and weights {self.weights.shape} differ in shape")
+        if self.top_residuals is not None:
+            self.top_residuals = np.asarray(self.top_residuals, dtype=np.float64).ravel()
+            if self.top_residuals.shape != (self.nodes.shape[0],):
+                raise ValueError(f"top_residuals needs one value per probe ({self.nodes.shape[0]}), "
+                                 f"got {self.top_residuals.shape}")
 
     @property
     def probes(self) -> int:
@@ -300,13 +329,23 @@ class Spectrum:
     # --- estimates (value, and standard error over probes; NaN for one probe) -------------
     @property
     def lambda_max(self) -> float:
-        """The largest Ritz value over all probes (a lower bound on the top eigenvalue)."""
-        return float(np.nanmax(self.nodes))
+        """The mean over probes of each probe's largest Ritz value (each a lower bound on the top
+        eigenvalue; once converged they agree to the Ritz residual). The same quantity as
+        ``lambda_max_se`` describes."""
+        return _mean_se(np.nanmax(self.nodes, axis=1))[0]
 
     @property
     def lambda_max_se(self) -> float:
-        """The spread of the per-probe top Ritz values: the standard error of their mean."""
+        """The standard error of ``lambda_max`` over probes (NaN with one probe: unknown, not 0)."""
         return _mean_se(np.nanmax(self.nodes, axis=1))[1]
+
+    @property
+    def lambda_max_residual(self) -> float:
+        """The largest Ritz residual beta_m |u_m1| of the probes' top Ritz values: an eigenvalue of H
+        lies within it of each probe's top Ritz value (NaN when not recorded)."""
+        if self.top_residuals is None:
+            return float("nan")
+        return float(np.max(self.top_residuals))
 
     @property
     def lambda_min(self) -> float:
@@ -351,6 +390,7 @@ class Spectrum:
     def summary(self) -> dict[str, float]:
         return {
             "lambda_max": self.lambda_max, "lambda_max_se": self.lambda_max_se,
+            "lambda_max_residual": self.lambda_max_residual,
             "lambda_min": self.lambda_min, "lambda_min_se": self.lambda_min_se,
             "trace": self.trace, "trace_se": self.trace_se,
             "frobenius": self.frobenius, "frobenius_se": self.frobenius_se,
@@ -360,13 +400,16 @@ class Spectrum:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only; NaN padding is written as null."""
         nodes = [[None if math.isnan(v) else float(v) for v in row] for row in self.nodes]
-        return {
+        out = {
             "format": "flatbook.Spectrum/1",
             "num_params": int(self.num_params),
             "nodes": nodes,
             "weights": self.weights.tolist(),
             "settings": dict(self.settings),
         }
+        if self.top_residuals is not None:
+            out["top_residuals"] = [None if math.isnan(v) else float(v) for v in self.top_residuals]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Spectrum":
@@ -379,7 +422,10 @@ class Spectrum:
         weights = np.asarray(d["weights"], dtype=np.float64)
         if weights.shape != nodes.shape or np.any(weights < 0) or not np.allclose(weights.sum(axis=1), 1.0, atol=1e-8):
             raise ValueError("Spectrum dict: weights must match nodes in shape, be >= 0 and sum to 1 per probe")
-        return cls(nodes, weights, int(d["num_params"]), dict(d["settings"]))
+        residuals = d.get("top_residuals")
+        if residuals is not None:
+            residuals = np.array([np.nan if v is None else v for v in residuals], dtype=np.float64)
+        return cls(nodes, weights, int(d["num_params"]), dict(d["settings"]), residuals)
 
 
 def check_operator(op: SymmetricOperator, seed: int = 0, rtol: float | None = None) -> float:
@@ -438,7 +484,7 @@ def slq(
         "seed": int(seed), "reorthogonalize": bool(reorthogonalize), "basis_dtype": str(basis_dtype).replace("torch.", ""),
         "seconds_per_product": res.seconds_per_product,
     })
-    return Spectrum(nodes, weights, _operator_size(op), settings)
+    return Spectrum(nodes, weights, _operator_size(op), settings, res.top_residuals())
 
 
 @dataclass(frozen=True)

@@ -174,16 +174,19 @@ def default_eval_batch_size(device: torch.device | str) -> int:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int | None = None,
-             bf16: bool = False) -> tuple[float, float]:
+             bf16: bool = False, per_example: bool = False):
     """(mean cross-entropy, accuracy) of ``model`` in eval mode over all of (x, y), in data order,
     in batches of ``batch_size`` (None: ``default_eval_batch_size`` of the model's device).
-    The model's train/eval flag is restored."""
+    With ``per_example`` a third element: a bool CPU tensor, whether each example was classified
+    correctly (paired comparisons of two models on the same images). The model's train/eval
+    flag is restored."""
     device = next(model.parameters()).device
     batch_size = default_eval_batch_size(device) if batch_size is None else positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    hits: list[torch.Tensor] = []
     try:
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device, non_blocking=True)
@@ -191,10 +194,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
             with _autocast(device, bf16):
                 logits = model(xb)
             total_loss += F.cross_entropy(logits.float(), yb, reduction="sum").double()
-            correct += (logits.argmax(1) == yb).sum()
+            hit = logits.argmax(1) == yb
+            correct += hit.sum()
+            if per_example:
+                hits.append(hit.cpu())
     finally:
         model.train(was_training)
     n = len(x)
+    if per_example:
+        return float(total_loss) / n, float(correct) / n, torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
     return float(total_loss) / n, float(correct) / n
 
 
