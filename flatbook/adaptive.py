@@ -16,9 +16,9 @@ norm 0.02 against 0.0001 on CIFAR-100). Here:
 * ``comparison_table(sgd, gadam)``: one row per optimiser: train/val/test accuracy, gap, ||w||,
   lambda_1, trace, Frobenius norm (with standard errors when probes > 1), and the paper's numbers
   where it reports them for the dataset (``PAPER_REPORTED``, quoted, never invented);
-* ``verdict(table)``: is Gadam sharper (lambda_1, trace, Frobenius: Gadam / SGD > 1)? does it
-  generalise better (higher validation accuracy, by how many standard errors)? The paper's claim
-  reproduces when Gadam is sharper by lambda_1 AND has the higher validation accuracy.
+* ``run_seeds``, ``seed_comparison`` and ``claims``: both optimisers over several seeds, their
+  seed-averaged table, and the paper's claims as ``flatbook.claims.Claim`` objects (Gadam sharper,
+  better, with larger weights; ratios and differences paired by seed, with the regime gate).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import math
 from typing import Any
 
 __all__ = ["PAPER_REPORTED", "PAPER_SETTINGS", "chapter_configs", "check_adaptive_parameters", "comparison_table",
-           "verdict"]
+           "run_seeds", "seed_comparison", "claims", "paper_exponents"]
 
 # The paper's numbers (PAPER.md, "Numbers the paper reports"; its Section 5 text), by dataset and
 # optimiser. lambda_max for CIFAR-100 is read off the paper's Figure 6 (approximate, as PAPER.md says).
@@ -69,10 +69,12 @@ def check_adaptive_parameters(dataset: str, train_per_class: int | None, image_s
                               sgd_momentum: float, sgd_weight_decay: float, gadam_lr: float,
                               gadam_weight_decay: float, averaging_start: int, gadam_lr_averaging: float,
                               lanczos_steps: int, probes: int, hessian_samples: int | None, bn_mode: str,
-                              val_size: int, seed: int, results_dir: str | None) -> None:
+                              val_size: int, seeds: list[int], results_dir: str | None) -> None:
     """Every parameter of the adaptive-optimisation chapter (ValueError naming it)."""
     from .experiments import ConfigError
+    from .seeds import check_seeds
 
+    seed = check_seeds(seeds)[0]
     if results_dir is not None and not isinstance(results_dir, str):
         raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
     if not (isinstance(averaging_start, int) and not isinstance(averaging_start, bool) and averaging_start >= 1):
@@ -126,24 +128,129 @@ def comparison_table(sgd: Any, gadam: Any):
     return pd.DataFrame(rows).set_index("optimizer")
 
 
-def verdict(table) -> dict[str, Any]:
-    """Ratios Gadam / SGD of lambda_max, trace, frobenius and weight_norm; whether Gadam is sharper
-    by each (ratio > 1); the validation-accuracy difference (Gadam - SGD, points) and its size in
-    combined standard errors; ``reproduced`` = Gadam sharper by lambda_1 AND higher validation
-    accuracy (the paper's claim), with a one-line ``summary``."""
-    g, s = table.loc["gadam"], table.loc["sgd"]
-    out: dict[str, Any] = {}
-    for q in ("lambda_max", "trace", "frobenius", "weight_norm"):
-        ratio = float(g[q] / s[q]) if s[q] != 0 else math.inf
-        out[q] = {"ratio": ratio, "gadam_larger": bool(g[q] > s[q])}
-    diff = float(g["val_acc"] - s["val_acc"])
-    se = math.hypot(float(g["val_acc_se"]), float(s["val_acc_se"]))
-    out["val_acc"] = {"difference": diff, "standard_errors": diff / se if se > 0 else math.inf,
-                      "gadam_better": diff > 0}
-    out["reproduced"] = out["lambda_max"]["gadam_larger"] and out["val_acc"]["gadam_better"]
-    sharp = "sharper" if out["lambda_max"]["gadam_larger"] else "flatter"
-    better = "higher" if diff > 0 else "not higher"
-    out["summary"] = (f"{'reproduced' if out['reproduced'] else 'not reproduced'}: Gadam is {sharp} "
-                      f"(lambda_1 x{out['lambda_max']['ratio']:.3g}) and its validation accuracy is {better} "
-                      f"({diff:+.2f} points, {out['val_acc']['standard_errors']:+.1f} standard errors)")
+# --- several seeds: runs, table, claims ---------------------------------------------------------
+
+
+def run_seeds(sgd_config: Any, gadam_config: Any, seeds: list[int], results_dir: Any = None) -> tuple[list, list]:
+    """(SGD results, Gadam results), one per seed (training and probe seed = the seed), from the
+    cache where present. Both optimisers of one seed start from the same initial weights."""
+    from .experiments import run
+    from .seeds import check_seeds, seeded
+
+    seeds = check_seeds(seeds)
+    for s in seeds:
+        seeded(sgd_config, s).resolved()
+        seeded(gadam_config, s).resolved()
+    sgd = [run(seeded(sgd_config, s), results_dir=results_dir) for s in seeds]
+    gadam = [run(seeded(gadam_config, s), results_dir=results_dir) for s in seeds]
+    return sgd, gadam
+
+
+def paper_exponents(dataset: str = "cifar100") -> dict[str, float]:
+    """The decay exponent E of each optimiser in the paper's own run (``weight_decay.decay_exponent`` of
+    ``experiments.paper_config("vgg16bn", ...)`` with the paper's Section 5 settings)."""
+    from .experiments import paper_config
+    from .weight_decay import decay_exponent
+
+    if dataset not in PAPER_SETTINGS:
+        raise ValueError(f"the paper's Section 5 datasets are {sorted(PAPER_SETTINGS)}, got {dataset!r}")
+    wd = PAPER_SETTINGS[dataset]
+    sgd = paper_config("vgg16bn", dataset=dataset, optimizer="sgd", lr=0.1, weight_decay=wd["sgd_weight_decay"])
+    gadam = paper_config("vgg16bn", dataset=dataset, optimizer="gadam", lr=5e-4, weight_decay=wd["gadam_weight_decay"],
+                         averaging_start=161, lr_averaging=2.5e-4)
+    return {"sgd": decay_exponent(sgd), "gadam": decay_exponent(gadam)}
+
+
+def seed_comparison(sgd: list, gadam: list):
+    """One row per optimiser: means over seeds of the accuracies (percent), gap, ||w||, lambda_1,
+    trace, Frobenius norm, with seed-to-seed SDs (``_sd``), the binomial SE of one run's validation
+    accuracy, the largest Ritz residual of lambda_1 and the decay exponent E."""
+    import numpy as np
+    import pandas as pd
+
+    from .weight_decay import decay_exponent
+
+    for a, b in zip(sgd, gadam):
+        comparison_table(a, b)  # the checks: same model, data, seed and spectrum settings
+    rows = []
+    for name, runs in (("sgd", sgd), ("gadam", gadam)):
+        row: dict[str, Any] = {"optimizer": name, "seeds": len(runs)}
+        values = {
+            "train_acc": [100 * r.metrics["train_acc"] for r in runs], "val_acc": [100 * r.metrics["val_acc"] for r in runs],
+            "test_acc": [100 * r.metrics["test_acc"] for r in runs],
+            "gap": [100 * (r.metrics["train_acc"] - r.metrics["val_acc"]) for r in runs],
+            "train_loss": [r.metrics["train_loss"] for r in runs], "weight_norm": [r.metrics["weight_norm"] for r in runs],
+            "lambda_max": [r.spectrum.lambda_max for r in runs], "trace": [r.spectrum.trace for r in runs],
+            "frobenius": [r.spectrum.frobenius for r in runs]}
+        for q, v in values.items():
+            row[q] = float(np.mean(v))
+            if q not in ("test_acc", "train_loss"):
+                row[f"{q}_sd"] = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+        row["val_acc_se"] = 100 * math.sqrt(row["val_acc"] / 100 * (1 - row["val_acc"] / 100) / runs[0].config.val_size)
+        row["lambda_max_residual"] = max(r.spectrum.lambda_max_residual for r in runs)
+        row["decay_exponent"] = decay_exponent(runs[0].config, runs[0].metrics["train_samples"])
+        for quantity, value in PAPER_REPORTED.get(runs[0].config.dataset, {}).get(name, {}).items():
+            row[f"paper_{quantity}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("optimizer")
+
+
+def claims(sgd: list, gadam: list) -> list[Any]:
+    """The paper's Section 5 claims on runs of both optimisers over the same seeds, Gadam against SGD,
+    paired by seed: Gadam is sharper (lambda_1, trace, Frobenius: ratio over seeds, 95% t interval on
+    the log ratio), generalises better (validation accuracy, paired over images and seeds), and, the
+    explanation the paper rules out, has the SMALLER weights (ratio of ||w||: "contradicted" means
+    Gadam's weights are larger, so its sharpness is not the small-weights-are-sharp effect).
+
+    Regime (all but the weight claim, which needs only seeds): each optimiser's decay exponent E >= 1
+    (the paper's E beside it), at least 2 seeds, every run interpolating (training accuracy >= 99%)
+    and validation accuracies resolved (binomial SE <= 0.5 points)."""
+    from . import claims as cl
+    from . import stats
+    from .seeds import paired_correct, paired_values
+
+    results = list(sgd) + list(gadam)
+    if not sgd or not gadam:
+        raise ValueError("claims need results of both optimisers")
+    table = seed_comparison(sgd, gadam)
+    paper = paper_exponents(sgd[0].config.dataset) if sgd[0].config.dataset in PAPER_SETTINGS else {}
+
+    def setting(r: Any) -> str:
+        return r.config.optimizer
+
+    n_seeds = len(set(r.config.seed for r in sgd) & set(r.config.seed for r in gadam))
+    regime = [cl.decay_condition(float(table.loc[o, "decay_exponent"]), paper.get(o),
+                                 name=f"decay exponent E of {o.upper() if o == 'sgd' else 'Gadam'}")
+              for o in ("sgd", "gadam")]
+    regime += [cl.seeds_condition(n_seeds), cl.interpolation_condition(min(r.metrics["train_acc"] for r in results)),
+               cl.resolution_condition(float(table["val_acc_se"].max()))]
+    out = []
+    for q, label in (("lambda_max", "lambda_1"), ("trace", "the Hessian trace"), ("frobenius", "the Frobenius norm")):
+        _, a, b = paired_values(results, setting, "sgd", "gadam", lambda r, q=q: getattr(r.spectrum, q))
+        est = stats.ratio_over_seeds(a, b) if (a > 0).all() and (b > 0).all() else stats.difference_over_seeds(a, b)
+        evidence = [("SGD, per seed", _fmt(a)), ("Gadam, per seed", _fmt(b))]
+        if q == "lambda_max":
+            evidence.append(("largest Ritz residual of lambda_1", f"{table['lambda_max_residual'].max():.3g}"))
+        out.append(cl.claim_from_estimate(f"Gadam's solution is sharper than SGD's by {label}", est, 1,
+                                          f"{'ratio' if est.scale == 'ratio' else 'difference'} Gadam / SGD of {label}",
+                                          regime=regime, evidence=evidence))
+    _, ca, cb = paired_correct(results, setting, "sgd", "gadam")
+    from .weight_decay import _scaled
+
+    out.append(cl.claim_from_estimate(
+        "Gadam generalises better than SGD (higher validation accuracy)",
+        _scaled(stats.paired_accuracy_difference(ca, cb), 100.0), 1, "validation accuracy difference Gadam - SGD, points",
+        regime=regime, evidence=[("SGD val accuracy per seed (%)", _fmt(100 * ca.mean(axis=1))),
+                                 ("Gadam val accuracy per seed (%)", _fmt(100 * cb.mean(axis=1)))]))
+    _, wa, wb = paired_values(results, setting, "sgd", "gadam", lambda r: r.metrics["weight_norm"])
+    out.append(cl.claim_from_estimate(
+        "Gadam's weights are smaller than SGD's (the small-weights-are-sharp explanation; the paper says they are larger)",
+        stats.ratio_over_seeds(wa, wb), -1, "ratio Gadam / SGD of ||w||", regime=[cl.seeds_condition(n_seeds)],
+        evidence=[("SGD ||w|| per seed", _fmt(wa)), ("Gadam ||w|| per seed", _fmt(wb))]))
     return out
+
+
+def _fmt(values: Any) -> str:
+    import numpy as np
+
+    return ", ".join(f"{v:.4g}" for v in np.asarray(values, dtype=float))

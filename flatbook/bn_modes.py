@@ -10,95 +10,424 @@ depends on a choice the other parameters do not have:
 * ``bn_mode="eval"``: the running statistics, constants for the Hessian: the deployed model,
   whose predictions the validation accuracy measures.
 
-``mode_table(results, eval_spectra)``: one row per (weight decay, mode) with lambda_1, trace,
-Frobenius norm and the validation accuracy; ``verdict(table)``: the ratio eval / train of each
-measure per weight decay, the ratio of the most to the least regularised solution in each mode,
-and whether the regularised solution is the sharper one in each mode (the paper: in eval mode
-the regularised WRN-28x10 is ~1000x sharper by lambda_1, Frobenius 4.9e-5 against 9.8e-12).
+Scale invariance (train mode). If weights w feed a BatchNorm layer directly (a conv or linear
+layer whose output is the layer's input), the batch-normalised output does not change when w is
+multiplied by c > 0 (the batch mean and standard deviation are multiplied by c too), nor when
+the layer's bias or a channel's pre-activations are shifted together (the mean absorbs the
+shift). So L(c w) = L(w) for every c, and differentiating once and twice:
+
+    g(c w) = g(w) / c,        H(c w) = H(w) / c^2  on the block of w,
+
+and w^T g(w) = 0, H(w) w = -g(w) (Euler). Weight decay shrinks such weights, and shrinking them
+sharpens this block by 1 / c^2 while the function stays the same: Dinh et al.'s rescaling done by
+the optimiser. Exact when BatchNorm's epsilon is 0; with epsilon > 0 (1e-5 in torch) the
+denominator sqrt(var + eps) breaks it at the order eps / var. In eval mode the statistics are
+constants, the output scales with w, and nothing of this holds.
+
+* ``check_bn_parameters(...)``: every parameter of the appendix, checked together.
+* ``mode_table(results, eval_spectra)``: one row per (weight decay, mode) with the mean over seeds
+  of lambda_1, trace, Frobenius norm and the validation accuracy (and their seed-to-seed SD);
+  ``ratio_tables(table)``: the ratios of those means, eval / train per weight decay and most /
+  least regularised per mode (descriptive; the claims below carry the uncertainty).
+* ``mode_claims(results, eval_spectra)``: the appendix's conclusions as ``flatbook.claims.Claim``
+  objects, paired by seed (``stats.ratio_over_seeds``); "untestable" with fewer than 2 seeds.
+* ``batchnorm_fed_weights(model, x)``: the weights whose output goes straight into a BatchNorm
+  layer; ``scale_invariance(model, loss_fn, data, param, c)``: the invariance above, measured
+  (loss, gradient and Hessian-block errors, by products on random vectors or a dense block);
+  ``result_scale_invariance(result, c)``: the same on a cached trained model, in both modes;
+  ``invariance_claims(rows)``: its claims.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-__all__ = ["PAPER_REPORTED", "check_bn_parameters", "mode_table", "verdict"]
+import numpy as np
+
+__all__ = ["PAPER_REPORTED", "MEASURES", "check_bn_parameters", "mode_table", "ratio_tables", "mode_claims",
+           "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance", "invariance_claims"]
 
 # Appendix C, WRN-28x10 on CIFAR-100 with BatchNorm in eval mode (the paper's numbers, quoted)
 PAPER_REPORTED = {"wrn28x10": {"frobenius": {0.0: 9.8e-12, 5e-4: 4.9e-5}, "val_acc": {0.0: 75.2, 5e-4: 80.6}}}
+PAPER_EVAL_LAMBDA_RATIO = "nearly 1000"  # the paper's words for the eval-mode lambda_1 ratio, WRN-28x10
+MEASURES = {"lambda_max": "lambda_1", "frobenius": "the Frobenius norm"}
 
 
 def check_bn_parameters(model: str, dataset: str, train_per_class: int | None, image_size: int | None,
                         pad_to: int | None, model_options: dict, epochs: int, lr: float, batch_size: int,
                         momentum: float, weight_decays: list[float], lanczos_steps: int, probes: int,
-                        hessian_samples: int | None, val_size: int, seed: int, results_dir: str | None) -> None:
+                        hessian_samples: int | None, val_size: int, seeds: list[int], results_dir: str | None) -> None:
     """Every parameter of the BatchNorm appendix (ValueError naming it); the model must have
     BatchNorm layers (without them both modes are the same Hessian)."""
     import torch
 
     from .experiments import _build
+    from .seeds import check_seeds
     from .train import has_batchnorm
     from .weight_decay import CNN_MODELS, _check_weight_decays, cnn_chapter_config
 
     if model not in CNN_MODELS + ("vgg16bn",):
         raise ValueError(f"model must be one of {CNN_MODELS + ('vgg16bn',)}, got {model!r}")
     _check_weight_decays("weight_decays", weight_decays)
+    seeds = check_seeds(seeds)
     if results_dir is not None and not isinstance(results_dir, str):
         raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-    config = cnn_chapter_config(model, dataset, train_per_class, image_size, pad_to, model_options, epochs, lr,
-                                batch_size, momentum, lanczos_steps, probes, hessian_samples, "train", val_size,
-                                seed).resolved()
+    base = cnn_chapter_config(model, dataset, train_per_class, image_size, pad_to, model_options, epochs, lr,
+                              batch_size, momentum, lanczos_steps, probes, hessian_samples, "train", val_size, seeds[0])
+    for s in seeds:
+        config = base.replace(seed=s, spectrum_seed=s).resolved()
     with torch.device("meta"):
         if not has_batchnorm(_build(config)):
             raise ValueError(f"model {model!r} has no BatchNorm layer: train and eval mode give the same Hessian")
 
 
-def mode_table(results: Sequence[Any], eval_spectra: Sequence[Any]):
-    """A DataFrame indexed by (weight_decay, bn_mode): lambda_max, trace, frobenius (and their
-    standard errors with probes > 1), val_acc (percent), and the paper's numbers where it reports
-    them (eval mode, ``PAPER_REPORTED``). ``results``: experiments.Results whose spectra are in
-    train mode; ``eval_spectra``: the same models' spectra in eval mode, in the same order."""
-    import pandas as pd
-
+def _paired_spectra(results: Sequence[Any], eval_spectra: Sequence[Any]) -> dict[tuple[float, int], tuple[Any, Any, Any]]:
+    """{(weight decay, seed): (result, train-mode spectrum, eval-mode spectrum)}."""
     if len(results) != len(eval_spectra) or not results:
         raise ValueError(f"one eval-mode spectrum per result expected, got {len(eval_spectra)} for {len(results)}")
-    rows = []
-    for r, eval_spectrum in zip(results, eval_spectra):
+    out: dict[tuple[float, int], tuple[Any, Any, Any]] = {}
+    for r, s in zip(results, eval_spectra):
         if r.config.bn_mode != "train" or r.spectrum is None:
             raise ValueError("each result must carry its train-mode spectrum (bn_mode 'train', spectrum on)")
-        paper = PAPER_REPORTED.get(r.config.model, {})
-        for mode, s in (("train", r.spectrum), ("eval", eval_spectrum)):
-            row = {"weight_decay": float(r.config.weight_decay), "bn_mode": mode, "lambda_max": s.lambda_max,
-                   "trace": s.trace, "frobenius": s.frobenius, "val_acc": 100 * r.metrics["val_acc"]}
-            if s.probes > 1:
-                row.update({"lambda_max_se": s.lambda_max_se, "trace_se": s.trace_se, "frobenius_se": s.frobenius_se})
+        key = (float(r.config.weight_decay), int(r.config.seed))
+        if key in out:
+            raise ValueError(f"duplicate weight decay and seed: {key}")
+        out[key] = (r, r.spectrum, s)
+    return out
+
+
+def mode_table(results: Sequence[Any], eval_spectra: Sequence[Any]):
+    """A DataFrame indexed by (weight_decay, bn_mode): ``seeds``, the mean over seeds of lambda_max,
+    trace, frobenius and val_acc (percent), ``<measure>_sd`` their seed-to-seed standard deviation
+    (NaN with one seed), and the paper's numbers where it reports them (eval mode,
+    ``PAPER_REPORTED``). ``results``: experiments.Results whose spectra are in train mode (any
+    weight decays x seeds); ``eval_spectra``: the same models' spectra in eval mode, in the same order."""
+    import pandas as pd
+
+    paired = _paired_spectra(results, eval_spectra)
+    rows = []
+    for wd in sorted({k[0] for k in paired}):
+        runs = [v for k, v in sorted(paired.items()) if k[0] == wd]
+        paper = PAPER_REPORTED.get(runs[0][0].config.model, {})
+        for mode, index in (("train", 1), ("eval", 2)):
+            row: dict[str, Any] = {"weight_decay": wd, "bn_mode": mode, "seeds": len(runs)}
+            for q in ("lambda_max", "trace", "frobenius"):
+                v = np.array([getattr(run[index], q) for run in runs], dtype=float)
+                row[q] = float(v.mean())
+                row[f"{q}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else math.nan
+            acc = np.array([100 * run[0].metrics["val_acc"] for run in runs])
+            row["val_acc"] = float(acc.mean())
+            row["val_acc_sd"] = float(acc.std(ddof=1)) if len(acc) > 1 else math.nan
             if mode == "eval":
                 for quantity, by_wd in paper.items():
-                    row[f"paper_{quantity}"] = by_wd.get(row["weight_decay"], math.nan)
+                    row[f"paper_{quantity}"] = by_wd.get(wd, math.nan)
             rows.append(row)
-    table = pd.DataFrame(rows).set_index(["weight_decay", "bn_mode"]).sort_index()
-    if table.index.duplicated().any():
-        raise ValueError("duplicate weight decays")
-    return table
+    return pd.DataFrame(rows).set_index(["weight_decay", "bn_mode"]).sort_index()
 
 
-def verdict(table) -> dict[str, Any]:
-    """From ``mode_table``: ``eval_over_train[q][wd]`` for q in lambda_max, trace, frobenius;
-    ``regularised_over_unregularised[mode][q]`` (the largest weight decay's value over the
-    smallest's); ``regularised_sharper[mode]`` (by lambda_1); ``mode_matters``: True when some
-    lambda_1 or Frobenius norm changes by more than 10% between the modes."""
+def ratio_tables(table):
+    """From ``mode_table``: (eval / train of the seed means, per weight decay, for lambda_max, trace
+    and frobenius; most / least regularised per mode). Ratios of means, descriptive only."""
+    import pandas as pd
+
     wds = sorted(set(table.index.get_level_values(0)))
     if len(wds) < 2:
-        raise ValueError("the verdict compares weight decays: at least two are needed")
-    out: dict[str, Any] = {"eval_over_train": {}, "regularised_over_unregularised": {}, "regularised_sharper": {}}
-    for q in ("lambda_max", "trace", "frobenius"):
-        out["eval_over_train"][q] = {wd: float(table.loc[(wd, "eval"), q] / table.loc[(wd, "train"), q]) for wd in wds}
+        raise ValueError("the ratios compare weight decays: at least two are needed")
+    qs = ("lambda_max", "trace", "frobenius")
+    eval_over_train = pd.DataFrame({q: {wd: float(table.loc[(wd, "eval"), q] / table.loc[(wd, "train"), q])
+                                        for wd in wds} for q in qs}).rename_axis("weight decay")
+    regularised = pd.DataFrame({mode: {q: float(table.loc[(wds[-1], mode), q] / table.loc[(wds[0], mode), q])
+                                       for q in qs} for mode in ("train", "eval")}).T.rename_axis("bn_mode")
+    return eval_over_train, regularised
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:.4g}" for v in values)
+
+
+def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_exponent: float | None = None) -> list:
+    """The appendix's claims, comparing the largest weight decay with the smallest, paired by seed
+    (each seed's runs share their probe vectors and Hessian images):
+
+    1-4. in each mode, lambda_1 and the Frobenius norm are LARGER at the largest weight decay
+         (``stats.ratio_over_seeds``; regime: at least 2 seeds, decay exponent E >= 1);
+    5.   per weight decay, the mode changes lambda_1 (eval / train over seeds; two-sided: supported
+         when the 95% interval excludes 1 on either side; regime: at least 2 seeds);
+    6.   eval mode makes the regularised solution look sharper than train mode does: the lambda_1
+         ratio (largest / smallest weight decay) is larger in eval mode (the paper: "nearly 1000"
+         in eval mode for WRN-28x10).
+
+    An interval that holds 1 is "inconclusive", never "the same"; the minimum detectable ratio
+    says what this run could have seen."""
+    from . import claims as cl
+    from . import stats
+    from .weight_decay import decay_exponent
+
+    paired = _paired_spectra(results, eval_spectra)
+    wds = sorted({k[0] for k in paired})
+    if len(wds) < 2:
+        raise ValueError(f"the claims compare weight decays: at least two are needed, got {wds}")
+    lo, hi = wds[0], wds[-1]
+    seeds = sorted(set(s for wd, s in paired if wd == lo) & set(s for wd, s in paired if wd == hi))
+    if not seeds:
+        raise ValueError(f"weight decays {lo:g} and {hi:g} share no seed")
+    n = len(seeds)
+    for wd in wds:
+        missing = [s for s in seeds if (wd, s) not in paired]
+        if missing:
+            raise ValueError(f"weight decay {wd:g} lacks seeds {missing}")
+    first = paired[(hi, seeds[0])][0]
+    try:
+        exponent = decay_exponent(first.config, first.metrics.get("train_samples"))
+    except ValueError:
+        exponent = math.nan
+    seeds_ok = cl.seeds_condition(n)
+    wd_regime = [cl.decay_condition(exponent, paper_exponent), seeds_ok]
+    pair = f"weight decay {hi:g} / {lo:g}"
+    index = {"train": 1, "eval": 2}
+
+    def values(wd: float, mode: str, q: str) -> np.ndarray:
+        return np.array([getattr(paired[(wd, s)][index[mode]], q) for s in seeds], dtype=float)
+
+    def ratio_or_difference(a: np.ndarray, b: np.ndarray, label: str):
+        if (a > 0).all() and (b > 0).all():
+            return stats.ratio_over_seeds(a, b), f"ratio of {label}"
+        return stats.difference_over_seeds(a, b), f"difference of {label}"
+
+    out = []
     for mode in ("train", "eval"):
-        out["regularised_over_unregularised"][mode] = {
-            q: float(table.loc[(wds[-1], mode), q] / table.loc[(wds[0], mode), q])
-            for q in ("lambda_max", "trace", "frobenius")}
-        out["regularised_sharper"][mode] = out["regularised_over_unregularised"][mode]["lambda_max"] > 1
-    changes = [abs(math.log(v)) for q in ("lambda_max", "frobenius") for v in out["eval_over_train"][q].values()
-               if v > 0]
-    out["mode_matters"] = bool(changes) and max(changes) > math.log(1.1)
+        for q, label in MEASURES.items():
+            a, b = values(lo, mode, q), values(hi, mode, q)
+            est, name = ratio_or_difference(a, b, f"{label} ({pair}, {mode} mode)")
+            evidence = [(f"{label} at wd {lo:g}, per seed", _fmt(a)), (f"{label} at wd {hi:g}, per seed", _fmt(b)),
+                        ("seeds", _fmt(seeds))]
+            if mode == "eval" and q == "lambda_max":
+                evidence.append(("the paper (WRN-28x10, CIFAR-100, eval mode)", f"ratio {PAPER_EVAL_LAMBDA_RATIO}"))
+            if mode == "eval" and q == "frobenius" and first.config.model in PAPER_REPORTED:
+                fro = PAPER_REPORTED[first.config.model]["frobenius"]
+                evidence.append(("the paper (eval mode)", ", ".join(f"wd {k:g}: {v:g}" for k, v in fro.items())))
+            out.append(cl.claim_from_estimate(
+                f"{mode} mode: {label} is larger at the largest weight decay (the regularised solution is sharper)",
+                est, 1, name, regime=wd_regime, evidence=evidence))
+    for wd in wds:
+        a, b = values(wd, "train", "lambda_max"), values(wd, "eval", "lambda_max")
+        est, name = ratio_or_difference(a, b, f"lambda_1, eval mode / train mode (wd {wd:g})")
+        direction = 1 if est.value >= est.null else -1  # two-sided: the 95% interval excludes "no change" or not
+        out.append(cl.claim_from_estimate(
+            f"the BatchNorm mode changes lambda_1 at weight decay {wd:g} (two-sided)", est, direction, name,
+            regime=[seeds_ok], evidence=[("train mode, per seed", _fmt(a)), ("eval mode, per seed", _fmt(b))]))
+    ra = values(hi, "train", "lambda_max") / values(lo, "train", "lambda_max")
+    rb = values(hi, "eval", "lambda_max") / values(lo, "eval", "lambda_max")
+    if (ra > 0).all() and (rb > 0).all():
+        est = stats.ratio_over_seeds(ra, rb)
+        out.append(cl.claim_from_estimate(
+            "eval mode makes the regularised solution look sharper than train mode does (its lambda_1 ratio, "
+            f"{pair}, is larger in eval mode)", est, 1, f"eval-mode ratio / train-mode ratio of lambda_1 ({pair})",
+            regime=wd_regime, evidence=[("train-mode ratio, per seed", _fmt(ra)), ("eval-mode ratio, per seed", _fmt(rb)),
+                                        ("the paper's eval-mode ratio (WRN-28x10)", PAPER_EVAL_LAMBDA_RATIO)]))
+    return out
+
+
+# --- scale invariance in train mode ------------------------------------------------------------
+
+_PASS_THROUGH = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity")
+
+
+def batchnorm_fed_weights(model, x) -> list[tuple[str, str]]:
+    """(weight parameter name, BatchNorm module name) for every Conv/Linear layer whose output
+    tensor is the input of a BatchNorm layer (through Dropout or Identity modules, which return
+    their input in eval mode), found by running ``model`` on ``x`` with forward hooks (in eval mode,
+    on a copy: nothing of the model changes). Functional code between a layer and a BatchNorm (an
+    addition, a ReLU called as a function) breaks the chain, so a weight listed here feeds the
+    BatchNorm layer and nothing else that hooks can see; ``scale_invariance`` checks the consequence."""
+    import torch
+    from torch import nn
+
+    shadow = copy.deepcopy(model).eval()
+    producer: dict[int, str] = {}
+    found: list[tuple[str, str]] = []
+    modules = dict(shadow.named_modules())
+    handles = []
+
+    def hook(name):
+        def record(module, inputs, output):
+            src = producer.get(id(inputs[0])) if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if src is not None:
+                    found.append((f"{src}.weight", name))
+                return
+            if type(module).__name__ in _PASS_THROUGH and src is not None:
+                producer[id(output)] = src
+            elif isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+                producer[id(output)] = name
+        return record
+
+    for name, m in modules.items():
+        if name and not list(m.children()):
+            handles.append(m.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            shadow(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def _batches(data: Any, batch_size: int | None):
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(hasattr(t, "shape") for t in data):
+        if batch_size is None:
+            raise ValueError("batch_size is needed for an (x, y) pair")
+        x, y = data
+        return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
+    if batch_size is not None:
+        raise ValueError("batch_size must be None for a re-iterable of batches")
+    return list(data)
+
+
+def _loss_and_gradient(model, loss_fn: Callable, batches, name: str, bn_mode: str):
+    """The mean loss over the batches (each weighted by its size) and its gradient for parameter
+    ``name``, BatchNorm on batch statistics ("train", nothing updated: a copy) or running ones."""
+    import torch
+    from torch import nn
+
+    shadow = copy.deepcopy(model).eval()
+    if bn_mode == "train":
+        for m in shadow.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+    p = dict(shadow.named_parameters())[name]
+    N = sum(len(y) for _, y in batches)
+    total = 0.0
+    grad = torch.zeros_like(p, dtype=torch.float64)
+    for x, y in batches:
+        loss = loss_fn(shadow(x), y) * (len(y) / N)
+        (g,) = torch.autograd.grad(loss, [p])
+        total += float(loss.detach())
+        grad += g.double()
+    return total, grad.flatten()
+
+
+def scale_invariance(model, loss_fn: Callable, data: Any, param: str, c: float, *, batch_size: int | None = None,
+                     bn_mode: str = "train", probes: int | None = 8, seed: int = 0) -> dict[str, float]:
+    """Multiply parameter ``param`` of a copy of ``model`` by ``c`` and compare (module docstring):
+
+    * ``loss_change``: |L(c w) - L(w)| / |L(w)|;
+    * ``gradient_error``: ||c g(c w) - g(w)|| / ||g(w)|| (g restricted to ``param``);
+    * ``hessian_error``: ||c^2 H(c w) V - H(w) V||_F / ||H(w) V||_F on the block of ``param``, with V
+      ``probes`` unit Gaussian vectors (seeded), or V = I (the dense block, ``probes=None``);
+    * ``hessian_ratio``: ||H(c w) V||_F / ||H(w) V||_F (1 / c^2 under the invariance);
+    * ``euler``: |w . g(w)| / (||w|| ||g(w)||), 0 under the invariance.
+
+    All near 0 (rounding, and BatchNorm's epsilon) in train mode; of order 1 in eval mode. Use a
+    float64 model and data to see the invariance to many digits. Nothing of ``model`` changes."""
+    import torch
+
+    from .curvature import BN_MODES, HessianOperator
+
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
+        raise ValueError(f"c must be a positive finite number, got {c!r}")
+    named = dict(model.named_parameters())
+    if param not in named:
+        raise ValueError(f"param: {param!r} is not a parameter name of the model")
+    if probes is not None:
+        from .checks import positive_int
+
+        positive_int("probes", probes)
+    batches = _batches(data, batch_size)
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():
+        dict(scaled.named_parameters())[param].mul_(c)
+    w = named[param].detach().double().flatten()
+    loss0, g0 = _loss_and_gradient(model, loss_fn, batches, param, bn_mode)
+    loss1, g1 = _loss_and_gradient(scaled, loss_fn, batches, param, bn_mode)
+    P = w.numel()
+    if probes is None:
+        V = torch.eye(P, dtype=torch.float64)
+    else:
+        gen = torch.Generator().manual_seed(int(seed))
+        V = torch.randn(P, probes, generator=gen, dtype=torch.float64)
+        V /= V.norm(dim=0, keepdim=True)
+    products = []
+    for m in (model, scaled):
+        op = HessianOperator(m, loss_fn, batches, bn_mode=bn_mode, params=[param])
+        HV = torch.cat([op.matmat(V[:, a:a + 256]).cpu() for a in range(0, V.shape[1], 256)], dim=1)
+        products.append(HV)
+    H0, H1 = products
+    gnorm = float(g0.norm())
+    return {"c": float(c), "bn_mode": bn_mode, "parameters": P, "loss": loss0, "loss_scaled": loss1,
+            "loss_change": abs(loss1 - loss0) / max(abs(loss0), 1e-300),
+            "gradient_error": float((c * g1 - g0).norm()) / max(gnorm, 1e-300),
+            "hessian_error": float((c**2 * H1 - H0).norm()) / max(float(H0.norm()), 1e-300),
+            "hessian_ratio": float(H1.norm()) / max(float(H0.norm()), 1e-300),
+            "euler": abs(float(w @ g0)) / max(float(w.norm()) * gnorm, 1e-300)}
+
+
+def result_scale_invariance(result: Any, scales: Sequence[float] = (0.5, 2.0), *, probes: int = 8, seed: int = 0,
+                            param: str | None = None, data_root: Any = None) -> tuple[str, str, list[dict]]:
+    """``scale_invariance`` on a cached trained model (float64 copy, CPU), over the images its
+    spectrum used (``experiments.hessian_indices``) in its Hessian batches, for each c in ``scales``
+    and both BatchNorm modes. ``param``: the weight to scale (default: the smallest weight of
+    ``batchnorm_fed_weights``). Returns (param, the BatchNorm layer it feeds, rows)."""
+    import torch.nn.functional as F
+
+    from .experiments import hessian_indices, prepare_data
+
+    c = result.config
+    model = result.load_model("cpu").double()
+    x, y = prepare_data(c, "train", data_root)
+    idx = hessian_indices(len(y), c.hessian_samples, c.spectrum_seed)
+    data = (x[idx].double(), y[idx])
+    fed = batchnorm_fed_weights(model, data[0][: min(len(idx), c.hessian_batch_size)])
+    if not fed:
+        raise ValueError(f"model {c.model!r} has no weight that feeds a BatchNorm layer directly")
+    sizes = {n: p.numel() for n, p in model.named_parameters()}
+    if param is None:
+        param, bn = min(fed, key=lambda pair: sizes[pair[0]])
+    else:
+        matches = [b for n, b in fed if n == param]
+        if not matches:
+            raise ValueError(f"param {param!r} does not feed a BatchNorm layer; candidates: {[n for n, _ in fed]}")
+        bn = matches[0]
+    rows = [scale_invariance(model, F.cross_entropy, data, param, s, batch_size=c.hessian_batch_size, bn_mode=mode,
+                             probes=probes, seed=seed)
+            for mode in ("train", "eval") for s in scales]
+    return param, bn, rows
+
+
+def invariance_claims(rows: Sequence[dict], param: str, tolerance: float = 1e-3) -> list:
+    """From ``result_scale_invariance``'s rows (train mode): the loss is unchanged, the gradient
+    scales as 1 / c and the Hessian block as 1 / c^2 when ``param`` is scaled by c, each to
+    ``tolerance`` (relative; BatchNorm's epsilon breaks exactness at the order eps / var); and, in
+    eval mode, the same scaling is NOT an invariance (its Hessian error is at least 100 x
+    ``tolerance``). Deterministic: computed on the trained model, no sampling."""
+    from .theorem import checked_claim
+
+    train = [r for r in rows if r["bn_mode"] == "train"]
+    evalm = [r for r in rows if r["bn_mode"] == "eval"]
+    if not train:
+        raise ValueError("no train-mode rows")
+    cs = ", ".join(f"{r['c']:g}" for r in train)
+    method = "computed on the trained model in float64 (no sampling)"
+    ev = [("weight scaled", param), ("c", cs)]
+    out = [checked_claim(f"train mode: scaling the weights that feed a BatchNorm layer by c leaves the loss unchanged",
+                         max(r["loss_change"] for r in train), tolerance, "largest |L(c w) - L(w)| / L(w)",
+                         evidence=ev, method=method),
+           checked_claim("train mode: the gradient of those weights scales as 1 / c",
+                         max(r["gradient_error"] for r in train), tolerance, "largest ||c g(c w) - g(w)|| / ||g(w)||",
+                         evidence=ev, method=method),
+           checked_claim("train mode: their Hessian block scales as 1 / c^2 (H(c w) = H(w) / c^2)",
+                         max(r["hessian_error"] for r in train), tolerance,
+                         "largest ||c^2 H(c w) V - H(w) V|| / ||H(w) V||",
+                         evidence=ev + [("||H(c w) V|| / ||H(w) V||", _fmt([r["hessian_ratio"] for r in train]))],
+                         method=method)]
+    if evalm:
+        out.append(checked_claim("eval mode: the same scaling changes the Hessian block otherwise (no invariance)",
+                                 min(r["hessian_error"] for r in evalm), 100 * tolerance,
+                                 "smallest ||c^2 H(c w) V - H(w) V|| / ||H(w) V||", at_least=True, evidence=ev,
+                                 method=method))
     return out

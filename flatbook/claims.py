@@ -29,10 +29,11 @@ from .stats import Estimate, RankCorrelation, decide
 __all__ = ["OUTCOMES", "Condition", "Claim", "claim_from_estimate", "trend_claim", "exact_claim", "show",
            "markdown", "CLAIMS_MIME", "claims_in_notebook", "decay_condition", "seeds_condition",
            "interpolation_condition", "resolution_condition", "MIN_DECAY_EXPONENT", "MIN_SEEDS",
-           "MIN_TRAIN_ACCURACY", "MAX_VAL_SE_POINTS"]
+           "MIN_TRAIN_ACCURACY", "MAX_VAL_SE_POINTS", "FACTS_MIME", "show_facts", "facts_in_notebook"]
 
 OUTCOMES = ("supported", "contradicted", "inconclusive", "untestable")
 CLAIMS_MIME = "application/vnd.flatbook.claims+json"
+FACTS_MIME = "application/vnd.flatbook.facts+json"
 
 MIN_DECAY_EXPONENT = 1.0  # about one e-fold of shrinkage by the weight-decay term alone
 MIN_SEEDS = 2
@@ -60,14 +61,15 @@ class Condition:
         return f"{self.name} = {self.value:.4g} ({self.requirement}: {mark})"
 
 
-def decay_condition(exponent: float, paper_exponent: float | None = None) -> Condition:
-    """E = sum_t lr_t wd / (1 - momentum) of the largest weight decay must be >= 1: below it the
-    weight-decay term alone shrinks the weights by less than a factor e over the whole run."""
+def decay_condition(exponent: float, paper_exponent: float | None = None,
+                    name: str = "decay exponent E of the largest weight decay") -> Condition:
+    """E = sum_t lr_t wd / (1 - momentum) (SGD; sum_t lr_t wd for decoupled decay) of the largest
+    weight decay must be >= 1: below it the weight-decay term alone shrinks the weights by less
+    than a factor e over the whole run."""
     paper = f"; the paper's run: {paper_exponent:.3g}" if paper_exponent else ""
     met = exponent >= MIN_DECAY_EXPONENT
     short = "" if met else f"{MIN_DECAY_EXPONENT / exponent:.3g}x too small" if exponent > 0 else "no weight decay"
-    return Condition("decay exponent E of the largest weight decay", exponent, f"at least {MIN_DECAY_EXPONENT:g}{paper}",
-                     met, short)
+    return Condition(name, exponent, f"at least {MIN_DECAY_EXPONENT:g}{paper}", met, short)
 
 
 def seeds_condition(seeds: int) -> Condition:
@@ -120,8 +122,12 @@ class Claim:
             raise ValueError("an untestable claim must name the regime condition that fails")
 
     def interval_text(self, digits: int = 3) -> str:
+        if self.level == 1.0:
+            return "computed exactly, no sampling"
         if math.isinf(self.low) and math.isinf(self.high) or (self.low == 0 and math.isinf(self.high)):
             return "interval unknown"
+        while digits < 8 and self.low != self.high and f"{self.low:.{digits}g}" == f"{self.high:.{digits}g}":
+            digits += 1  # enough digits to tell the ends apart
         return f"{self.level:.0%} CI [{self.low:.{digits}g}, {self.high:.{digits}g}]"
 
     def line(self) -> str:
@@ -260,4 +266,30 @@ def claims_in_notebook(notebook: Any) -> list[Claim]:
             if isinstance(payload, str):
                 payload = json.loads(payload)
             out.extend(Claim.from_dict(d) for d in payload["claims"])
+    return out
+
+
+def show_facts(facts: Sequence[tuple[str, str]]) -> None:
+    """Display a run's regime facts (label, value) as a Markdown table, with a machine-readable copy
+    (``FACTS_MIME``) that the chapter runner also copies into the page's opening box."""
+    from IPython.display import display
+
+    rows = [(str(a), str(b)) for a, b in facts]
+    md = "\n".join(["| measured by this run | value |", "|---|---|"] +
+                    [f"| {a} | {b.replace('|', '/')} |" for a, b in rows])
+    display({"text/markdown": md, FACTS_MIME: {"facts": [list(r) for r in rows]}}, raw=True)
+
+
+def facts_in_notebook(notebook: Any) -> list[tuple[str, str]]:
+    """Every (label, value) shown by ``show_facts`` in an executed notebook (path or NotebookNode)."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4) if not hasattr(notebook, "cells") else notebook
+    out: list[tuple[str, str]] = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            payload = o.get("data", {}).get(FACTS_MIME)
+            if payload is not None:
+                payload = json.loads(payload) if isinstance(payload, str) else payload
+                out.extend((str(a), str(b)) for a, b in payload["facts"])
     return out

@@ -313,8 +313,9 @@ def plot_training_curves(histories: dict, title: str | None = None):
 
 def plot_against_weight_decay(table, measures: Sequence[str] = ("lambda_max", "weight_norm", "val_acc"),
                               title: str | None = None):
-    """Measures of a ``weight_decay.results_table`` against the weight decay (symlog x axis, so
-    that 0 is shown), one panel each, with standard-error bars where the table has them."""
+    """Measures of a ``weight_decay.results_table`` or ``seed_table`` against the weight decay (symlog
+    x axis, so that 0 is shown), one panel each, with standard-error bars where the table has them
+    (``<m>_se``, else the seed mean's ``<m>_sd / sqrt(seeds)``; none with one seed)."""
     labels = {"lambda_max": r"$\lambda_1(H)$", "trace": r"$\mathrm{Tr}(H)$", "frobenius": r"$\|H\|_F$",
               "weight_norm": r"$\|w\|_2$", "val_acc": "validation accuracy (%)", "test_acc": "test accuracy (%)",
               "gap": "train - val accuracy (%)"}
@@ -324,7 +325,12 @@ def plot_against_weight_decay(table, measures: Sequence[str] = ("lambda_max", "w
     for ax, m in zip(axes.ravel(), measures):
         if m not in table:
             raise ValueError(f"the table has no column {m!r}")
-        err = table[f"{m}_se"] if f"{m}_se" in table else None
+        if f"{m}_se" in table:
+            err = table[f"{m}_se"]
+        elif f"{m}_sd" in table and "seeds" in table:  # seed table: standard error of the seed mean
+            err = table[f"{m}_sd"] / np.sqrt(table["seeds"])
+        else:
+            err = None
         ax.errorbar(wd, table[m], yerr=err, marker="o", ms=5, capsize=3, color=palette(1)[0])
         ax.set_xscale("symlog", linthresh=positive.min() if positive.size else 1e-4)
         ax.set_xlabel("weight decay")

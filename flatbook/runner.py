@@ -121,18 +121,30 @@ def _markdown_value(value: Any) -> str:
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
 
 
-def report_markdown(report: RunReport, profile_description: str, paper_differences: str | None = None) -> str:
+def report_markdown(report: RunReport, profile_description: str, paper_differences: str | None = None,
+                    chapter_parameters: Sequence[str] = (), facts: Sequence[tuple[str, str]] = (),
+                    paper_notes: Mapping[str, str] | None = None) -> str:
     """The box shown at the top of an executed chapter (MyST admonition with a table).
 
     ``paper_differences``: where a chapter's defaults are NOT the paper's settings (the
     notebook's metadata ``flatbook.paper_differences``), what differs; the box then compares
-    with the chapter's defaults and says so."""
+    with the chapter's defaults and says so. ``chapter_parameters`` (metadata
+    ``flatbook.chapter_parameters``): parameters the paper did not set (seeds, extra grids, workers):
+    their default is shown as "chapter default", never as the paper's. ``facts``: (label, value)
+    pairs the run measured about its regime (``claims.show_facts`` in the notebook). ``paper_notes``
+    (metadata ``flatbook.paper_notes``): parameter -> Markdown text shown in the paper column
+    instead of the default, where the paper's prose and its authors' code disagree."""
     rows = []
     for name, default in report.defaults.items():
         used = report.parameters[name]
         changed = used != default
         used_md = _markdown_value(used)
-        rows.append(f"| `{name}` | {'**' + used_md + '**' if changed else used_md} | {_markdown_value(default)} |")
+        default_md = _markdown_value(default)
+        if name in chapter_parameters and not paper_differences:
+            default_md = f"chapter default {default_md}"
+        elif paper_notes and name in paper_notes:
+            default_md = paper_notes[name]
+        rows.append(f"| `{name}` | {'**' + used_md + '**' if changed else used_md} | {default_md} |")
     n_changed = sum(report.parameters[n] != d for n, d in report.defaults.items())
     if paper_differences:
         headline = (f"{n_changed} of {len(report.defaults)} parameters differ from the chapter's defaults (bold below)."
@@ -163,6 +175,9 @@ def report_markdown(report: RunReport, profile_description: str, paper_differenc
             f"| parameter | this run | {default_column} |",
             "|---|---|---|",
             *rows,
+            *(["", "Regime measured by this run (computed; the chapter's claims use it):", "",
+               "| measured | value |", "|---|---|"] + [f"| {a} | {b.replace('|', '/')} |" for a, b in facts]
+              if facts else []),
             "```",
         ]
     )
@@ -216,14 +231,20 @@ def _decorate(nb: nbformat.NotebookNode, report: RunReport, profile_description:
             _add_tag(cell, "remove-cell")
         elif "parameters" in tags:
             _add_tag(cell, "hide-cell")
+    from .claims import facts_in_notebook
+
     differences = nb.metadata.get("flatbook", {}).get("paper_differences")
-    box = nbformat.v4.new_markdown_cell(report_markdown(report, profile_description, differences))
+    chapter_parameters = nb.metadata.get("flatbook", {}).get("chapter_parameters", [])
+    paper_notes = nb.metadata.get("flatbook", {}).get("paper_notes", {})
+    box = nbformat.v4.new_markdown_cell(report_markdown(report, profile_description, differences, chapter_parameters,
+                                                        facts_in_notebook(nb), paper_notes))
     box.metadata["tags"] = [REPORT_CELL_TAG]
     first = nb.cells[0] if nb.cells else None
     at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ") else 0
     nb.cells.insert(at, box)
     nb.metadata["flatbook"] = {
-        **{k: v for k, v in nb.metadata.get("flatbook", {}).items() if k in ("check", "paper_differences")},
+        **{k: v for k, v in nb.metadata.get("flatbook", {}).items()
+           if k in ("check", "paper_differences", "chapter_parameters", "paper_notes")},
         "chapter": report.chapter,
         "profile": report.profile,
         "parameters": report.parameters,

@@ -41,11 +41,13 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 __all__ = ["LayerNormalizedOperator", "relative_flatness", "last_linear_layer", "tensor_norms", "MEASURES",
-           "group_results", "measures_table", "rank_correlations", "resolved_groups", "check_scale_aware_parameters"]
+           "group_results", "measures_table", "rank_correlations", "resolved_groups", "check_scale_aware_parameters",
+           "claims", "resolved_group_summary", "invariance_claims"]
 
 # the measures of ``measures_table``, with how they are computed
 MEASURES = {
@@ -264,4 +266,66 @@ def resolved_groups(table, z: float = 2.0) -> list[str]:
         se = math.hypot(g.loc[best, "val_acc_se"], g.loc[worst, "val_acc_se"])
         if g.loc[best, "val_acc"] - g.loc[worst, "val_acc"] > z * se:
             out.append(label)
+    return out
+
+
+def claims(table, *, seed: int = 0) -> list[Any]:
+    """One claim per measure of ``MEASURES``: "<measure> is a false friend: across the groups, the
+    solution that is sharper by it has the higher validation accuracy". The effect is the mean
+    within-group Kendall tau between the measure and the validation accuracy; the test is the
+    stratified permutation test (``stats.stratified_rank_correlation``: accuracies permuted within each
+    group), so under no association a claim comes out "supported" (or "contradicted") with
+    probability at most 2.5% each, whatever the number of groups. "contradicted" means the measure
+    works here (flatter goes with better). "untestable" when no arrangement of these groups could
+    reach p < 0.05 (too few or too small groups)."""
+    from . import claims as cl
+    from . import stats
+
+    out = []
+    for m, description in MEASURES.items():
+        groups = [(g[m].to_numpy(), g["val_acc"].to_numpy()) for _, g in table.groupby("group", sort=False)]
+        corr = stats.stratified_rank_correlation(groups, seed=seed)
+        out.append(cl.trend_claim(f"{m} ({description}) is a false friend: within a group, the solution sharper by it "
+                                  "has the higher validation accuracy", corr, 1,
+                                  evidence=[("groups", str(len(groups)))]))
+    return out
+
+
+def resolved_group_summary(table, measures: tuple[str, ...] = ("lambda_max", "normalized_lambda_max"),
+                           z: float = 2.0) -> str:
+    """One sentence per group whose accuracies are resolved beyond noise (``resolved_groups``): the
+    within-group Kendall tau of each of ``measures`` with the validation accuracy, with its exact
+    permutation p-value, and what that says (false friend / works / no evidence at 5%)."""
+    from . import stats
+
+    resolved = resolved_groups(table, z)
+    if not resolved:
+        return "No group's best and worst validation accuracies differ by more than two standard errors."
+    parts = []
+    for label in resolved:
+        g = table[table["group"] == label]
+        bits = []
+        for m in measures:
+            corr = stats.rank_correlation(g[m].to_numpy(), g["val_acc"].to_numpy())
+            reading = ("no evidence either way at 5%" if corr.p_value >= 0.05 or np.isnan(corr.tau) else
+                       "a false friend" if corr.tau > 0 else "flatter is better")
+            bits.append(f"{m}: tau {corr.tau:+.2f}, p {corr.p_value:.2g} ({reading})")
+        parts.append(f"{label} ({len(g)} runs): " + "; ".join(bits))
+    return "; ".join(parts) + "."
+
+
+def invariance_claims(invariance) -> list[Any]:
+    """Exact claims on the Dinh-rescaling check (a DataFrame with rows "trained" and "Dinh x10" and
+    columns loss, lambda_max, normalized_lambda_max, relative_flatness): the loss, the layer-normalised
+    lambda_1 and the relative flatness are unchanged (relative change <= 1e-6: float64 and 30 Lanczos
+    steps), while the paper's lambda_1 changes by more than 1% (the non-invariance the chapter is about)."""
+    from . import claims as cl
+
+    change = invariance.loc["Dinh x10"] / invariance.loc["trained"]
+    out = [cl.exact_claim(f"{q} is unchanged by Dinh's rescaling", abs(float(change[q]) - 1.0), 1e-6,
+                          "relative change") for q in ("loss", "normalized_lambda_max", "relative_flatness")]
+    out.append(cl.exact_claim("the paper's lambda_1 is NOT invariant: it changes by more than 1%",
+                              max(0.0, 0.01 - abs(float(change["lambda_max"]) - 1.0)), 0.0,
+                              "shortfall of the relative change below 1%",
+                              evidence=[("relative change of lambda_1", f"{float(change['lambda_max']) - 1:+.3g}")]))
     return out

@@ -51,7 +51,8 @@ import numpy as np
 
 __all__ = ["LEVEL", "POWER", "Estimate", "t_quantile", "minimum_detectable", "decide", "paired_accuracy_difference",
            "ratio_over_seeds", "difference_over_seeds", "difference_of_means", "binomial_se", "RankCorrelation",
-           "rank_correlation", "one_probe_relative_sd", "ritz_residual"]
+           "rank_correlation", "stratified_rank_correlation", "kendall_tau_b", "one_probe_relative_sd",
+           "ritz_residual"]
 
 LEVEL = 0.95
 POWER = 0.80
@@ -245,12 +246,26 @@ class RankCorrelation:
     method: str
 
 
-def _tau(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import kendalltau
+def kendall_tau_b(x: Sequence[float], Y) -> np.ndarray:
+    """Kendall's tau-b of x against each row of Y (shape (n,) or (B, n)), with ties:
+    sum_{i<j} sgn(x_i - x_j) sgn(y_i - y_j) / sqrt((n0 - n_x)(n0 - n_y)), n0 = n(n-1)/2 and n_x, n_y
+    the tied pairs; NaN where x or a row of Y is constant. Vectorised over rows (permutation tests)."""
+    xs = np.asarray(x, dtype=np.float64).ravel()
+    Ys = np.atleast_2d(np.asarray(Y, dtype=np.float64))
+    if Ys.shape[1] != xs.size:
+        raise ValueError(f"x has {xs.size} values and Y rows {Ys.shape[1]}")
+    iu = np.triu_indices(xs.size, 1)
+    sx = np.sign(xs[:, None] - xs[None, :])[iu]
+    sy = np.sign(Ys[:, :, None] - Ys[:, None, :])[:, iu[0], iu[1]]
+    nx, ny = np.sum(sx != 0), np.sum(sy != 0, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = (sy @ sx) / np.sqrt(nx * ny)
+    tau[(nx == 0) | (ny == 0)] = np.nan
+    return tau
 
-    if np.unique(x).size < 2 or np.unique(y).size < 2:
-        return math.nan
-    return float(kendalltau(x, y).statistic)
+
+def _tau(x: np.ndarray, y: np.ndarray) -> float:
+    return float(kendall_tau_b(x, y)[0])
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float], *, exact_limit: int = 8, permutations: int = 20000,
@@ -270,13 +285,13 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], *, exact_limit: int
     best = _tau(xs, np.sort(ys)[np.argsort(np.argsort(xs, kind="stable"), kind="stable")])
     rng = np.random.default_rng(seed)
     if n <= exact_limit:
-        taus = np.array([_tau(xs, ys[list(p)]) for p in itertools.permutations(range(n))])
+        taus = kendall_tau_b(xs, ys[np.array(list(itertools.permutations(range(n))))])
         method = f"Kendall tau-b, exact permutation p over all {math.factorial(n)} orders"
 
         def p_of(t: float) -> float:
             return float(np.mean(np.abs(taus) >= abs(t) - 1e-12))
     else:
-        taus = np.array([_tau(xs, rng.permutation(ys)) for _ in range(permutations)])
+        taus = kendall_tau_b(xs, np.array([rng.permutation(ys) for _ in range(permutations)]))
         method = f"Kendall tau-b, permutation p from {permutations} random orders"
 
         def p_of(t: float) -> float:
@@ -299,15 +314,24 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], *, exact_limit: int
     return RankCorrelation(tau, p, low, high, n, p_floor, method + f"; {level:.0%} bootstrap interval over points")
 
 
-def one_probe_relative_sd(trace: float, frobenius: float) -> float:
-    """The relative standard deviation of a one-probe (Gaussian, normalised) SLQ trace estimate,
-    sqrt(2 / r_eff) with r_eff = Tr(H)^2 / ||H||_F^2 (for a Gaussian z, Var(z^T H z) = 2 ||H||_F^2;
-    normalising z changes this by O(1/P)). NaN when the trace is 0."""
+def one_probe_relative_sd(trace: float, frobenius: float, num_params: int | None = None) -> float:
+    """The relative standard deviation of a one-probe SLQ (or Hutchinson) trace estimate,
+    about sqrt(2 / r_eff) with r_eff = Tr(H)^2 / ||H||_F^2: for a Gaussian z, Var(z^T H z) =
+    2 ||H||_F^2. SLQ normalises its probe (u = z / ||z||, estimate P u^T H u); with ``num_params`` P
+    given, the exact value for that, Var = 2P/(P+2) (||H||_F^2 - Tr(H)^2 / P), is returned instead
+    (smaller: the normalisation removes the part of the noise that is a common scale). NaN when
+    the trace is 0."""
     if not (math.isfinite(trace) and math.isfinite(frobenius)) or frobenius < 0:
         raise ValueError(f"trace and frobenius must be finite (frobenius >= 0), got {trace!r}, {frobenius!r}")
     if trace == 0:
         return math.nan
-    return math.sqrt(2.0) * frobenius / abs(trace)
+    if num_params is None:
+        return math.sqrt(2.0) * frobenius / abs(trace)
+    if isinstance(num_params, bool) or not isinstance(num_params, (int, np.integer)) or num_params < 1:
+        raise ValueError(f"num_params must be an integer >= 1, got {num_params!r}")
+    P = int(num_params)
+    variance = 2.0 * P / (P + 2) * max(frobenius**2 - trace**2 / P, 0.0)
+    return math.sqrt(variance) / abs(trace)
 
 
 def ritz_residual(beta_last: float, top_vector_last_component: float) -> float:
@@ -315,3 +339,54 @@ def ritz_residual(beta_last: float, top_vector_last_component: float) -> float:
     Some eigenvalue of H lies within this distance of theta (Parlett, The Symmetric Eigenvalue
     Problem, Thm 11.4.1 / Kahan); 0 when the Krylov space is invariant."""
     return abs(float(beta_last)) * abs(float(top_vector_last_component))
+
+
+def stratified_rank_correlation(groups: Sequence[tuple[Sequence[float], Sequence[float]]], *, exact_limit: int = 20000,
+                                permutations: int = 10000, bootstrap: int = 2000, seed: int = 0,
+                                level: float = LEVEL) -> RankCorrelation:
+    """The mean over groups of the within-group Kendall tau-b of (x, y), tested against "no
+    association in any group" by permuting y WITHIN each group independently (the stratified
+    permutation test: its false-positive rate is the test's level whatever the number of groups,
+    unlike "tau > 0 in at least one group"). Groups where x or y is constant are left out. The
+    p-value is exact (all prod_g n_g! arrangements) when there are at most ``exact_limit`` of them,
+    else from ``permutations`` random ones; the interval is a bootstrap over groups; ``p_floor`` is
+    the p-value of every group perfectly ordered."""
+    usable = []
+    for gx, gy in groups:
+        x, y = np.asarray(gx, dtype=np.float64).ravel(), np.asarray(gy, dtype=np.float64).ravel()
+        if x.shape != y.shape:
+            raise ValueError(f"a group has {x.size} x values and {y.size} y values")
+        if x.size >= 2 and np.unique(x).size > 1 and np.unique(y).size > 1:
+            usable.append((x, y))
+    if not usable:
+        return RankCorrelation(math.nan, 1.0, -1.0, 1.0, 0, 1.0, "no group with at least two distinct values")
+    observed = float(np.mean([_tau(x, y) for x, y in usable]))
+    best = float(np.mean([_tau(x, np.sort(y)[np.argsort(np.argsort(x, kind="stable"), kind="stable")])
+                          for x, y in usable]))
+    total = 1
+    for x, _ in usable:
+        total *= math.factorial(x.size)
+        if total > exact_limit:
+            break
+    rng = np.random.default_rng(seed)
+    if total <= exact_limit:
+        per_group = [kendall_tau_b(x, y[np.array(list(itertools.permutations(range(x.size))))]) for x, y in usable]
+        grids = np.meshgrid(*per_group, indexing="ij")
+        null = np.mean(np.stack([g.ravel() for g in grids]), axis=0)
+        method = f"mean within-group Kendall tau-b over {len(usable)} groups; exact stratified permutation p ({total} arrangements)"
+
+        def p_of(t: float) -> float:
+            return float(np.mean(np.abs(null) >= abs(t) - 1e-12))
+    else:
+        null = np.mean([kendall_tau_b(x, np.array([rng.permutation(y) for _ in range(permutations)]))
+                        for x, y in usable], axis=0)
+        method = (f"mean within-group Kendall tau-b over {len(usable)} groups; stratified permutation p from "
+                  f"{permutations} random arrangements")
+
+        def p_of(t: float) -> float:
+            return float((np.sum(np.abs(null) >= abs(t) - 1e-12) + 1) / (permutations + 1))
+    taus = np.array([_tau(x, y) for x, y in usable])
+    boot = [float(np.mean(taus[rng.integers(0, taus.size, taus.size)])) for _ in range(bootstrap)]
+    low, high = (float(v) for v in np.quantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2]))
+    return RankCorrelation(observed, p_of(observed), low, high, sum(x.size for x, _ in usable), p_of(best),
+                           method + f"; {level:.0%} bootstrap interval over groups")

@@ -4,13 +4,22 @@
 * ``chapter_configs(...)``: the experiments.Config of the logistic regression and of the MLP the
   chapter trains (no spectrum at training time; the chapter measures its own).
 * ``fitted_subset(model, x, y, n)``: the first ``n`` training images the model classifies
-  correctly. Theorem 1's premise is a training loss tending to 0; scaling the weights sends the
-  loss to 0 only on correctly classified samples (on a misclassified one it grows without bound,
-  and the residual term of the Hessian with it), so the Hessians of the scaling experiment are
-  taken over this set, and the chapter says so.
+  correctly. Theorem 1 is about the TRAINING loss going to 0, i.e. a network that fits every
+  training image; scaling the weights sends the loss to 0 only on correctly classified samples
+  (on a misclassified one it grows without bound, and the residual term of the Hessian with it).
+  The chapter's models do not fit every training image, so its scaling experiments apply the
+  theorem to the fitted images taken as a training set of their own: a Hessian over this subset
+  is NOT the Hessian of the models' training loss, and the chapter says so.
 * ``monotone_fraction(values)`` and ``scaling_verdict(df, transform)``: what a sweep shows
   (sharpness may first rise while the Jacobian grows, then fall once the softmax saturates),
   computed, never asserted.
+* ``checked_claim(...)``: ``claims.exact_claim`` for a deterministic check that is measured on this
+  run (not an identity), optionally gated by regime conditions ("untestable" when one fails) and
+  with a lower bound instead of an upper one (``at_least``).
+* ``theorem1_claims(...)`` and ``gedanken_claims(...)``: the two chapters' conclusions as
+  ``flatbook.claims.Claim`` objects. Identities (algebra, closed forms, exact rescalings) are
+  ``exact_claim`` with the method "exact computation (no sampling)"; what the trained models show
+  (the shape of a sweep, Dinh's factor) are ``checked_claim`` with the method "measured ...".
 """
 
 from __future__ import annotations
@@ -26,7 +35,11 @@ from .experiments import Config
 ROUNDING_LIMIT = 1e-3  # relative asymmetry of the computed Hessian products
 ROUNDING_LOSS = 1e-12  # mean loss below which 1 - p_c nears float64's rounding unit on the fitted images
 
-__all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "check_theorem_parameters", "check_training_parameters", "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict"]
+__all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "MEASURED", "check_theorem_parameters", "check_training_parameters",
+           "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict", "checked_claim",
+           "theorem1_claims", "gedanken_claims"]
+
+MEASURED = "measured on this run (deterministic given its seeds)"
 
 
 def _positive_int(name: str, v: Any, low: int = 1, high: int | None = None) -> None:
@@ -148,4 +161,172 @@ def scaling_verdict(df, transform: str) -> dict[str, Any]:
         # falls from its maximum: the maximum is not the last point and every later step goes down
         out[f"{measure}_falls_after_peak"] = bool(peak < len(values) - 1
                                                   and monotone_fraction(values[peak:]) == 1.0)
+    return out
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+
+def checked_claim(statement: str, value: float, bound: float, effect_name: str, *, at_least: bool = False,
+                  regime: Sequence[Any] = (), evidence: Sequence[tuple[str, str]] = (), method: str = MEASURED):
+    """A deterministic check as a ``flatbook.claims.Claim``: "supported" when ``value`` is at most
+    ``bound`` (at least, with ``at_least``), else "contradicted"; "untestable" when a regime
+    ``claims.Condition`` fails (the value is still shown). Nothing was sampled, so the interval is
+    the value itself (level 1), as in ``claims.exact_claim``; ``method`` says what was computed (by
+    default: measured on this run, as opposed to an identity checked by exact computation)."""
+    from .claims import Claim
+
+    if not (isinstance(bound, (int, float)) and math.isfinite(bound)):
+        raise ValueError(f"bound must be a finite number, got {bound!r}")
+    value = float(value)
+    regime = tuple(regime)
+    failed = "; ".join(f"{c.name} = {c.value:.4g}, {c.requirement}" + (f" ({c.shortfall})" if c.shortfall else "")
+                       for c in regime if not c.met)
+    if failed:
+        outcome = "untestable"
+    elif math.isnan(value):
+        raise ValueError(f"{statement!r}: the checked value is NaN")
+    else:
+        outcome = "supported" if (value >= bound if at_least else value <= bound) else "contradicted"
+    return Claim(statement=statement, outcome=outcome, effect_name=effect_name, effect=value, low=value, high=value,
+                 null=float(bound), level=1.0, mde=math.nan,
+                 method=f"{method}; {'at least' if at_least else 'at most'} {bound:.3g}",
+                 evidence=tuple((str(a), str(b)) for a, b in evidence), regime=regime, failed=failed)
+
+
+def theorem1_claims(*, derivatives: Any, kron_agrees: bool, separable_limits: Sequence[Any], relu: dict,
+                    sweeps: dict[str, Any], verdicts: dict[str, dict], dinh_verdict: dict, dinh_alphas: Sequence[float],
+                    everything: Any, engine_error: float, null_residual: float, zero_count: int,
+                    predicted_zeros: int) -> list:
+    """The Theorem 1 chapter's conclusions as Claims, from what its cells computed:
+
+    ``derivatives`` (``crossentropy.logit_derivatives``), ``kron_agrees`` (``logreg_kron_hessian``'s
+    "agree"), ``separable_limits`` (``crossentropy.scaling_limits`` for each class count), ``relu``
+    (``crossentropy.relu_net_example``), ``sweeps`` and ``verdicts`` (the scaling sweeps over fitted
+    images and their ``scaling_verdict``), ``dinh_verdict`` over ``dinh_alphas``, ``everything`` (the
+    sweep over all images, fitted or not), ``engine_error`` (engine product against the closed form),
+    ``null_residual`` (``exact.softmax_null_residual``), ``zero_count`` (eigenvalues below
+    1e-13 lambda_1) and ``predicted_zeros`` (``exact.null_space_dimension``'s total).
+
+    Identities (exact computation, hold whatever the training): 1. the cross-entropy derivatives;
+    2. the Kronecker form; 3. the separable limits; 4. the ReLU piece; 5. the scalings keep every
+    prediction; 6. Dinh's rescaling keeps the loss; 7. engine = closed form; 8. the softmax null
+    directions; 9. at least as many round-off eigenvalues as predicted. Measured on the trained
+    models: 10. the loss falls along every sweep; 11. lambda_1 ends below its start; 12-13.
+    lambda_1 and the Frobenius norm fall monotonically past their maximum; 14. Dinh moves lambda_1
+    by more than 10x; 15. with misclassified images the loss does not go to 0 (untestable if the
+    model fits every image of that sweep)."""
+    from .claims import Condition, exact_claim
+
+    out = []
+    failed = [name for name, ok in (("loss = -log softmax_c", derivatives.equals_minus_log_softmax),
+                                    ("gradient = p - y", derivatives.gradient_is_p_minus_y),
+                                    ("Hessian = diag(p) - p p^T", derivatives.hessian_is_diag_p_minus_ppT)) if not ok]
+    out.append(exact_claim("softmax cross-entropy: loss = -log softmax_c, gradient = p - y, Hessian = diag(p) - p p^T "
+                           "(SymPy, 3 classes)", len(failed), 0, "closed forms SymPy does not confirm",
+                           evidence=[("not confirmed", ", ".join(failed) or "none")]))
+    out.append(exact_claim("logistic regression: H = (diag p - p p^T) kron x~ x~^T (SymPy, 3 classes, 1 feature)",
+                           0 if kron_agrees else 1, 0, "entries of the difference SymPy does not simplify to 0 (0/1)"))
+    nonzero, classes = 0, []
+    for sl in separable_limits:
+        classes.append(str(len(sl.entry_limits)))
+        nonzero += int(sl.loss_limit != 0) + int(sl.trace_limit != 0) + sum(int(e != 0) for e in sl.entry_limits)
+        nonzero += int(sl.lambda_max_limit is not None and sl.lambda_max_limit != 0)
+    out.append(exact_claim("separable data, weights scaled by alpha -> oo: the loss, every Hessian entry, the trace and "
+                           "lambda_1 -> 0 (SymPy limits)", nonzero, 0, "limits that are not 0",
+                           evidence=[("cases", f"{len(separable_limits)} (Hessian entries: {', '.join(classes)})")]))
+    relu_failed = int(not relu["agree"]) + int(relu["gauss_newton_limit"] != 0) + int(relu["residual_limit"] != 0)
+    out.append(exact_claim("ReLU net on one activation piece: Eq. (9)'s split is the Hessian, and both its terms -> 0",
+                           relu_failed, 0, "failed checks (split, Gauss-Newton limit, residual limit)"))
+    changed = sum(int(df["predictions_changed"].max()) for df in sweeps.values())
+    alphas = [float(a) for df in sweeps.values() for a in df["alpha"]]
+    out.append(exact_claim("scaling the last layer, or every layer, by alpha keeps every prediction",
+                           changed, 0, "predictions changed (all sweeps)",
+                           evidence=[("sweeps", str(len(sweeps))), ("alpha", f"{min(alphas):g} to {max(alphas):g}")]))
+    out.append(exact_claim("Dinh et al.'s rescaling keeps the loss", dinh_verdict["loss_max_relative_change"], 1e-6,
+                           "largest relative change of the loss",
+                           evidence=[("alpha", f"{min(dinh_alphas):g} to {max(dinh_alphas):g}")]))
+    out.append(exact_claim("the engine's Hessian-vector product equals logistic regression's closed form", engine_error,
+                           1e-10, "relative error of the product"))
+    out.append(exact_claim("softmax invariance: the predicted null directions are null vectors of H", null_residual,
+                           1e-12, "||HN||_F / (||H||_F ||N||_F)"))
+    out.append(exact_claim("at least as many eigenvalues lie below 1e-13 lambda_1 as the predicted null space has "
+                           "dimensions", max(predicted_zeros - zero_count, 0), 0,
+                           "predicted dimensions without a round-off eigenvalue",
+                           evidence=[("predicted", str(predicted_zeros)), ("found", str(zero_count))]))
+    out.append(checked_claim("on the fitted images the loss falls with alpha, in every sweep",
+                             sum(int(not v["loss_decreasing"]) for v in verdicts.values()), 0,
+                             "sweeps in which it does not"))
+    out.append(checked_claim("lambda_1 at the largest scale is below lambda_1 at the smallest, in every sweep",
+                             max(v["lambda_max_last_over_first"] for v in verdicts.values()), 1.0,
+                             "largest ratio last / first",
+                             evidence=[(k, f"x{v['lambda_max_last_over_first']:.3g}") for k, v in verdicts.items()]))
+    for measure, label in (("lambda_max", "lambda_1"), ("frobenius", "the Frobenius norm")):
+        out.append(checked_claim(
+            f"{label} falls monotonically from its maximum over the scale grid, in every sweep",
+            sum(int(not v[f"{measure}_falls_after_peak"]) for v in verdicts.values()), 0, "sweeps in which it does not",
+            evidence=[(k, f"peak at alpha {v[f'{measure}_peak_alpha']:.3g}, last / peak "
+                          f"{v[f'{measure}_last_over_peak']:.2g}") for k, v in verdicts.items()]))
+    r = dinh_verdict["lambda_max_ratio"]
+    out.append(checked_claim("Dinh et al.'s rescaling moves lambda_1 by more than a factor 10 (same function)",
+                             max(r, 1 / r), 10.0, "factor by which lambda_1 moves", at_least=True,
+                             evidence=[("lambda_1 ratio last / first", f"{r:.3g}")]))
+    accuracy = float(everything["accuracy"].iloc[0])
+    misfit = Condition("training accuracy on these images", 100 * accuracy,
+                       "below 100%: some image is misclassified", accuracy < 1.0,
+                       "" if accuracy < 1.0 else "every image is fitted")
+    v_all = scaling_verdict(everything, "output")
+    out.append(checked_claim("with misclassified training images the loss does not go to 0 as the last layer is scaled "
+                             "(Theorem 1's premise fails for these models' training loss)", v_all["loss_ratio"], 1.0,
+                             "loss ratio, largest / smallest alpha", at_least=True, regime=[misfit]))
+    return out
+
+
+def gedanken_claims(*, residual_nonzero_entries: int, trace_gap_is_zero: bool, eq4_relative_gap: float, X: float,
+                    comparison: Any, depth_agreement: dict[int, bool], ray_limits: Sequence[Any],
+                    path: Any) -> list:
+    """The Gedanken chapter's conclusions as Claims (all exact: SymPy, or float64 eigenvalues of an
+    exact matrix), from what its cells computed: the number of entries of H - g g^T / L that do not
+    simplify to 0 (``residual_nonzero_entries``), whether Tr(Eq. 3) - Tr(H) simplifies to 0,
+    |Tr(H) - Eq. (4) as printed| / Tr(H) at ``X`` and the comparison point, ``comparison``
+    (``symbolic.trace_versus_lambda``), the closed form's agreement per depth, the ray limits
+    (``symbolic.ray_limits``) and the unbalanced ``path`` (``symbolic.path_limits``).
+
+    Tr(H) = lambda_1(H) holds exactly when the other eigenvalues sum to 0 (Tr(H) = sum_i lambda_i), so
+    its claim's error is |lambda_2 + ... + lambda_n| / |Tr(H)|."""
+    from .claims import Claim, Condition, exact_claim
+
+    out = [exact_claim("Eq. (3) is the Hessian", residual_nonzero_entries, 0,
+                       "entries of H - g g^T / L that are not 0 (SymPy)"),
+           exact_claim("the trace of Eq. (3)'s matrix equals Tr(H)", 0 if trace_gap_is_zero else 1, 0,
+                       "Tr(Eq. 3) - Tr(H) does not simplify to 0 (0/1)"),
+           exact_claim(f"Eq. (4) as printed (X where the derivation gives X^2) is Tr(H), at X = {X:g}",
+                       eq4_relative_gap, 1e-12, "|Tr(H) - Eq. (4)| / Tr(H) at the comparison point")]
+    point = ", ".join(f"{v:g}" for v in comparison.point)
+    others = comparison.trace - comparison.lambda_max  # the sum of the other eigenvalues
+    out.append(exact_claim(f"Tr(H) = lambda_1(H) (the paper's Eq. 4) at w = ({point}), X = {X:g}; it holds exactly "
+                           "when the other eigenvalues sum to 0", abs(others) / abs(comparison.trace), 1e-9,
+                           "|lambda_2 + ... + lambda_n| / Tr(H)",
+                           evidence=[("Tr(H)", f"{comparison.trace:.6g}"), ("lambda_1(H)", f"{comparison.lambda_max:.6g}"),
+                                     ("eigenvalues", ", ".join(f"{e:.6g}" for e in comparison.eigenvalues))]))
+    depths = sorted(depth_agreement)
+    out.append(exact_claim(f"the closed form H_ij = L (X^2 P_i P_j + [i != j] X P_ij) is the Hessian for every depth "
+                           f"from {depths[0]} to {depths[-1]}", sum(int(not ok) for ok in depth_agreement.values()), 0,
+                           "depths at which it differs from SymPy's Hessian"))
+    vanishing = [rl for rl in ray_limits if rl.loss_goes_to_zero]
+    statement = "along rays w = t d on which the loss -> 0, Tr(H) and ||H||_F^2 -> 0 (SymPy limits)"
+    bad = sum(int(rl.trace_limit != 0) + int(rl.frobenius_squared_limit != 0) for rl in vanishing)
+    evidence = [("rays with loss -> 0", f"{len(vanishing)} of {len(ray_limits)}")]
+    if vanishing:
+        out.append(exact_claim(statement, bad, 0, "limits that are not 0", evidence=evidence))
+    else:
+        cond = Condition("rays along which the loss -> 0", 0, "at least 1", False, "choose directions with X D < 0")
+        out.append(Claim(statement=statement, outcome="untestable", effect_name="limits that are not 0", effect=0.0,
+                         low=0.0, high=0.0, null=0.0, level=1.0, mde=math.nan,
+                         method="exact computation (no sampling)", evidence=tuple(evidence), regime=(cond,),
+                         failed=f"{cond.name} = 0, {cond.requirement} ({cond.shortfall})"))
+    counterexample = int(path.loss_limit == 0 and path.trace_limit != 0)
+    out.append(exact_claim("along every path on which the loss -> 0, Tr(H) -> 0", counterexample, 0,
+                           "paths found with loss -> 0 and Tr(H) not -> 0",
+                           evidence=[("the unbalanced path", f"loss -> {path.loss_limit}, Tr(H) -> {path.trace_limit}")]))
     return out

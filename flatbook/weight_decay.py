@@ -1,21 +1,21 @@
-"""The weight-decay experiments' tables and verdicts (the paper's Section 4), from Results.
+"""The weight-decay experiments' tables and claims (the paper's Section 4), from Results.
 
-* ``PAPER_REPORTED``: the numbers the paper reports for each model and weight decay (from its
-  text and tables, quoted as such; see PAPER.md), keyed by model name, then by quantity, then by
-  weight decay. Missing entries are absent, never invented.
-* ``results_table(results)``: one row per weight decay, sorted: train/val/test accuracy, the
-  generalisation gap (train - val accuracy), ||w||, lambda_1, trace and Frobenius norm (with
-  standard errors when the spectrum had more than one probe), and, where the paper reports it,
-  the paper's number beside ours.
+* ``PAPER_REPORTED``: the numbers the paper reports, keyed by (model, dataset), then quantity, then
+  weight decay (from its text and tables, quoted as such; see PAPER.md); ``paper_numbers(model)``
+  gives them as their own table with the dataset they were measured on. Missing entries are
+  absent, never invented.
+* ``seed_table(results)``: one row per weight decay over the seeds of a sweep: means, seed-to-seed
+  SDs, the binomial SE of one validation accuracy, the Ritz residual of lambda_1, the weight
+  norm's late change and the decay exponent; the paper's numbers beside them only when the
+  dataset is the paper's.
+* ``sweep_claims(results)`` and ``grid_claims(results)``: the paper's claims as
+  ``flatbook.claims.Claim`` objects (four outcomes, effect sizes with intervals, regime gates;
+  see their docstrings). ``run_facts(results)``: what the runs measured about their own regime.
 * ``forward_flops(config)`` and ``paper_cost(result, paper)``: what the paper's own setting
   would cost, extrapolated from a measured run of a smaller one by FLOP counts.
 * ``decay_exponent(config, train_samples)``: how far the weight-decay term alone could shrink
-  the weights over a whole training run, to compare a short run with the paper's.
-* ``trend(weight_decays, values)`` and ``verdict(table)``: whether a quantity increases with
-  the weight decay, as the data say: "increasing" only if every step up in weight decay raises
-  it, "decreasing" only if every step lowers it, otherwise "mixed", with Kendall's tau. The
-  paper's claim reproduces when lambda_1 (trace, Frobenius) and the validation accuracy are
-  both "increasing".
+  the weights over a whole training run, to compare a short run with the paper's;
+  ``paper_decay_exponent(model)`` is the paper's own.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["PAPER_REPORTED", "results_table", "trend", "verdict", "kendall_tau", "TRENDS", "check_logreg_parameters",
+__all__ = ["PAPER_REPORTED", "PAPER_WEIGHT_DECAYS", "paper_numbers", "paper_dataset", "paper_decay_exponent",
+           "seed_table", "sweep_claims", "grid_claims", "run_facts", "weight_norm_change", "paper_num_params",
+           "kendall_tau", "check_logreg_parameters",
            "check_mlp_parameters", "chapter_config", "CNN_MODELS", "check_allcnnc_parameters",
            "check_preresnet_parameters", "check_wrn_parameters", "cnn_chapter_config", "forward_flops",
            "paper_cost", "decay_exponent", "train_split_size"]
-
-TRENDS = ("increasing", "decreasing", "mixed", "flat")
 
 # The paper's reported numbers (PAPER.md, "Numbers the paper reports"), accuracies in percent, keyed
 # by (model, dataset): a number measured on MNIST or CIFAR-100 is never set beside a Fashion-MNIST row.
@@ -92,104 +92,6 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return float(kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
 
 
-def trend(weight_decays: Sequence[float], values: Sequence[float], rtol: float = 0.0,
-          se: Sequence[float] | None = None, z: float = 2.0) -> str:
-    """How ``values`` move as the weight decay grows: "increasing" (every step up raises the
-    value), "decreasing" (every step lowers it), "flat" (no step changes it), else "mixed". A
-    step between neighbouring weight decays counts as a change only if it exceeds ``rtol``
-    relative to the smaller weight decay's value AND, when the values' standard errors ``se`` are
-    given, ``z`` times the standard error of the difference, sqrt(se_i^2 + se_j^2). Needs at
-    least two distinct weight decays; NaN values make it "mixed"."""
-    wd = np.asarray(weight_decays, dtype=float)
-    v = np.asarray(values, dtype=float)
-    if wd.shape != v.shape or wd.ndim != 1:
-        raise ValueError(f"weight_decays and values must be 1-D of one length, got {wd.shape} and {v.shape}")
-    if len(np.unique(wd)) != len(wd) or len(wd) < 2:
-        raise ValueError(f"trend needs at least two distinct weight decays, got {list(weight_decays)}")
-    if not (isinstance(rtol, (int, float)) and rtol >= 0):
-        raise ValueError(f"rtol must be a number >= 0, got {rtol!r}")
-    if np.isnan(v).any():
-        return "mixed"
-    order = np.argsort(wd)
-    d = np.diff(v[order])
-    tol = rtol * np.maximum(np.abs(v[order][:-1]), np.finfo(float).tiny)
-    if se is not None:
-        e = np.asarray(se, dtype=float)
-        if e.shape != v.shape or (e < 0).any() or np.isnan(e).any():
-            raise ValueError(f"se must hold one standard error >= 0 per value, got {list(se)}")
-        if not (isinstance(z, (int, float)) and z >= 0):
-            raise ValueError(f"z must be a number >= 0, got {z!r}")
-        tol = np.maximum(tol, z * np.hypot(e[order][:-1], e[order][1:]))
-    up, down = d > tol, d < -tol
-    if up.all():
-        return "increasing"
-    if down.all():
-        return "decreasing"
-    if not (up | down).any():
-        return "flat"
-    return "mixed"
-
-
-def results_table(results: Sequence[Any]):
-    """A DataFrame indexed by weight decay (see the module docstring) from experiments.Results
-    of ONE model (same config except the weight decay). Accuracies and the gap in percent."""
-    import pandas as pd
-
-    if not results:
-        raise ValueError("no results")
-    models = {r.config.model for r in results}
-    if len(models) != 1:
-        raise ValueError(f"results of one model expected, got {sorted(models)}")
-    model = models.pop()
-    rows = []
-    for r in results:
-        m = r.metrics
-        row = {"weight_decay": float(r.config.weight_decay),
-               "train_acc": 100 * m["train_acc"], "val_acc": 100 * m["val_acc"], "test_acc": 100 * m["test_acc"],
-               "gap": 100 * (m["train_acc"] - m["val_acc"]), "train_loss": m["train_loss"],
-               "weight_norm": m["weight_norm"],
-               # binomial standard error of the validation accuracy (val_size images)
-               "val_acc_se": 100 * math.sqrt(m["val_acc"] * (1 - m["val_acc"]) / r.config.val_size)}
-        if r.spectrum is not None:
-            s = r.spectrum
-            row.update({"lambda_max": s.lambda_max, "trace": s.trace, "frobenius": s.frobenius})
-            if s.probes > 1:
-                row.update({"lambda_max_se": s.lambda_max_se, "trace_se": s.trace_se, "frobenius_se": s.frobenius_se})
-        for quantity, by_wd in PAPER_REPORTED.get((model, r.config.dataset), {}).items():
-            paper = by_wd.get(row["weight_decay"])
-            row[f"paper_{quantity}"] = paper if paper is not None else math.nan
-        rows.append(row)
-    table = pd.DataFrame(rows).sort_values("weight_decay").set_index("weight_decay")
-    if table.index.duplicated().any():
-        raise ValueError(f"duplicate weight decays: {sorted(table.index[table.index.duplicated()])}")
-    return table
-
-
-def verdict(table, rtol: float = 0.0) -> dict[str, Any]:
-    """For each of lambda_max, trace, frobenius, weight_norm, val_acc, test_acc, gap present in
-    ``table`` (from ``results_table``): its trend in the weight decay and Kendall's tau (a step
-    within two standard errors counts as no change where the table has a ``<quantity>_se``
-    column: the validation accuracy always, the spectrum's measures with probes > 1); and
-    ``reproduced``: True when lambda_max AND val_acc are both "increasing" (the paper's claim:
-    the better-generalising, regularised solutions are sharper), with one line saying so."""
-    wd = list(table.index)
-    out: dict[str, Any] = {}
-    for q in ("lambda_max", "trace", "frobenius", "weight_norm", "val_acc", "test_acc", "gap"):
-        if q in table:
-            se = table[f"{q}_se"] if f"{q}_se" in table else None
-            out[q] = {"trend": trend(wd, table[q], rtol, se=se), "kendall_tau": kendall_tau(wd, table[q])}
-    sharp, acc = out.get("lambda_max", {}).get("trend"), out.get("val_acc", {}).get("trend")
-    out["reproduced"] = sharp == "increasing" and acc == "increasing"
-    if sharp is None:
-        out["summary"] = "no spectrum: the sharpness claim cannot be checked"
-    elif out["reproduced"]:
-        out["summary"] = "reproduced: lambda_1 and validation accuracy both increase with the weight decay"
-    else:
-        out["summary"] = (f"not reproduced: lambda_1 is {sharp} and validation accuracy is {acc} "
-                          "in the weight decay (steps within two standard errors count as flat)")
-    return out
-
-
 def _check_weight_decays(name: str, wds: Any) -> None:
     if not isinstance(wds, (list, tuple)) or len(wds) < 2:
         raise ValueError(f"{name} must be a list of at least two weight decays, got {wds!r}")
@@ -203,9 +105,11 @@ def _check_weight_decays(name: str, wds: Any) -> None:
 def _check_chapter(model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
                    lr: float, batch_size: int, momentum: float, weight_decays: list[float], lanczos_steps: int,
                    probes: int, hessian_samples: int | None, dense_weight_decays: list[float], workers: int,
-                   seed: int, results_dir: str | None) -> None:
+                   seeds: list[int], results_dir: str | None) -> None:
     from .checks import positive_int
+    from .seeds import check_seeds
 
+    seed = check_seeds(seeds)[0]
     _check_weight_decays("weight_decays", weight_decays)
     _check_weight_decays("dense_weight_decays", dense_weight_decays)
     positive_int("workers", workers)
@@ -218,24 +122,24 @@ def _check_chapter(model: str, dataset: str, train_per_class: int | None, image_
 def check_logreg_parameters(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
                             lr: float, batch_size: int, momentum: float, weight_decays: list[float],
                             lanczos_steps: int, probes: int, hessian_samples: int | None,
-                            dense_weight_decays: list[float], exact_samples: int, workers: int, seed: int,
+                            dense_weight_decays: list[float], exact_samples: int, workers: int, seeds: list[int],
                             results_dir: str | None) -> None:
     """Every parameter of the logistic-regression weight-decay chapter (ValueError naming it)."""
     from .checks import positive_int
 
     positive_int("exact_samples", exact_samples)
     _check_chapter("logreg", dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, weight_decays,
-                   lanczos_steps, probes, hessian_samples, dense_weight_decays, workers, seed, results_dir)
+                   lanczos_steps, probes, hessian_samples, dense_weight_decays, workers, seeds, results_dir)
 
 
 def check_mlp_parameters(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
                          lr: float, batch_size: int, momentum: float, weight_decays: list[float],
                          lanczos_steps: int, probes: int, hessian_samples: int | None,
-                         dense_weight_decays: list[float], workers: int, seed: int,
+                         dense_weight_decays: list[float], workers: int, seeds: list[int],
                          results_dir: str | None) -> None:
     """Every parameter of the MLP weight-decay chapter (ValueError naming it)."""
     _check_chapter("mlp", dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, weight_decays,
-                   lanczos_steps, probes, hessian_samples, dense_weight_decays, workers, seed, results_dir)
+                   lanczos_steps, probes, hessian_samples, dense_weight_decays, workers, seeds, results_dir)
 
 
 def chapter_config(model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
@@ -269,33 +173,25 @@ def cnn_chapter_config(model: str, dataset: str, train_per_class: int | None, im
                   bn_mode=bn_mode, val_size=val_size, seed=seed)
 
 
-def _check_cnn(model: str, dataset: str, train_per_class: int | None, image_size: int | None, pad_to: int | None,
-               model_options: dict, epochs: int, lr: float, batch_size: int, momentum: float,
-               weight_decays: list[float], lanczos_steps: int, probes: int, hessian_samples: int | None,
-               bn_mode: str, val_size: int, workers: int, seed: int, results_dir: str | None) -> None:
-    from .checks import positive_int
-
-    _check_weight_decays("weight_decays", weight_decays)
-    positive_int("workers", workers)
-    if results_dir is not None and not isinstance(results_dir, str):
-        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-    cnn_chapter_config(model, dataset, train_per_class, image_size, pad_to, model_options, epochs, lr, batch_size,
-                       momentum, lanczos_steps, probes, hessian_samples, bn_mode, val_size, seed).resolved()
-
-
 def check_allcnnc_parameters(**parameters: Any) -> None:
     """Every parameter of the All-CNN-C weight-decay chapter (ValueError naming it)."""
-    _check_cnn("allcnnc", **parameters)
+    from .cnn_chapter import CnnChapter
+
+    CnnChapter("allcnnc", **parameters)
 
 
 def check_preresnet_parameters(**parameters: Any) -> None:
     """Every parameter of the PreResNet weight-decay chapter (ValueError naming it)."""
-    _check_cnn("preresnet164", **parameters)
+    from .cnn_chapter import CnnChapter
+
+    CnnChapter("preresnet164", **parameters)
 
 
 def check_wrn_parameters(**parameters: Any) -> None:
     """Every parameter of the WideResNet weight-decay chapter (ValueError naming it)."""
-    _check_cnn("wrn28x10", **parameters)
+    from .cnn_chapter import CnnChapter
+
+    CnnChapter("wrn28x10", **parameters)
 
 
 def forward_flops(config) -> int:
@@ -585,3 +481,79 @@ def _scaled(est: Any, factor: float) -> Any:
 
 def _fmt(values: Any) -> str:
     return ", ".join(f"{v:.4g}" for v in np.asarray(values, dtype=float))
+
+
+def paper_num_params(model: str) -> int:
+    """Parameters of the paper's own ``model`` (its dataset's classes, native input), counted on the
+    meta device."""
+    import torch
+
+    from .experiments import _build, paper_config
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in _build(paper_config(model).resolved()).parameters())
+
+
+def run_facts(results: Sequence[Any], paper_model: str | None = None) -> list[tuple[str, str]]:
+    """What a sweep's runs measured about their own regime, for the run box and the claims: seeds,
+    training images and classes, parameters (beside the paper's model), the decay exponent E of each
+    weight decay (and E / E_paper), the lowest training accuracy and the final training losses, the
+    validation images and binomial SE, the weight norm's change over the last 20% of epochs, and
+    where the trained models came from (cache or this run) and what they cost."""
+    from .experiments import _num_classes
+
+    results = list(results)
+    if not results:
+        raise ValueError("no results")
+    table = seed_table(results)
+    first = results[0]
+    facts = [("seeds per weight decay", f"{int(table['seeds'].min())} ({sorted({r.config.seed for r in results})})"),
+             ("training images, classes", f"{first.metrics['train_samples']:,}, {_num_classes(first.config.dataset)} "
+                                          f"({first.config.dataset})")]
+    params = f"{int(first.metrics['num_params']):,}"
+    if paper_model is not None:
+        params += f" (the paper's {paper_model}: {paper_num_params(paper_model):,})"
+    facts.append(("parameters", params))
+    paper_e = paper_decay_exponent(paper_model) if paper_model is not None else None
+    e_text = ", ".join(f"{wd:g}: {e:.3g}" + (f" ({e / paper_e:.2g} of the paper's)" if paper_e and wd > 0 else "")
+                       for wd, e in table["decay_exponent"].items())
+    facts.append(("decay exponent E by weight decay", e_text + (f"; the paper's run: {paper_e:.3g}" if paper_e else "")))
+    facts.append(("lowest training accuracy (eval mode)", f"{100 * min(r.metrics['train_acc'] for r in results):.2f}%"))
+    facts.append(("final training loss by weight decay (seed mean)",
+                  ", ".join(f"{wd:g}: {v:.3g}" for wd, v in table["train_loss"].items())))
+    facts.append(("validation images, binomial SE of one accuracy",
+                  f"{first.config.val_size:,}, at most {table['val_acc_se'].max():.2f} points"))
+    facts.append(("weight norm change over the last 20% of epochs (seed mean)",
+                  ", ".join(f"{wd:g}: {100 * v:+.2g}%" for wd, v in table["weight_norm_change"].items())))
+    cached = [r for r in results if r.cached]
+    cost = sum(r.seconds.get("train", 0.0) + r.seconds.get("spectrum", 0.0) for r in results)
+    devices = sorted({r.device for r in results})
+    facts.append(("trained models", f"{len(results) - len(cached)} trained by this run, {len(cached)} from the cache "
+                                    f"({'; '.join(devices)}); {cost / 60:.1f} min of training and Lanczos in all"))
+    return facts
+
+
+def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, seed: int = 0) -> list[Any]:
+    """Trend claims over a grid of weight decays (any number of seeds): lambda_1 rises, ||w|| falls and
+    validation accuracy rises with the weight decay, each by Kendall's tau over every run with its
+    permutation p-value (``stats.rank_correlation``). Regime: E of the largest weight decay >= 1; a
+    grid too small for any ordering to reach p < 0.05 makes the claim "untestable". The runs'
+    training noise is part of the scatter the permutation test measures, so one seed suffices here."""
+    from . import claims as cl
+    from . import stats
+
+    results = list(results)
+    table = seed_table(results)
+    regime = [cl.decay_condition(float(table["decay_exponent"].iloc[-1]), paper_exponent)]
+    x = [float(r.config.weight_decay) for r in results]
+    out = []
+    specs = [("lambda_1 rises with the weight decay", lambda r: r.spectrum.lambda_max, 1),
+             ("||w|| falls with the weight decay", lambda r: r.metrics["weight_norm"], -1),
+             ("validation accuracy rises with the weight decay", lambda r: r.metrics["val_acc"], 1)]
+    for statement, value, direction in specs:
+        if statement.startswith("lambda") and any(r.spectrum is None for r in results):
+            continue
+        corr = stats.rank_correlation(x, [value(r) for r in results], seed=seed)
+        out.append(cl.trend_claim(f"{statement} (grid of {len(table)} weight decays, {len(results)} runs)", corr,
+                                  direction, regime=regime))
+    return out

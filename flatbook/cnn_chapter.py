@@ -1,0 +1,130 @@
+"""The driver of the three CIFAR-architecture weight-decay chapters (wd_allcnnc, wd_preresnet,
+wd_wrn): one object holds a chapter's parameters, checked once, and every step the notebooks
+show (training over weight decays x seeds, the regime facts, the spectra, the tables, the cost of
+the paper's own setting, and the claims) is a method, so the three notebooks differ only in
+their prose and the model they name.
+
+The claims are ``weight_decay.sweep_claims`` with the regime of the paper's CIFAR runs: the decay
+exponent E of the largest weight decay >= 1 (the paper's E beside it), at least 2 seeds, every run
+interpolating its training set (>= 99% training accuracy, the near-zero-loss regime Theorem 1 is
+about) and validation accuracies resolved (binomial SE <= 0.5 points). A condition that fails
+makes the claims "untestable" and is named with its shortfall.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MODEL_NAMES", "CnnChapter"]
+
+MODEL_NAMES = {"allcnnc": "All-CNN-C", "preresnet164": "PreResNet-164", "wrn28x10": "WideResNet-28-10"}
+
+
+@dataclass(frozen=True)
+class CnnChapter:
+    """A CIFAR-architecture weight-decay chapter's parameters (the notebook's parameters cell, by
+    keyword); construction checks them all (ValueError naming the parameter)."""
+
+    model: str
+    dataset: str
+    train_per_class: int | None
+    image_size: int | None
+    pad_to: int | None
+    model_options: dict
+    epochs: int
+    lr: float
+    batch_size: int
+    momentum: float
+    weight_decays: list
+    lanczos_steps: int
+    probes: int
+    hessian_samples: int | None
+    bn_mode: str
+    val_size: int
+    workers: int
+    seeds: list
+    results_dir: str | None = None
+    _base: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from .checks import positive_int
+        from .seeds import check_seeds
+        from .weight_decay import _check_weight_decays, cnn_chapter_config
+
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {sorted(MODEL_NAMES)}, got {self.model!r}")
+        _check_weight_decays("weight_decays", self.weight_decays)
+        positive_int("workers", self.workers)
+        seeds = check_seeds(self.seeds)
+        if self.results_dir is not None and not isinstance(self.results_dir, str):
+            raise ValueError(f"results_dir must be null or a path, got {self.results_dir!r}")
+        base = cnn_chapter_config(self.model, self.dataset, self.train_per_class, self.image_size, self.pad_to,
+                                  self.model_options, self.epochs, self.lr, self.batch_size, self.momentum,
+                                  self.lanczos_steps, self.probes, self.hessian_samples, self.bn_mode,
+                                  self.val_size, seeds[0])
+        base.resolved()
+        object.__setattr__(self, "_base", base)
+
+    @property
+    def name(self) -> str:
+        return MODEL_NAMES[self.model]
+
+    @property
+    def base(self):
+        """The experiments.Config of the first seed at weight decay 0."""
+        return self._base
+
+    def run(self) -> list[Any]:
+        """Train (or load from the cache) every weight decay x seed; Results seed-major."""
+        from .seeds import seed_sweep
+
+        return seed_sweep(self.base, self.weight_decays, self.seeds, workers=self.workers,
+                          results_dir=self.results_dir)
+
+    def first_seed(self, results: list[Any]) -> list[Any]:
+        return [r for r in results if r.config.seed == self.seeds[0]]
+
+    def training_figure(self, results: list[Any]):
+        from . import plots
+
+        variant = self.model_options or "the paper's"
+        return plots.plot_training_curves(
+            {f"weight decay {r.config.weight_decay:g}": r.history for r in self.first_seed(results)},
+            title=f"{self.name} (variant: {variant}) on {self.dataset}: training (seed {self.seeds[0]})")
+
+    def facts(self, results: list[Any]) -> list[tuple[str, str]]:
+        from .weight_decay import run_facts
+
+        return run_facts(results, self.model)
+
+    def spectra_figure(self, results: list[Any]):
+        from . import plots
+
+        return plots.plot_spectrum_stems({f"wd {r.config.weight_decay:g}: val acc {100 * r.metrics['val_acc']:.2f}%":
+                                          r.spectrum for r in self.first_seed(results)})
+
+    def table(self, results: list[Any]):
+        from .weight_decay import seed_table
+
+        return seed_table(results)
+
+    def paper_numbers(self):
+        """(the paper's reported numbers for this model, the dataset it measured them on)."""
+        from .weight_decay import paper_numbers
+
+        return paper_numbers(self.model)
+
+    def cost(self, results: list[Any]) -> dict[str, float]:
+        """``weight_decay.paper_cost`` of the paper's three runs, scaled from the first run here."""
+        from .experiments import paper_config
+        from .weight_decay import paper_cost
+
+        return paper_cost(results[0], paper_config(self.model), runs=3)
+
+    def claims(self, results: list[Any]) -> list[Any]:
+        """The chapter's claims (module docstring)."""
+        from .weight_decay import paper_decay_exponent, sweep_claims
+
+        return sweep_claims(results, interpolation=True, resolution=True,
+                            paper_exponent=paper_decay_exponent(self.model))
