@@ -232,47 +232,53 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
 
 # --- scale invariance in train mode ------------------------------------------------------------
 
-_PASS_THROUGH = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity")
-
-
 def batchnorm_fed_weights(model, x) -> list[tuple[str, str]]:
-    """(weight parameter name, BatchNorm module name) for every Conv/Linear layer whose output
-    tensor is the input of a BatchNorm layer (through Dropout or Identity modules, which return
-    their input in eval mode), found by running ``model`` on ``x`` with forward hooks (in eval mode,
-    on a copy: nothing of the model changes). Functional code between a layer and a BatchNorm (an
-    addition, a ReLU called as a function) breaks the chain, so a weight listed here feeds the
-    BatchNorm layer and nothing else that hooks can see; ``scale_invariance`` checks the consequence."""
+    """(weight parameter name, BatchNorm module name) for every Conv/Linear layer whose output is
+    used by ONE operation only, a BatchNorm layer: read off the autograd graph of a forward pass
+    of ``x`` (so functional code counts too: a stem conv whose output also enters a residual
+    addition or a shortcut is left out; Dropout and Identity in eval mode pass the tensor
+    through). Runs on a copy in eval mode: nothing of the model changes."""
     import torch
     from torch import nn
 
     shadow = copy.deepcopy(model).eval()
-    producer: dict[int, str] = {}
-    found: list[tuple[str, str]] = []
-    modules = dict(shadow.named_modules())
+    layer_nodes: dict[str, Any] = {}
+    bn_nodes: dict[Any, str] = {}
     handles = []
 
     def hook(name):
         def record(module, inputs, output):
-            src = producer.get(id(inputs[0])) if inputs and isinstance(inputs[0], torch.Tensor) else None
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                if src is not None:
-                    found.append((f"{src}.weight", name))
-                return
-            if type(module).__name__ in _PASS_THROUGH and src is not None:
-                producer[id(output)] = src
+                bn_nodes[output.grad_fn] = name
             elif isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-                producer[id(output)] = name
+                layer_nodes[name] = output.grad_fn
         return record
 
-    for name, m in modules.items():
-        if name and not list(m.children()):
+    for name, m in shadow.named_modules():
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.conv._ConvNd, nn.Linear)):
             handles.append(m.register_forward_hook(hook(name)))
     try:
-        with torch.no_grad():
-            shadow(x)
+        with torch.enable_grad():
+            out = shadow(x)
     finally:
         for h in handles:
             h.remove()
+    parents: dict[Any, list[Any]] = {}
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None:
+                parents.setdefault(child, []).append(node)
+                stack.append(child)
+    found = []
+    for name, node in layer_nodes.items():
+        users = parents.get(node, [])
+        if len(users) == 1 and users[0] in bn_nodes and node is not None:
+            found.append((f"{name}.weight", bn_nodes[users[0]]))
     return found
 
 

@@ -60,7 +60,7 @@ from typing import Any
 
 from . import __version__
 
-__all__ = ["Config", "Result", "run", "sweep", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
+__all__ = ["Config", "Result", "run", "sweep", "run_many", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
            "paper_config", "cached_results", "hessian_indices"]
 
 RESULT_FORMAT = 2  # 2: per-image validation correctness (val_correct), Ritz residuals in the spectrum
@@ -638,25 +638,34 @@ def _worker(config: dict, results_dir: str, data_root: str | None, device: str |
 def sweep(base: Config | dict, weight_decays: list[float], *, workers: int = 1,
           results_dir: str | Path | None = None, data_root: str | Path | None = None, device: str | None = None,
           progress: bool = True) -> list[Result]:
-    """One Result per weight decay (in the given order): ``base`` with ``weight_decay`` replaced.
-
-    Every config is validated before any training. Cached results are loaded; with
-    ``workers > 1`` the others run in that many spawned worker processes on the CPU, each with
-    (CPU threads // workers) threads (for small models, whose steps are dominated by
-    single-threaded overhead; on a GPU use workers=1)."""
-    from .checks import positive_int
-
+    """One Result per weight decay (in the given order): ``base`` with ``weight_decay`` replaced;
+    ``run_many`` of those configs (see it for ``workers``)."""
     base = Config.from_dict(base)
     if not isinstance(weight_decays, (list, tuple)) or not weight_decays:
         raise ConfigError(f"weight_decays must be a non-empty list of numbers >= 0, got {weight_decays!r}")
-    workers = positive_int("workers", workers)
     configs = []
     for i, wd in enumerate(weight_decays):
         if not _is_number(wd) or wd < 0:
             raise ConfigError(f"weight_decays[{i}] = {wd!r} is invalid: a finite number >= 0")
-        configs.append(base.replace(weight_decay=float(wd)).resolved())
+        configs.append(base.replace(weight_decay=float(wd)))
+    return run_many(configs, workers=workers, results_dir=results_dir, data_root=data_root, device=device,
+                    progress=progress)
+
+
+def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str | Path | None = None,
+             data_root: str | Path | None = None, device: str | None = None, progress: bool = True) -> list[Result]:
+    """One Result per config (in the given order). Every config is validated before any training.
+    Cached results are loaded; with ``workers > 1`` the others run in that many spawned worker
+    processes on the CPU, each with (CPU threads // workers) threads (for small models, whose steps
+    are dominated by single-threaded overhead; on a GPU use workers=1)."""
+    from .checks import positive_int
+
+    workers = positive_int("workers", workers)
+    if not isinstance(configs, (list, tuple)) or not configs:
+        raise ConfigError(f"configs must be a non-empty list of configs, got {configs!r}")
+    configs = [Config.from_dict(c).resolved() for c in configs]
     root = globals()["results_dir"](results_dir)
-    todo = [c for c in configs if not (root / c.key() / "result.json").exists()]
+    todo = list({c.key(): c for c in configs if not (root / c.key() / "result.json").exists()}.values())
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -669,7 +678,7 @@ def sweep(base: Config | dict, weight_decays: list[float], *, workers: int = 1,
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo), desc=f"{base.model}: {len(todo)} runs in {workers} processes", unit="run")
+            bar = tqdm(total=len(todo), desc=f"{configs[0].model}: {len(todo)} runs in {workers} processes", unit="run")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
             futures = [pool.submit(_worker, c.to_dict(), str(root), None if data_root is None else str(data_root),
                                    device, threads) for c in todo]
@@ -681,4 +690,9 @@ def sweep(base: Config | dict, weight_decays: list[float], *, workers: int = 1,
             finally:
                 if bar is not None:
                     bar.close()
-    return [run(c, results_dir=root, data_root=data_root, device=device, progress=progress) for c in configs]
+    out = [run(c, results_dir=root, data_root=data_root, device=device, progress=progress) for c in configs]
+    trained_here = {c.key() for c in todo}
+    for r in out:
+        if r.key in trained_here:
+            r.cached = False  # computed by this call (in a worker), not found in the cache
+    return out

@@ -38,18 +38,13 @@ def seed_sweep(base: Any, weight_decays: Sequence[float], seeds: Sequence[int], 
                results_dir: Any = None, progress: bool = True) -> list[Any]:
     """``experiments.sweep`` of ``base`` over ``weight_decays`` for every seed in ``seeds`` (see the
     module docstring): the Results, seed-major (all weight decays of the first seed, then the
-    next). Every config is validated before any training; cached runs are reused."""
-    from .experiments import sweep
+    next). Every config is validated before any training; cached runs are reused; uncached ones
+    are shared out among ``workers`` processes all together (``experiments.run_many``)."""
+    from .experiments import run_many
 
     seeds = check_seeds(seeds)
-    for s in seeds:  # validate every config before the first run
-        for wd in weight_decays:
-            seeded(base, s).replace(weight_decay=float(wd)).resolved()
-    out: list[Any] = []
-    for s in seeds:
-        out.extend(sweep(seeded(base, s), list(weight_decays), workers=workers, results_dir=results_dir,
-                         progress=progress))
-    return out
+    configs = [seeded(base, s).replace(weight_decay=float(wd)) for s in seeds for wd in weight_decays]
+    return run_many(configs, workers=workers, results_dir=results_dir, progress=progress)
 
 
 def _groups(results: Sequence[Any], setting: Callable[[Any], Any]) -> dict[Any, dict[int, Any]]:

@@ -401,7 +401,7 @@ def sweep_claims(results: Sequence[Any], *, interpolation: bool = False, resolut
 
     Regime (every claim but 6, which needs only seeds): the decay exponent E of the largest weight
     decay >= 1, at least 2 seeds; with ``interpolation`` every run's training accuracy >= 99%; with
-    ``resolution`` the validation accuracy's binomial SE <= 0.5 points. A claim whose regime fails
+    ``resolution`` at least 4,000 validation images (binomial SE about 0.5 points or less). A claim whose regime fails
     is "untestable", its effect still computed. ``paper_exponent``: the paper's E, shown beside ours."""
     from . import claims as cl
     from . import stats
@@ -425,7 +425,8 @@ def sweep_claims(results: Sequence[Any], *, interpolation: bool = False, resolut
     if interpolation:
         regime.append(cl.interpolation_condition(min(r.metrics["train_acc"] for r in results)))
     if resolution:
-        regime.append(cl.resolution_condition(float(table["val_acc_se"].max())))
+        regime.append(cl.resolution_condition(min(r.config.val_size for r in results),
+                                              float(table["val_acc_se"].max())))
     pair = f"weight decay {hi:g} against {lo:g}"
     out = []
     have_spectrum = all(r.spectrum is not None for r in results)
@@ -435,7 +436,9 @@ def sweep_claims(results: Sequence[Any], *, interpolation: bool = False, resolut
             seeds, a, b = paired_values(results, setting, lo, hi, lambda r, q=q: getattr(r.spectrum, q))
             evidence = [(f"{label} at wd {lo:g}, per seed", _fmt(a)), (f"{label} at wd {hi:g}, per seed", _fmt(b))]
             if q == "lambda_max":
-                evidence.append(("largest Ritz residual of lambda_1", f"{table['lambda_max_residual'].max():.3g}"))
+                res = float(table["lambda_max_residual"].max())
+                evidence.append(("largest Ritz residual of lambda_1",
+                                 f"{res:.3g} ({res / float(table['lambda_max'].min()):.1e} of the smallest lambda_1)"))
             if (a > 0).all() and (b > 0).all():
                 est, name = stats.ratio_over_seeds(a, b), f"ratio of {label} ({pair})"
             else:
@@ -515,7 +518,7 @@ def run_facts(results: Sequence[Any], paper_model: str | None = None) -> list[tu
         params += f" (the paper's {paper_model}: {paper_num_params(paper_model):,})"
     facts.append(("parameters", params))
     paper_e = paper_decay_exponent(paper_model) if paper_model is not None else None
-    e_text = ", ".join(f"{wd:g}: {e:.3g}" + (f" ({e / paper_e:.2g} of the paper's)" if paper_e and wd > 0 else "")
+    e_text = ", ".join(f"{wd:g}: {e:.3g}" + (f" ({e / paper_e:.2g}x the paper's)" if paper_e and wd > 0 else "")
                        for wd, e in table["decay_exponent"].items())
     facts.append(("decay exponent E by weight decay", e_text + (f"; the paper's run: {paper_e:.3g}" if paper_e else "")))
     facts.append(("lowest training accuracy (eval mode)", f"{100 * min(r.metrics['train_acc'] for r in results):.2f}%"))

@@ -32,7 +32,8 @@ def test_claim_outcomes_and_regime_gate():
 def test_conditions():
     assert claims.interpolation_condition(0.995).met and not claims.interpolation_condition(0.985).met
     assert "1.5 points short" in claims.interpolation_condition(0.975).shortfall
-    assert claims.resolution_condition(0.49).met and not claims.resolution_condition(1.2).met
+    assert claims.resolution_condition(5000, 0.49).met and not claims.resolution_condition(1000, 1.2).met
+    assert claims.resolution_condition(1000, 1.2).shortfall == "4x too few"
     assert claims.decay_condition(0.0).shortfall == "no weight decay"
 
 

@@ -175,6 +175,12 @@ def test_run_stores_a_complete_entry_and_second_call_is_a_cache_hit(tmp_path, fa
         x, y = prepare_data(BASE, split, fashion[0])
         assert evaluate(model, x, y) == (r.metrics[f"{split}_loss"], r.metrics[f"{split}_acc"])
     assert r.metrics["val_acc"] == r.history[-1]["val_acc"]
+    # the per-image validation record (paired comparisons) is that of the stored weights, and survives the cache
+    xv, yv = prepare_data(BASE, "val", fashion[0])
+    _, _, hits = evaluate(model, xv, yv, per_example=True)
+    assert r.val_correct_array().dtype == bool and np.array_equal(r.val_correct_array(), hits.numpy())
+    assert r.val_correct_array().mean() == r.metrics["val_acc"]
+    assert r.spectrum.top_residuals.shape == (1,) and np.isfinite(r.spectrum.lambda_max_residual)
 
     def no_training(*a, **k):
         raise AssertionError("a cache hit must not train")
@@ -185,6 +191,8 @@ def test_run_stores_a_complete_entry_and_second_call_is_a_cache_hit(tmp_path, fa
     assert np.array_equal(again.spectrum.nodes, r.spectrum.nodes)
     assert np.array_equal(again.spectrum.weights, r.spectrum.weights)
     assert again.spectrum.lambda_max == r.spectrum.lambda_max
+    assert np.array_equal(again.val_correct_array(), r.val_correct_array())
+    assert np.array_equal(again.spectrum.top_residuals, r.spectrum.top_residuals)
     for (k, v), (k2, v2) in zip(again.load_model().state_dict().items(), model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     # another weight decay is another entry (and would need training)
@@ -211,7 +219,8 @@ def test_other_spectrum_settings_reuse_the_trained_weights(tmp_path, fashion, mo
         assert k == k2 and torch.equal(v, v2)
     # the spectrum is that of the trained weights with the new settings
     x, y = prepare_data(BASE, "train", fashion[0])
-    op = HessianOperator(r.load_model(), torch.nn.functional.cross_entropy, (x[:40], y[:40]), batch_size=20)
+    idx = experiments.hessian_indices(len(y), 40, 3)  # 40 of the 100 training images, drawn with probe seed 3
+    op = HessianOperator(r.load_model(), torch.nn.functional.cross_entropy, (x[idx], y[idx]), batch_size=20)
     expected = slq(op, steps=9, probes=2, seed=3)
     np.testing.assert_allclose(more.spectrum.nodes, expected.nodes, rtol=1e-10, atol=1e-12)
     # spectrum off: the same training, no spectrum
@@ -407,3 +416,12 @@ def test_sweep_with_two_workers_equals_one(tmp_path, fashion):
             assert p.metrics[k] == pytest.approx(s.metrics[k], rel=1e-6, abs=1e-6)
         np.testing.assert_allclose(p.spectrum.nodes, s.spectrum.nodes, rtol=1e-5, atol=1e-6)
     assert listing(tmp_path / "par") == sorted(r.key for r in parallel)
+
+
+def test_hessian_indices_are_all_images_or_a_seeded_sorted_subset():
+    assert torch.equal(experiments.hessian_indices(50, None, 0), torch.arange(50))
+    assert torch.equal(experiments.hessian_indices(50, 80, 0), torch.arange(50))
+    a, b = experiments.hessian_indices(1000, 100, 1), experiments.hessian_indices(1000, 100, 1)
+    assert torch.equal(a, b) and len(a) == 100 and len(set(a.tolist())) == 100
+    assert torch.equal(a, a.sort().values) and int(a.max()) < 1000
+    assert not torch.equal(a, experiments.hessian_indices(1000, 100, 2))  # another probe seed, other images

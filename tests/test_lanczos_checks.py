@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from flatbook import dense_hessian, models
-from flatbook.lanczos_checks import (check_lanczos_parameters, estimator_grid, exact_measures, ghost_count, steps_to_converge,
-                                     ritz_history, summarise_grid)
+from flatbook.lanczos_checks import (GhostEffect, check_lanczos_parameters, estimator_grid, exact_measures, ghost_count,
+                                     ghost_effect, lanczos_claims, one_probe_spread, quadrature_identity, ritz_history,
+                                     smoothed_density_distance, steps_to_converge, summarise_grid)
 from flatbook.spectrum import DiagonalOperator, MatrixOperator, _start_vectors, check_operator, lanczos, slq
 
 
@@ -321,3 +322,151 @@ def test_steps_to_converge_reads_the_history():
     assert steps_to_converge(history[:2], eig, 1, rtol=1e-12) is None
     with pytest.raises(ValueError, match="k"):
         steps_to_converge(history, eig, 0)
+
+
+# --- the trace estimate is P q^T H q at every number of steps ----------------------------------
+
+
+def test_quadrature_identity_with_separate_runs(mlp_hessian):
+    """Each number of steps is its own Lanczos run (nothing shared with the others): the trace
+    estimate is P q^T H q for every m >= 1 and the Frobenius estimate sqrt(P ||Hq||^2) for m >= 2."""
+    H, e = mlp_hessian
+    A = H.numpy()
+    P = len(e)
+    table = quadrature_identity(MatrixOperator(H), [1, 2, 3, 7, 20, P], seed=11)
+    trace, fro = _quadratic_forms(A, P, 1, 11)
+    assert list(table["steps"]) == [1, 2, 3, 7, 20, P]
+    np.testing.assert_allclose(table["hutchinson"], trace, rtol=1e-12)
+    np.testing.assert_allclose(table["trace"], trace, rtol=1e-10)
+    assert (table["trace_rel_deviation"] < 1e-10).all()
+    assert math.isnan(table["frobenius_rel_deviation"].iloc[0])  # one node cannot integrate x^2 exactly
+    assert abs(table["frobenius"].iloc[0] - fro) > 1e-6 * fro
+    assert (table["frobenius_rel_deviation"].iloc[1:] < 1e-10).all()
+    np.testing.assert_allclose(table["frobenius_direct"], fro, rtol=1e-12)
+    # the same probe on the eigenvalues gives the same numbers (orthogonal invariance)
+    other = quadrature_identity(DiagonalOperator(e), [1, 5], seed=11)
+    assert (other["trace_rel_deviation"] < 1e-10).all()
+    with pytest.raises(ValueError, match="steps"):
+        quadrature_identity(MatrixOperator(H), [])
+
+
+# --- ghosts: what they do ----------------------------------------------------------------------
+
+
+def test_smoothed_density_distance():
+    # identical measures: 0; disjoint narrow bumps: 2; a shift by one sigma: 2 (2 Phi(1/2) - 1)
+    assert smoothed_density_distance([0.0, 1.0], [0.5, 0.5], [1.0, 0.0], [0.5, 0.5], 0.01, (0, 1)) < 1e-12
+    assert smoothed_density_distance([0.0], [1.0], [1.0], [1.0], 0.01, (0, 1)) == pytest.approx(2.0, abs=1e-6)
+    from scipy.stats import norm
+
+    d = smoothed_density_distance([0.0], [1.0], [0.1], [1.0], 0.1, (0, 0.1))
+    assert d == pytest.approx(2 * (2 * norm.cdf(0.5) - 1), rel=1e-3)  # trapezoids on a grid of sigma / 10
+    assert smoothed_density_distance([0.0, np.nan], [1.0, 0.0], [0.0], [1.0], 0.1, (0, 1)) < 1e-12
+    with pytest.raises(ValueError, match="sigma"):
+        smoothed_density_distance([0.0], [1.0], [0.0], [1.0], 0.0, (0, 1))
+
+
+def test_ghost_effect_measures_shared_weight_and_an_unchanged_quadrature():
+    """Lanczos without reorthogonalisation on a matrix with a far outlier: ghost copies of lambda_1
+    appear, and (Greenbaum 1989) together carry its weight; the moments stay exact to rounding."""
+    A, eig, Q = random_symmetric(P=200, seed=5, spread=100.0)
+    g = ghost_effect(MatrixOperator(A), eig, steps=120, seed=2, max_moment=8)
+    assert isinstance(g, GhostEffect) and g.converged and g.ghosts_with == 1 and g.ghosts_without > 1
+    # the weight of lambda_1 in the probe's spectral measure: (q . u_1)^2
+    from flatbook.spectrum import _start_vectors
+
+    q = _start_vectors(200, 1, 2)[:, 0].numpy()
+    exact_weight = float((Q[:, -1] @ q) ** 2)
+    assert g.top_weight_with == pytest.approx(exact_weight, rel=1e-8)
+    assert g.top_weight_without == pytest.approx(exact_weight, rel=1e-8)
+    assert abs(g.top_weight_ratio - 1) < 1e-8
+    assert len(g.moment_errors_with) == 8 and max(g.moment_errors_with) < 1e-12
+    assert max(g.moment_errors_without) < 1e-10
+    d = g.density[0.01]
+    assert d["without vs with"] < 1e-8 < d["with vs exact"]  # one probe's own error dominates
+    assert set(g.density) == {0.01, 0.001}
+    # trace and Frobenius come from alpha_1 and beta_1, before orthogonality is lost
+    assert g.estimates_with["trace"] == pytest.approx(g.estimates_without["trace"], rel=1e-12)
+    assert g.estimates_with["frobenius"] == pytest.approx(g.estimates_without["frobenius"], rel=1e-12)
+    row = g.summary()
+    assert row["copies of lambda_1 without"] == g.ghosts_without and row["steps"] == 120
+
+
+def test_ghost_effect_without_convergence_and_argument_checks():
+    A, eig, _ = random_symmetric(P=200, seed=5, spread=100.0)
+    g = ghost_effect(MatrixOperator(A), eig, steps=2, seed=2, max_moment=8, sigma_fractions=(0.05,))
+    assert not g.converged and g.ghosts_with == 0 and len(g.moment_errors_with) == 3  # exact up to degree 2m - 1 = 3
+    assert max(g.moment_errors_with) < 1e-12 and math.isnan(g.top_weight_ratio)
+    with pytest.raises(ValueError, match="eigenvalues"):
+        ghost_effect(MatrixOperator(A), eig[:-1], steps=5)
+    with pytest.raises(ValueError, match="steps"):
+        ghost_effect(MatrixOperator(A), eig, steps=0)
+
+
+# --- one probe --------------------------------------------------------------------------------
+
+
+def test_one_probe_spread_against_formula_and_simulation():
+    e = np.array([10.0, 1.0, 1.0, 0.5, 0.0, 0.0, -0.2, 0.1] * 10)
+    s = one_probe_spread(e)
+    r_eff = e.sum() ** 2 / (e**2).sum()
+    assert s["r_eff"] == pytest.approx(r_eff)
+    assert s["trace_rel_sd"] == pytest.approx(math.sqrt(2 / r_eff))
+    # equal eigenvalues: r_eff = P, and a normalised probe is exact
+    flat = one_probe_spread(np.full(50, 3.0))
+    assert flat["r_eff"] == pytest.approx(50) and flat["trace_rel_sd_sphere"] < 1e-7
+    # the sphere formula against simulated normalised Gaussian probes
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((20000, e.size))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    est = e.size * (z**2 * e).sum(axis=1)
+    assert np.std(est) / e.sum() == pytest.approx(s["trace_rel_sd_sphere"], rel=0.03)
+    fro = np.sqrt(e.size * (z**2 * e**2).sum(axis=1))
+    assert np.std(fro) / np.sqrt((e**2).sum()) == pytest.approx(s["frobenius_rel_sd"], rel=0.25)
+    with pytest.raises(ValueError, match="eigenvalues"):
+        one_probe_spread([])
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+def _claims_inputs(ghosts_without=3, weight_without=1e-3, dens_between=1e-15, steps=100):
+    import pandas as pd
+
+    quad = pd.DataFrame({"steps": [1, 5], "trace_rel_deviation": [1e-15, 2e-15],
+                         "frobenius_rel_deviation": [np.nan, 3e-15]})
+    g = GhostEffect(steps=steps, lambda_max=10.0, top_error_with=1e-12, ghosts_with=1, ghosts_without=ghosts_without,
+                    top_weight_with=1e-3, top_weight_without=weight_without, moment_errors_with=(1e-15,) * 8,
+                    moment_errors_without=(2e-15,) * 8,
+                    density={0.01: {"without vs with": dens_between, "with vs exact": 0.1, "without vs exact": 0.1}})
+    errors = {"lambda_max": np.full(5, -1e-9), "trace": np.array([0.1, -0.1, 0.05, 0.0, 0.02]),
+              "frobenius": np.full(5, 0.01)}
+    return dict(identity_error=1e-14, quadrature={"m": quad}, ghosts={"m": g}, float32_lambda_error=1e-7,
+                paper_errors={"m": errors}, spreads={"m": {"r_eff": 800.0, "trace_rel_sd": 0.05,
+                                                           "frobenius_rel_sd": 0.2}}, steps=steps)
+
+
+def test_lanczos_claims_on_constructed_inputs():
+    claims = lanczos_claims(**_claims_inputs())
+    assert len(claims) == 10
+    exact = [c for c in claims if c.method.startswith("exact computation")]
+    assert len(exact) == 3 and all(c.outcome == "supported" for c in exact)
+    assert all(c.outcome == "supported" for c in claims)
+    assert claims[1].effect == 2e-15 and claims[2].effect == 3e-15
+    # ghosts that took weight from elsewhere, or moved the density: contradicted
+    bad = lanczos_claims(**_claims_inputs(weight_without=2e-3, dens_between=0.05))
+    assert bad[4].outcome == "contradicted" and bad[4].effect == pytest.approx(1.0)
+    assert bad[6].outcome == "contradicted" and bad[6].effect == pytest.approx(0.5)
+    # no ghost: the ghost claims are untestable, not supported
+    none = lanczos_claims(**_claims_inputs(ghosts_without=1))
+    assert none[3].outcome == "contradicted"  # lambda_1 converged, yet no copy: the claim that ghosts appear fails
+    assert [c.outcome for c in none[4:7]] == ["untestable"] * 3 and "no ghost" in none[4].failed
+    # lambda_1 not converged: untestable too
+    inputs = _claims_inputs()
+    inputs["ghosts"]["m"] = GhostEffect(**{**inputs["ghosts"]["m"].__dict__, "top_error_with": 1e-3})
+    unconverged = lanczos_claims(**inputs)
+    assert [c.outcome for c in unconverged[3:7]] == ["untestable"] * 4
+    # a one-probe trace too noisy for 10%
+    inputs = _claims_inputs()
+    inputs["spreads"]["m"]["trace_rel_sd"] = 0.5
+    assert lanczos_claims(**inputs)[-1].outcome == "contradicted"

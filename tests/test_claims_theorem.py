@@ -1,0 +1,148 @@
+"""flatbook.theorem's claim builders: ``checked_claim``, the Theorem 1 chapter's and the Gedanken
+chapter's claims, on constructed inputs (and, for the Gedanken experiment, SymPy's own exact
+derivation at the paper's counter-example, whose numbers are known)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import sympy as sp
+
+from flatbook import claims as cl
+from flatbook import symbolic, theorem
+
+
+def test_checked_claim_bounds_regime_and_method():
+    c = theorem.checked_claim("small", 1e-9, 1e-6, "error")
+    assert c.outcome == "supported" and c.effect == c.low == c.high == 1e-9 and c.null == 1e-6 and c.level == 1.0
+    assert c.method.startswith(theorem.MEASURED) and "at most 1e-06" in c.method and math.isnan(c.mde)
+    assert theorem.checked_claim("small", 1e-3, 1e-6, "error").outcome == "contradicted"
+    assert theorem.checked_claim("big", 12.0, 10.0, "factor", at_least=True).outcome == "supported"
+    assert theorem.checked_claim("big", 9.0, 10.0, "factor", at_least=True).outcome == "contradicted"
+    cond = cl.Condition("steps", 3, "at least 10", False, "7 short")
+    u = theorem.checked_claim("gated", 0.0, 1.0, "error", regime=[cond], evidence=[("a", 1)])
+    assert u.outcome == "untestable" and "steps = 3, at least 10 (7 short)" in u.failed and u.effect == 0.0
+    assert u.evidence == (("a", "1"),)
+    # a Claim: it round-trips through the notebook's JSON like any other
+    assert cl.Claim.from_dict(u.to_dict()) == u
+    exact = theorem.checked_claim("identity", 0, 0, "error", method="exact computation (no sampling)")
+    assert exact.method.startswith("exact computation") and exact.outcome == "supported"
+    with pytest.raises(ValueError, match="bound"):
+        theorem.checked_claim("x", 1.0, math.inf, "error")
+    with pytest.raises(ValueError, match="NaN"):
+        theorem.checked_claim("x", math.nan, 1.0, "error")
+
+
+def _sweep(alphas, loss, lam, fro, changed=0, accuracy=1.0):
+    return pd.DataFrame({"alpha": alphas, "loss": loss, "lambda_max": lam, "frobenius": fro,
+                         "predictions_changed": [changed] * len(alphas), "accuracy": [accuracy] * len(alphas),
+                         "asymmetry": [1e-12] * len(alphas)})
+
+
+def _theorem_inputs(**change):
+    alphas = [1.0, 10.0, 100.0]
+    sweeps = {"logreg: last layer": _sweep(alphas, [1.0, 0.1, 1e-3], [5.0, 1.0, 0.01], [6.0, 1.0, 0.02]),
+              "MLP: last layer": _sweep(alphas, [1.0, 0.1, 1e-3], [5.0, 8.0, 0.01], [6.0, 9.0, 0.02])}
+    verdicts = {k: theorem.scaling_verdict(df, "output") for k, df in sweeps.items()}
+    zero = sp.Integer(0)
+    inputs = dict(
+        derivatives=SimpleNamespace(equals_minus_log_softmax=True, gradient_is_p_minus_y=True,
+                                    hessian_is_diag_p_minus_ppT=True),
+        kron_agrees=True,
+        separable_limits=[SimpleNamespace(loss_limit=zero, trace_limit=zero, entry_limits=sp.zeros(2, 2),
+                                          lambda_max_limit=zero)],
+        relu={"agree": True, "gauss_newton_limit": zero, "residual_limit": zero},
+        sweeps=sweeps, verdicts=verdicts,
+        dinh_verdict={"loss_max_relative_change": 1e-15, "lambda_max_ratio": 1e3}, dinh_alphas=[1.0, 100.0],
+        everything=_sweep(alphas, [1.0, 5.0, 50.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], accuracy=0.9),
+        engine_error=1e-15, null_residual=1e-16, zero_count=800, predicted_zeros=785)
+    inputs.update(change)
+    return inputs
+
+
+def test_theorem1_claims_on_constructed_inputs():
+    claims = theorem.theorem1_claims(**_theorem_inputs())
+    assert len(claims) == 15
+    exact = [c for c in claims if c.method.startswith("exact computation")]
+    assert len(exact) == 9 and all(c.outcome == "supported" for c in exact)
+    measured = [c for c in claims if c.method.startswith(theorem.MEASURED)]
+    assert len(measured) == 6 and all(c.outcome == "supported" for c in measured)
+    by = {c.statement: c for c in claims}
+    lam = next(c for s, c in by.items() if s.startswith("lambda_1 at the largest scale"))
+    assert lam.effect == pytest.approx(0.01 / 5.0)
+    dinh = next(c for s, c in by.items() if "more than a factor 10" in s)
+    assert dinh.effect == pytest.approx(1e3)
+    premise = next(c for s, c in by.items() if "premise" in s)
+    assert premise.effect == pytest.approx(50.0)
+
+
+def test_theorem1_claims_report_failures():
+    zero = sp.Integer(0)
+    claims = theorem.theorem1_claims(**_theorem_inputs(
+        derivatives=SimpleNamespace(equals_minus_log_softmax=True, gradient_is_p_minus_y=False,
+                                    hessian_is_diag_p_minus_ppT=True),
+        separable_limits=[SimpleNamespace(loss_limit=zero, trace_limit=sp.Integer(1), entry_limits=sp.zeros(2, 2),
+                                          lambda_max_limit=None)],
+        zero_count=700, engine_error=1e-3,
+        dinh_verdict={"loss_max_relative_change": 1e-15, "lambda_max_ratio": 0.5}))
+    by = {c.statement.split(":")[0].split(",")[0]: c for c in claims}
+    outcomes = {c.statement: c.outcome for c in claims}
+    assert by["softmax cross-entropy"].outcome == "contradicted" and by["softmax cross-entropy"].effect == 1
+    assert next(c for c in claims if c.statement.startswith("separable")).effect == 1
+    assert next(c for c in claims if c.statement.startswith("at least as many")).effect == 85
+    assert next(c for c in claims if "engine" in c.statement).outcome == "contradicted"
+    assert next(c for c in claims if "more than a factor 10" in c.statement).outcome == "contradicted"
+    assert sum(o == "contradicted" for o in outcomes.values()) == 5
+    # every image fitted: the premise claim cannot be tested
+    alphas = [1.0, 10.0, 100.0]
+    fitted = _theorem_inputs(everything=_sweep(alphas, [1.0, 0.1, 0.01], [1.0, 0.5, 0.1], [1, 1, 1], accuracy=1.0))
+    premise = theorem.theorem1_claims(**fitted)[-1]
+    assert premise.outcome == "untestable" and "every image is fitted" in premise.failed
+
+
+@pytest.fixture(scope="module")
+def gedanken():
+    d = symbolic.derive_gedanken(3)
+    point = symbolic.resolve_point(None, 3)
+    rays = [symbolic.ray_limits(d, r, 1.0) for r in symbolic.resolve_directions(None, 3, 1.0)]
+    t = sp.Symbol("t", positive=True)
+    path = symbolic.path_limits(d, symbolic.unbalanced_path(3, 1.0, t), 1.0, t)
+    return d, point, rays, path
+
+
+def test_gedanken_claims_at_the_papers_counterexample(gedanken):
+    d, point, rays, path = gedanken
+    cmp = symbolic.trace_versus_lambda(d, point, 1.0)
+    nonzero = sum(int(sp.simplify(e) != 0) for e in d.residual_term)
+    claims = theorem.gedanken_claims(residual_nonzero_entries=nonzero, trace_gap_is_zero=True, eq4_relative_gap=0.0,
+                                     X=1.0, comparison=cmp, depth_agreement={2: True, 3: True}, ray_limits=rays,
+                                     path=path)
+    assert [c.outcome for c in claims] == ["contradicted", "supported", "supported", "contradicted", "supported",
+                                           "supported", "contradicted"]
+    assert claims[0].effect == 6  # the six off-diagonal entries X L P_ij
+    tr = claims[3]
+    # Tr = 0.759253, lambda_1 = 0.621354: the other two eigenvalues sum to 0.1379
+    assert tr.effect == pytest.approx((0.759253 - 0.621354) / 0.759253, rel=1e-5)
+    assert tr.effect == pytest.approx(abs(sum(cmp.eigenvalues[:-1])) / cmp.trace, rel=1e-12)
+    assert "sum to 0" in tr.statement and all(c.method.startswith("exact computation") for c in claims)
+    # a point where the other eigenvalues sum to zero (depth 2: X w1 w2 = -1/2): Tr(H) = lambda_1 holds
+    d2 = symbolic.derive_gedanken(2)
+    cmp2 = symbolic.trace_versus_lambda(d2, [1.0, -0.5], 1.0)
+    c2 = theorem.gedanken_claims(residual_nonzero_entries=2, trace_gap_is_zero=True, eq4_relative_gap=0.0, X=1.0,
+                                 comparison=cmp2, depth_agreement={2: True}, ray_limits=rays, path=path)
+    assert c2[3].outcome == "supported" and c2[3].effect < 1e-12
+
+
+def test_gedanken_ray_claim_is_untestable_without_a_vanishing_ray(gedanken):
+    d, point, rays, path = gedanken
+    cmp = symbolic.trace_versus_lambda(d, point, 1.0)
+    growing = [r for r in rays if not r.loss_goes_to_zero]
+    claims = theorem.gedanken_claims(residual_nonzero_entries=6, trace_gap_is_zero=False, eq4_relative_gap=0.5,
+                                     X=2.0, comparison=cmp, depth_agreement={2: True, 3: False}, ray_limits=growing,
+                                     path=path)
+    assert claims[1].outcome == "contradicted" and claims[2].outcome == "contradicted"
+    assert claims[4].outcome == "contradicted" and claims[4].effect == 1
+    assert claims[5].outcome == "untestable" and "loss -> 0" in claims[5].failed
