@@ -17,9 +17,9 @@
   run (not an identity), optionally gated by regime conditions ("untestable" when one fails) and
   with a lower bound instead of an upper one (``at_least``).
 * ``theorem1_claims(...)`` and ``gedanken_claims(...)``: the two chapters' conclusions as
-  ``flatbook.claims.Claim`` objects. Identities (algebra, closed forms, exact rescalings) are
-  ``exact_claim`` with the method "exact computation (no sampling)"; what the trained models show
-  (the shape of a sweep, Dinh's factor) are ``checked_claim`` with the method "measured ...".
+  ``flatbook.claims.Claim`` objects. Exact computations (algebra, closed forms, exact rescalings)
+  carry the method "exact computation (no sampling)" and hold at any size and training; what the
+  trained models show (the shape of a sweep, Dinh's factor) carry the method "measured ...".
 """
 
 from __future__ import annotations
@@ -282,33 +282,44 @@ def theorem1_claims(*, derivatives: Any, kron_agrees: bool, separable_limits: Se
     return out
 
 
-def gedanken_claims(*, residual_nonzero_entries: int, trace_gap_is_zero: bool, eq4_relative_gap: float, X: float,
-                    comparison: Any, depth_agreement: dict[int, bool], ray_limits: Sequence[Any],
-                    path: Any) -> list:
-    """The Gedanken chapter's conclusions as Claims (all exact: SymPy, or float64 eigenvalues of an
-    exact matrix), from what its cells computed: the number of entries of H - g g^T / L that do not
-    simplify to 0 (``residual_nonzero_entries``), whether Tr(Eq. 3) - Tr(H) simplifies to 0,
-    |Tr(H) - Eq. (4) as printed| / Tr(H) at ``X`` and the comparison point, ``comparison``
-    (``symbolic.trace_versus_lambda``), the closed form's agreement per depth, the ray limits
-    (``symbolic.ray_limits``) and the unbalanced ``path`` (``symbolic.path_limits``).
+def gedanken_claims(*, residual_nonzero_entries: int, trace_gap_is_zero: bool, trace_formula_is_exact: bool,
+                    eq4_holds_here: bool, X: float, comparison: Any, depth_agreement: dict[int, bool],
+                    ray_limits: Sequence[Any], path: Any) -> list:
+    """The Gedanken chapter's findings about the paper's Section 2 as Claims, all exact (SymPy, or
+    float64 eigenvalues of an exactly evaluated matrix), each stated as what the chapter
+    establishes, from what its cells computed:
 
-    Tr(H) = lambda_1(H) holds exactly when the other eigenvalues sum to 0 (Tr(H) = sum_i lambda_i), so
-    its claim's error is |lambda_2 + ... + lambda_n| / |Tr(H)|."""
+    1. Eq. (3) is not the Hessian: the term it drops has ``residual_nonzero_entries`` >= 1 non-zero
+       entries; 2. its trace is still Tr(H) (``trace_gap_is_zero``); 3. Tr(H) = X^2 L sum_i P_i^2
+       (``trace_formula_is_exact``; Eq. (4) as printed has X for X^2, ``eq4_holds_here`` says whether
+       the two agree at this ``X``); 4. Tr(H) = lambda_1(H) fails at the comparison point
+       (``comparison``, ``symbolic.trace_versus_lambda``): since Tr(H) = sum_i lambda_i, it holds
+       exactly when the other eigenvalues sum to 0, and the effect is |lambda_2 + ... + lambda_n| /
+       Tr(H) (at a point where they do sum to 0 this claim is contradicted: the equality holds
+       there); 5. the closed form per depth (``depth_agreement``); 6. along the rays with loss -> 0
+       (``symbolic.ray_limits``), Tr(H) and ||H||_F^2 -> 0 (untestable without such a ray); 7. zero
+       loss does not force a flat Hessian: the unbalanced ``path`` (``symbolic.path_limits``)."""
     from .claims import Claim, Condition, exact_claim
 
-    out = [exact_claim("Eq. (3) is the Hessian", residual_nonzero_entries, 0,
-                       "entries of H - g g^T / L that are not 0 (SymPy)"),
-           exact_claim("the trace of Eq. (3)'s matrix equals Tr(H)", 0 if trace_gap_is_zero else 1, 0,
-                       "Tr(Eq. 3) - Tr(H) does not simplify to 0 (0/1)"),
-           exact_claim(f"Eq. (4) as printed (X where the derivation gives X^2) is Tr(H), at X = {X:g}",
-                       eq4_relative_gap, 1e-12, "|Tr(H) - Eq. (4)| / Tr(H) at the comparison point")]
+    exact = "exact computation (no sampling)"
+    out = [checked_claim("Eq. (3) is not the Hessian: the term X L M it drops (P_ij off the diagonal) is not zero",
+                         residual_nonzero_entries, 1, "entries of H - g g^T / L that are not 0 (SymPy)", at_least=True,
+                         method=exact),
+           exact_claim("the trace of Eq. (3)'s matrix is still Tr(H): the dropped term has a zero diagonal",
+                       0 if trace_gap_is_zero else 1, 0, "Tr(Eq. 3) - Tr(H) does not simplify to 0 (0/1)"),
+           exact_claim("Tr(H) = X^2 L sum_i P_i^2 (Eq. (4) as printed has X in place of X^2: the two agree only at "
+                       "X = 1)", 0 if trace_formula_is_exact else 1, 0,
+                       "Tr(H) - X^2 L sum_i P_i^2 does not simplify to 0 (0/1)",
+                       evidence=[(f"Eq. (4) as printed at X = {X:g}", "agrees" if eq4_holds_here else "differs")])]
     point = ", ".join(f"{v:g}" for v in comparison.point)
     others = comparison.trace - comparison.lambda_max  # the sum of the other eigenvalues
-    out.append(exact_claim(f"Tr(H) = lambda_1(H) (the paper's Eq. 4) at w = ({point}), X = {X:g}; it holds exactly "
-                           "when the other eigenvalues sum to 0", abs(others) / abs(comparison.trace), 1e-9,
-                           "|lambda_2 + ... + lambda_n| / Tr(H)",
-                           evidence=[("Tr(H)", f"{comparison.trace:.6g}"), ("lambda_1(H)", f"{comparison.lambda_max:.6g}"),
-                                     ("eigenvalues", ", ".join(f"{e:.6g}" for e in comparison.eigenvalues))]))
+    out.append(checked_claim(f"Tr(H) = lambda_1(H) (the paper's Eq. 4) fails at w = ({point}), X = {X:g}: the other "
+                             "eigenvalues do not sum to 0, which is exactly when it would hold",
+                             abs(others) / abs(comparison.trace), 1e-9, "|lambda_2 + ... + lambda_n| / Tr(H)",
+                             at_least=True, method=exact,
+                             evidence=[("Tr(H)", f"{comparison.trace:.6g}"),
+                                       ("lambda_1(H)", f"{comparison.lambda_max:.6g}"),
+                                       ("eigenvalues", ", ".join(f"{e:.6g}" for e in comparison.eigenvalues))]))
     depths = sorted(depth_agreement)
     out.append(exact_claim(f"the closed form H_ij = L (X^2 P_i P_j + [i != j] X P_ij) is the Hessian for every depth "
                            f"from {depths[0]} to {depths[-1]}", sum(int(not ok) for ok in depth_agreement.values()), 0,
@@ -322,11 +333,12 @@ def gedanken_claims(*, residual_nonzero_entries: int, trace_gap_is_zero: bool, e
     else:
         cond = Condition("rays along which the loss -> 0", 0, "at least 1", False, "choose directions with X D < 0")
         out.append(Claim(statement=statement, outcome="untestable", effect_name="limits that are not 0", effect=0.0,
-                         low=0.0, high=0.0, null=0.0, level=1.0, mde=math.nan,
-                         method="exact computation (no sampling)", evidence=tuple(evidence), regime=(cond,),
-                         failed=f"{cond.name} = 0, {cond.requirement} ({cond.shortfall})"))
+                         low=0.0, high=0.0, null=0.0, level=1.0, mde=math.nan, method=exact, evidence=tuple(evidence),
+                         regime=(cond,), failed=f"{cond.name} = 0, {cond.requirement} ({cond.shortfall})"))
     counterexample = int(path.loss_limit == 0 and path.trace_limit != 0)
-    out.append(exact_claim("along every path on which the loss -> 0, Tr(H) -> 0", counterexample, 0,
-                           "paths found with loss -> 0 and Tr(H) not -> 0",
-                           evidence=[("the unbalanced path", f"loss -> {path.loss_limit}, Tr(H) -> {path.trace_limit}")]))
+    out.append(checked_claim("zero loss does not force a flat Hessian: along an unbalanced path the loss -> 0 while "
+                             "Tr(H) does not", counterexample, 1, "paths found with loss -> 0 and Tr(H) not -> 0",
+                             at_least=True, method=exact,
+                             evidence=[("the unbalanced path",
+                                        f"loss -> {path.loss_limit}, Tr(H) -> {path.trace_limit}")]))
     return out

@@ -208,8 +208,24 @@ def test_eval_mode_and_other_weights_are_not_invariant():
 def test_epsilon_breaks_the_invariance_slightly():
     x, y = _data()
     exact = bn_modes.scale_invariance(_bn_net(1e-20), F.cross_entropy, (x, y), "0.weight", 0.5, batch_size=12)
-    torch_eps = bn_modes.scale_invariance(_bn_net(1e-5), F.cross_entropy, (x, y), "0.weight", 0.5, batch_size=12)
+    torch_eps = bn_modes.scale_invariance(_bn_net(1e-5), F.cross_entropy, (x, y), "0.weight", 0.5, batch_size=12,
+                                          bn_layer="1")
     assert exact["hessian_error"] < 1e-10 < torch_eps["hessian_error"] < 1e-2
+    # bn_eps removes the epsilon term in the copies; the model keeps its own
+    net = _bn_net(1e-5)
+    removed = bn_modes.scale_invariance(net, F.cross_entropy, (x, y), "0.weight", 0.5, batch_size=12,
+                                        bn_eps=bn_modes.NEGLIGIBLE_EPS, bn_layer="1")
+    assert removed["hessian_error"] < 1e-10 and removed["bn_eps"] == 1e-30 and net[1].eps == 1e-5
+    # eps / Var at the BatchNorm input, per batch and channel: computed directly
+    with torch.no_grad():
+        z = [net[0](x[i:i + 12]) for i in (0, 12)]
+    expected = max(float((1e-5 / t.var(dim=(0, 2, 3), unbiased=False)).max()) for t in z)
+    assert torch_eps["eps_over_variance"] == pytest.approx(expected, rel=1e-10)
+    assert math.isnan(exact["eps_over_variance"]) and math.isnan(exact["bn_eps"])
+    with pytest.raises(ValueError, match="bn_eps"):
+        bn_modes.scale_invariance(net, F.cross_entropy, (x, y), "0.weight", 0.5, batch_size=12, bn_eps=0.0)
+    with pytest.raises(ValueError, match="bn_layer"):
+        bn_modes.scale_invariance(net, F.cross_entropy, (x, y), "0.weight", 0.5, batch_size=12, bn_layer="0")
 
 
 def test_scale_invariance_leaves_the_model_alone_and_checks_arguments():
@@ -230,17 +246,26 @@ def test_scale_invariance_leaves_the_model_alone_and_checks_arguments():
 
 
 def test_invariance_claims():
-    rows = [{"bn_mode": "train", "c": 0.5, "loss_change": 1e-8, "gradient_error": 2e-6, "hessian_error": 3e-5,
-             "hessian_ratio": 4.0},
-            {"bn_mode": "eval", "c": 0.5, "loss_change": 1e-2, "gradient_error": 0.5, "hessian_error": 0.8,
-             "hessian_ratio": 1.1}]
+    nan = math.nan
+    rows = [{"bn_mode": "train", "c": 0.5, "bn_eps": nan, "eps_over_variance": 3e-3, "loss_change": 1e-6,
+             "gradient_error": 8e-3, "hessian_error": 5e-3, "hessian_ratio": 4.01},
+            {"bn_mode": "train", "c": 0.5, "bn_eps": 1e-30, "eps_over_variance": 1e-28, "loss_change": 1e-16,
+             "gradient_error": 2e-15, "hessian_error": 3e-15, "hessian_ratio": 4.0},
+            {"bn_mode": "eval", "c": 0.5, "bn_eps": nan, "eps_over_variance": 3e-3, "loss_change": 1e-2,
+             "gradient_error": 0.5, "hessian_error": 0.8, "hessian_ratio": 1.1}]
     claims = bn_modes.invariance_claims(rows, "blocks.0.conv1.weight")
-    assert [c.outcome for c in claims] == ["supported"] * 4
-    assert claims[2].effect == 3e-5 and claims[3].effect == 0.8
-    rows[0]["hessian_error"] = 0.5
-    assert bn_modes.invariance_claims(rows, "w")[2].outcome == "contradicted"
+    assert [c.outcome for c in claims] == ["supported"] * 3
+    assert claims[0].effect == 3e-15 and claims[1].effect == 5e-3 and claims[2].effect == 0.8
+    assert "negligible" in claims[0].statement and "own" in claims[1].statement
+    assert claims[0].method.startswith("exact computation") and not claims[1].method.startswith("exact computation")
+    rows[1]["hessian_error"] = 1e-3  # the identity fails: contradicted
+    rows[0]["hessian_error"] = 0.2
+    out = bn_modes.invariance_claims(rows, "w")
+    assert out[0].outcome == "contradicted" and out[1].outcome == "contradicted"
+    assert [c.statement.split(":")[0] for c in bn_modes.invariance_claims(rows[2:] + rows[:1], "w")] == [
+        "train mode with the model's own BatchNorm epsilon", "eval mode"]
     with pytest.raises(ValueError, match="train"):
-        bn_modes.invariance_claims(rows[1:], "w")
+        bn_modes.invariance_claims(rows[2:], "w")
 
 
 PAPER = dict(model="wrn28x10", dataset="cifar100", train_per_class=None, image_size=None, pad_to=None,

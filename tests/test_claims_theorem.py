@@ -113,36 +113,44 @@ def gedanken():
     return d, point, rays, path
 
 
+def _gedanken_claims(gedanken, **change):
+    d, point, rays, path = gedanken
+    args = dict(residual_nonzero_entries=sum(int(sp.simplify(e) != 0) for e in d.residual_term),
+                trace_gap_is_zero=True, trace_formula_is_exact=True, eq4_holds_here=True, X=1.0,
+                comparison=symbolic.trace_versus_lambda(d, point, 1.0), depth_agreement={2: True, 3: True},
+                ray_limits=rays, path=path)
+    args.update(change)
+    return theorem.gedanken_claims(**args)
+
+
 def test_gedanken_claims_at_the_papers_counterexample(gedanken):
     d, point, rays, path = gedanken
-    cmp = symbolic.trace_versus_lambda(d, point, 1.0)
-    nonzero = sum(int(sp.simplify(e) != 0) for e in d.residual_term)
-    claims = theorem.gedanken_claims(residual_nonzero_entries=nonzero, trace_gap_is_zero=True, eq4_relative_gap=0.0,
-                                     X=1.0, comparison=cmp, depth_agreement={2: True, 3: True}, ray_limits=rays,
-                                     path=path)
-    assert [c.outcome for c in claims] == ["contradicted", "supported", "supported", "contradicted", "supported",
-                                           "supported", "contradicted"]
+    claims = _gedanken_claims(gedanken)
+    assert [c.outcome for c in claims] == ["supported"] * 7
+    assert all(c.method.startswith("exact computation") for c in claims)
     assert claims[0].effect == 6  # the six off-diagonal entries X L P_ij
     tr = claims[3]
     # Tr = 0.759253, lambda_1 = 0.621354: the other two eigenvalues sum to 0.1379
     assert tr.effect == pytest.approx((0.759253 - 0.621354) / 0.759253, rel=1e-5)
-    assert tr.effect == pytest.approx(abs(sum(cmp.eigenvalues[:-1])) / cmp.trace, rel=1e-12)
-    assert "sum to 0" in tr.statement and all(c.method.startswith("exact computation") for c in claims)
-    # a point where the other eigenvalues sum to zero (depth 2: X w1 w2 = -1/2): Tr(H) = lambda_1 holds
-    d2 = symbolic.derive_gedanken(2)
-    cmp2 = symbolic.trace_versus_lambda(d2, [1.0, -0.5], 1.0)
-    c2 = theorem.gedanken_claims(residual_nonzero_entries=2, trace_gap_is_zero=True, eq4_relative_gap=0.0, X=1.0,
-                                 comparison=cmp2, depth_agreement={2: True}, ray_limits=rays, path=path)
-    assert c2[3].outcome == "supported" and c2[3].effect < 1e-12
-
-
-def test_gedanken_ray_claim_is_untestable_without_a_vanishing_ray(gedanken):
-    d, point, rays, path = gedanken
     cmp = symbolic.trace_versus_lambda(d, point, 1.0)
+    assert tr.effect == pytest.approx(abs(sum(cmp.eigenvalues[:-1])) / cmp.trace, rel=1e-12)
+    assert "sum to 0" in tr.statement
+    assert claims[6].effect == 1 and "does not" in claims[6].statement
+    # a point where the other eigenvalues sum to zero (depth 2: X w1 w2 = -1/2): the equality holds there
+    d2 = symbolic.derive_gedanken(2)
+    c2 = _gedanken_claims(gedanken, comparison=symbolic.trace_versus_lambda(d2, [1.0, -0.5], 1.0))
+    assert c2[3].outcome == "contradicted" and c2[3].effect < 1e-12
+
+
+def test_gedanken_claims_report_failures_and_untestable_rays(gedanken):
+    d, point, rays, path = gedanken
     growing = [r for r in rays if not r.loss_goes_to_zero]
-    claims = theorem.gedanken_claims(residual_nonzero_entries=6, trace_gap_is_zero=False, eq4_relative_gap=0.5,
-                                     X=2.0, comparison=cmp, depth_agreement={2: True, 3: False}, ray_limits=growing,
-                                     path=path)
-    assert claims[1].outcome == "contradicted" and claims[2].outcome == "contradicted"
+    claims = _gedanken_claims(gedanken, residual_nonzero_entries=0, trace_gap_is_zero=False,
+                              trace_formula_is_exact=False, eq4_holds_here=False, X=2.0,
+                              depth_agreement={2: True, 3: False}, ray_limits=growing)
+    assert [c.outcome for c in claims[:3]] == ["contradicted"] * 3
+    assert claims[2].evidence == (("Eq. (4) as printed at X = 2", "differs"),)
     assert claims[4].outcome == "contradicted" and claims[4].effect == 1
     assert claims[5].outcome == "untestable" and "loss -> 0" in claims[5].failed
+    flat_path = SimpleNamespace(loss_limit=sp.Integer(0), trace_limit=sp.Integer(0))
+    assert _gedanken_claims(gedanken, path=flat_path)[6].outcome == "contradicted"

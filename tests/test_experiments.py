@@ -409,7 +409,8 @@ def test_sweep_with_two_workers_equals_one(tmp_path, fashion):
     parallel = sweep(base, [0, 1e-3], workers=2, results_dir=tmp_path / "par", **kw)
     serial = sweep(base, [0, 1e-3], workers=1, results_dir=tmp_path / "ser", **kw)
     assert [r.config.weight_decay for r in parallel] == [0.0, 1e-3]
-    assert all(r.cached for r in parallel)  # computed by the workers, loaded by the parent
+    assert not any(r.cached for r in parallel)  # computed by this call (in the workers), not found in the cache
+    assert all(r.cached for r in sweep(base, [0, 1e-3], workers=2, results_dir=tmp_path / "par", **kw))
     for p, s in zip(parallel, serial):
         assert p.key == s.key and p.metrics.keys() == s.metrics.keys()
         for k in s.metrics:

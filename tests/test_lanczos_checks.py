@@ -392,6 +392,24 @@ def test_ghost_effect_measures_shared_weight_and_an_unchanged_quadrature():
     assert row["copies of lambda_1 without"] == g.ghosts_without and row["steps"] == 120
 
 
+def test_ghost_effect_on_the_eigenvalues_knows_the_probes_measure():
+    A, eig, _ = random_symmetric(P=200, seed=5, spread=100.0)
+    g = ghost_effect(DiagonalOperator(eig), eig, steps=120, seed=2, sigma_fractions=(1e-2,))
+    assert g.ghosts_without > 1 and abs(g.top_weight_ratio - 1) < 1e-8
+    d = g.density[0.01]
+    assert d["with vs probe"] < 1e-8 and d["without vs probe"] < 1e-8 < d["probe vs exact"]
+    # the probe's measure q_i^2 at eigenvalue i, smoothed, against the exact density: computed directly
+    from flatbook.spectrum import _start_vectors
+
+    q2 = _start_vectors(200, 1, 2)[:, 0].numpy() ** 2
+    sigma = 0.01 * (eig.max() - eig.min())
+    expected = smoothed_density_distance(eig, q2, eig, np.full(200, 1 / 200), sigma, (eig.min(), eig.max()))
+    assert d["probe vs exact"] == pytest.approx(expected, rel=1e-12)
+    assert "density L1, without vs probe (sigma 0.01 x range)" in g.summary()
+    # a general operator's probe measure is unknown: no such entries
+    assert "with vs probe" not in ghost_effect(MatrixOperator(A), eig, steps=10, seed=2).density[0.01]
+
+
 def test_ghost_effect_without_convergence_and_argument_checks():
     A, eig, _ = random_symmetric(P=200, seed=5, spread=100.0)
     g = ghost_effect(MatrixOperator(A), eig, steps=2, seed=2, max_moment=8, sigma_fractions=(0.05,))
@@ -466,6 +484,13 @@ def test_lanczos_claims_on_constructed_inputs():
     inputs["ghosts"]["m"] = GhostEffect(**{**inputs["ghosts"]["m"].__dict__, "top_error_with": 1e-3})
     unconverged = lanczos_claims(**inputs)
     assert [c.outcome for c in unconverged[3:7]] == ["untestable"] * 4
+    # the density claim reads the study on the eigenvalues when given, against the probe's own measure
+    inputs = _claims_inputs()
+    diag = GhostEffect(**{**inputs["ghosts"]["m"].__dict__, "density": {0.01: {
+        "without vs with": 0.5, "with vs exact": 0.1, "without vs exact": 0.1, "with vs probe": 1e-13,
+        "without vs probe": 1e-9, "probe vs exact": 0.05}}})
+    c = lanczos_claims(**inputs, density_ghosts={"m": diag})[6]
+    assert c.outcome == "supported" and c.effect == pytest.approx(2e-8)
     # a one-probe trace too noisy for 10%
     inputs = _claims_inputs()
     inputs["spreads"]["m"]["trace_rel_sd"] = 0.5

@@ -174,13 +174,15 @@ def test_remeasure_matches_the_experiment_and_caches(tmp_path):
     normalized = remeasure.spectrum(r, operator="layer-normalized", lanczos_steps=40, probes=1, progress=False)
     model = r.load_model()
     x, y = experiments.prepare_data(r.config, "train")
-    H = dense_hessian(model, F.cross_entropy, (x[:60], y[:60]), batch_size=128)
+    idx = experiments.hessian_indices(len(y), 60, r.config.spectrum_seed)  # the run's Hessian images
+    x, y = x[idx], y[idx]
+    H = dense_hessian(model, F.cross_entropy, (x, y), batch_size=128)
     d = torch.cat([torch.full((p.numel(),), float(p.detach().double().norm()), dtype=torch.float64)
                    for p in model.parameters()])
     exact = torch.linalg.eigvalsh(d[:, None] * H * d[None, :])
     assert normalized.lambda_max == pytest.approx(float(exact[-1]), rel=1e-6)
     kappa = remeasure.relative_flatness(r)
-    assert kappa == pytest.approx(relative_flatness(model, F.cross_entropy, (x[:60], y[:60]), batch_size=128),
+    assert kappa == pytest.approx(relative_flatness(model, F.cross_entropy, (x, y), batch_size=128),
                                   rel=1e-10)
     assert len(list((r.path / "measures").glob("*.json"))) == 3
     # 490 weights (7x7 images, 10 classes): the Hutchinson estimate when the dense limit is lower

@@ -186,7 +186,8 @@ def test_transforms_refuse_non_sequential_and_conv_models():
 # --- the sweep ----------------------------------------------------------------------------------
 
 COLUMNS = ["alpha", "loss", "accuracy", "predictions_changed", "weight_norm", "lambda_max", "lambda_max_se",
-           "lambda_min", "lambda_min_se", "trace", "trace_se", "frobenius", "frobenius_se", "asymmetry"]
+           "lambda_max_residual", "lambda_min", "lambda_min_se", "trace", "trace_se", "frobenius", "frobenius_se",
+           "asymmetry"]
 
 
 def _fitted_data(model, N=30, seed=0):
@@ -227,6 +228,7 @@ def test_scaling_sweep_is_exact_at_full_steps(transform):
         assert row.trace == pytest.approx(P * float(v @ H @ v), rel=1e-8, abs=1e-10 * abs(e).sum())
         assert row.frobenius == pytest.approx(math.sqrt(P * float(v @ H @ H @ v)), rel=1e-8)
         assert math.isnan(row.trace_se) and math.isnan(row.lambda_max_se)
+        assert row.lambda_max_residual < 1e-8 * e.max()  # every step: the Krylov space is invariant
     if transform == "dinh":
         assert np.allclose(df["loss"], df["loss"].iloc[0], rtol=1e-12, atol=0)
     else:
