@@ -357,3 +357,47 @@ def plot_rank_correlations(tau, title: str | None = None):
     if title:
         ax.set_title(title)
     return fig
+
+
+def plot_decay_exponent_grid(table, paper_exponent: float | None = None, title: str | None = None):
+    """How long weight decay acted, and what it did: from a ``weight_decay.seed_table`` over a grid of
+    weight decays (one or more seeds), three panels against the decay exponent E (symlog x axis, so
+    that E = 0 is shown): lambda_1 relative to the smallest weight decay's, and the training and
+    validation accuracies (percent), with the 99% interpolation line and, where given, the paper's
+    E marked. Error bars: the seed mean's standard error where there are several seeds."""
+    if "decay_exponent" not in table or "lambda_max" not in table:
+        raise ValueError("the table needs decay_exponent and lambda_max columns (weight_decay.seed_table)")
+    e = np.asarray(table["decay_exponent"], dtype=float)
+    ref = float(table["lambda_max"].iloc[0])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    color = palette(1)[0]
+
+    def err(col):
+        if f"{col}_sd" in table and "seeds" in table:
+            return table[f"{col}_sd"] / np.sqrt(table["seeds"])
+        return None
+
+    rel_err = err("lambda_max")
+    axes[0].errorbar(e, table["lambda_max"] / ref, yerr=None if rel_err is None else rel_err / ref, marker="o",
+                     capsize=3, color=color)
+    axes[0].axhline(1.0, color="grey", lw=0.8, ls=":")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel(r"$\lambda_1$ / $\lambda_1$ at the smallest weight decay")
+    axes[1].errorbar(e, table["train_acc"], yerr=err("train_acc"), marker="o", capsize=3, color=color)
+    axes[1].axhline(99.0, color="grey", lw=0.8, ls="--", label="99%: interpolation")
+    axes[1].set_ylabel("training accuracy (%)")
+    axes[1].legend(fontsize="small")
+    axes[2].errorbar(e, table["val_acc"], yerr=err("val_acc"), marker="o", capsize=3, color=color)
+    axes[2].set_ylabel("validation accuracy (%)")
+    positive = e[e > 0]
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=max(min(positive.min(), 1.0), 1e-3) if positive.size else 1.0)
+        ax.set_xlabel(r"decay exponent $E = \sum_t \eta_t \gamma / (1 - \mu)$")
+        ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+        if paper_exponent:
+            ax.axvline(paper_exponent, color=palette(2)[1], lw=1.2, ls="--", label=f"the paper's E = {paper_exponent:.3g}")
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -174,3 +174,25 @@ def test_from_dict_validates():
         Spectrum.from_dict({k: v for k, v in d.items() if k != "weights"})
     with pytest.raises(ValueError, match="sum to 1"):
         Spectrum.from_dict({**d, "weights": [[0.5, 0.1, 0.1]]})
+
+
+def test_lambda_max_and_its_standard_error_are_one_quantity():
+    """lambda_max is the mean over probes of each probe's top Ritz value, and lambda_max_se the
+    standard error of that mean (NaN with one probe: unknown, never 0); on a constructed spectrum."""
+    import math
+
+    from flatbook.spectrum import Spectrum
+
+    nodes = np.array([[3.0, 1.0, np.nan], [2.5, 0.5, 0.1], [3.5, 2.0, 1.0]])
+    weights = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
+    sp = Spectrum(nodes, weights, num_params=10, top_residuals=[1e-3, 2e-3, 5e-4])
+    tops = np.array([3.0, 2.5, 3.5])
+    assert sp.lambda_max == pytest.approx(tops.mean())
+    assert sp.lambda_max_se == pytest.approx(tops.std(ddof=1) / math.sqrt(3))
+    assert sp.lambda_max_residual == pytest.approx(2e-3)
+    one = Spectrum(nodes[:1], weights[:1], num_params=10)
+    assert one.lambda_max == 3.0 and math.isnan(one.lambda_max_se) and math.isnan(one.lambda_max_residual)
+    again = Spectrum.from_dict(sp.to_dict())
+    assert np.array_equal(again.top_residuals, sp.top_residuals) and again.lambda_max == sp.lambda_max
+    with pytest.raises(ValueError, match="one value per probe"):
+        Spectrum(nodes, weights, num_params=10, top_residuals=[1.0])
