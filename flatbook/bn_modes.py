@@ -59,7 +59,8 @@ NEGLIGIBLE_EPS = 1e-30  # a BatchNorm epsilon far below any channel variance: th
 def check_bn_parameters(model: str, dataset: str, train_per_class: int | None, image_size: int | None,
                         pad_to: int | None, model_options: dict, epochs: int, lr: float, batch_size: int,
                         momentum: float, weight_decays: list[float], lanczos_steps: int, probes: int,
-                        hessian_samples: int | None, val_size: int, seeds: list[int], results_dir: str | None) -> None:
+                        hessian_samples: int | None, val_size: int, seeds: list[int], results_dir: str | None,
+                        val_every: int = 1) -> None:
     """Every parameter of the BatchNorm appendix (ValueError naming it); the model must have
     BatchNorm layers (without them both modes are the same Hessian)."""
     import torch
@@ -77,6 +78,7 @@ def check_bn_parameters(model: str, dataset: str, train_per_class: int | None, i
         raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
     base = cnn_chapter_config(model, dataset, train_per_class, image_size, pad_to, model_options, epochs, lr,
                               batch_size, momentum, lanczos_steps, probes, hessian_samples, "train", val_size, seeds[0])
+    base = base.replace(val_every=val_every)
     for s in seeds:
         config = base.replace(seed=s, spectrum_seed=s).resolved()
     with torch.device("meta"):

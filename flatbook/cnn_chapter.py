@@ -25,7 +25,10 @@ MODEL_NAMES = {"allcnnc": "All-CNN-C", "preresnet164": "PreResNet-164", "wrn28x1
 @dataclass(frozen=True)
 class CnnChapter:
     """A CIFAR-architecture weight-decay chapter's parameters (the notebook's parameters cell, by
-    keyword); construction checks them all (ValueError naming the parameter)."""
+    keyword); construction checks them all (ValueError naming the parameter). ``val_every``:
+    validate every k epochs (and the last); ``decay_exponents``: when given, the weight decays
+    are those whose decay exponent E over this run is each of these values, in place of
+    ``weight_decays``."""
 
     model: str
     dataset: str
@@ -46,7 +49,10 @@ class CnnChapter:
     workers: int
     seeds: list
     results_dir: str | None = None
+    val_every: int = 1
+    decay_exponents: list | None = None
     _base: Any = field(default=None, init=False, repr=False, compare=False)
+    _weight_decays: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from .checks import positive_int
@@ -55,7 +61,8 @@ class CnnChapter:
 
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {sorted(MODEL_NAMES)}, got {self.model!r}")
-        _check_weight_decays("weight_decays", self.weight_decays)
+        if self.decay_exponents is None:
+            _check_weight_decays("weight_decays", self.weight_decays)
         positive_int("workers", self.workers)
         seeds = check_seeds(self.seeds)
         if self.results_dir is not None and not isinstance(self.results_dir, str):
@@ -63,13 +70,26 @@ class CnnChapter:
         base = cnn_chapter_config(self.model, self.dataset, self.train_per_class, self.image_size, self.pad_to,
                                   self.model_options, self.epochs, self.lr, self.batch_size, self.momentum,
                                   self.lanczos_steps, self.probes, self.hessian_samples, self.bn_mode,
-                                  self.val_size, seeds[0])
+                                  self.val_size, seeds[0]).replace(val_every=self.val_every)
         base.resolved()
         object.__setattr__(self, "_base", base)
+        wds = list(self.weight_decays or [])
+        if self.decay_exponents is not None:
+            from .weight_decay import weight_decays_for_exponents
+
+            wds = weight_decays_for_exponents(base, self.decay_exponents)
+            _check_weight_decays("the weight decays of decay_exponents", wds)
+        object.__setattr__(self, "_weight_decays", wds)
 
     @property
     def name(self) -> str:
         return MODEL_NAMES[self.model]
+
+    @property
+    def weight_decays_used(self) -> list[float]:
+        """``weight_decays``, or, when ``decay_exponents`` is given, the weight decays whose decay
+        exponent E over this run is each of them (``weight_decay.weight_decays_for_exponents``)."""
+        return list(self._weight_decays)
 
     @property
     def base(self):
@@ -80,7 +100,7 @@ class CnnChapter:
         """Train (or load from the cache) every weight decay x seed; Results seed-major."""
         from .seeds import seed_sweep
 
-        return seed_sweep(self.base, self.weight_decays, self.seeds, workers=self.workers,
+        return seed_sweep(self.base, self.weight_decays_used, self.seeds, workers=self.workers,
                           results_dir=self.results_dir)
 
     def first_seed(self, results: list[Any]) -> list[Any]:
@@ -129,3 +149,13 @@ class CnnChapter:
 
         return sweep_claims(results, interpolation=True, resolution=True,
                             paper_exponent=paper_decay_exponent(self.model))
+
+
+def check_decay_grid_parameters(model: str, seed: int, weight_decays: Any = None, **parameters: Any) -> None:
+    """Every parameter of the decay-exponent appendix (ValueError naming it): a CnnChapter with one
+    seed and its ``decay_exponents`` grid."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if parameters.get("decay_exponents") is None:
+        raise ValueError("decay_exponents must be a list of decay exponents (the grid)")
+    CnnChapter(model, weight_decays=weight_decays, seeds=[seed], **parameters)

@@ -13,7 +13,8 @@ evaluation -> Hessian spectrum -> ``Result`` on disk.
    variants for tests and teaching: 7x7 Fashion-MNIST makes logistic regression 500 parameters);
 2. seeds the global RNG with ``seed``, builds the model (``models.build`` with ``model_options``;
    a convolutional model's ``image_size`` defaults to ``pad_to``, else ``image_size``, so its
-   pooling fits the images) and trains it with ``train.fit`` (validation every epoch);
+   pooling fits the images) and trains it with ``train.fit`` (validation after every
+   ``val_every``-th epoch and the last);
 3. evaluates train (without augmentation), val and test loss and accuracy in eval mode and ||w||;
 4. with ``spectrum=True``, runs ``spectrum.slq`` on the Hessian of the MEAN cross-entropy over the
    training split (or ``hessian_samples`` of its images drawn at random with ``spectrum_seed``,
@@ -95,6 +96,7 @@ class Config:
     image_size: int | None = None
     train_per_class: int | None = None
     val_size: int = 5000
+    val_every: int = 1
     model_options: dict = field(default_factory=dict)
     seed: int = 0
     bf16: bool = False
@@ -186,7 +188,7 @@ def _validate(c: Config) -> None:
         v = getattr(c, name)
         if not _is_number(v) or v <= 0:
             _fail(name, v, "a finite number > 0")
-    for name in ("epochs", "batch_size", "val_size", "lanczos_steps", "probes", "hessian_batch_size"):
+    for name in ("epochs", "batch_size", "val_size", "val_every", "lanczos_steps", "probes", "hessian_batch_size"):
         v = getattr(c, name)
         if not _is_int(v) or v < 1:
             _fail(name, v, "an integer >= 1")
@@ -547,7 +549,8 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
         model, (x_train, y_train), (x_val, y_val), optimizer=c.optimizer, lr=c.lr, epochs=c.epochs,
         batch_size=c.batch_size, momentum=c.momentum, weight_decay=c.weight_decay, schedule=c.schedule,
         lr_ratio=c.lr_ratio, averaging_start=c.averaging_start, lr_averaging=c.lr_averaging, augment=c.augment,
-        seed=c.seed, device=device, bf16=c.bf16, checkpoint_dir=partial, checkpoint_every=checkpoint_every,
+        seed=c.seed, device=device, bf16=c.bf16, val_every=c.val_every, checkpoint_dir=partial,
+        checkpoint_every=checkpoint_every,
         progress=progress)
     train_seconds = time.perf_counter() - t0
     metrics: dict[str, float] = {}

@@ -276,6 +276,7 @@ def fit(
     device: str | torch.device | None = None,
     bf16: bool = False,
     eval_batch_size: int | None = None,
+    val_every: int = 1,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     progress: bool | str = True,
@@ -284,7 +285,10 @@ def fit(
 
     ``train``/``val``: (x, y) tensors (any device; moved to ``device``, default CUDA when
     present). ``progress``: True (one bar over epochs with loss and accuracy), "batches" (also a
-    bar per epoch over its batches) or False.
+    bar per epoch over its batches) or False. ``val_every``: validate (and recompute the BatchNorm
+    statistics the validation uses) after every ``val_every``-th epoch and after the last; the
+    other history rows have NaN validation loss and accuracy. The training trajectory does not
+    depend on it: the BatchNorm recompute runs with its own copy of the random state.
     """
     # --- validate everything before any work
     if not isinstance(model, nn.Module):
@@ -304,6 +308,7 @@ def fit(
     if eval_batch_size is not None:
         eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    val_every = positive_int("val_every", val_every)
     momentum = _check_number("momentum", momentum, high=1.0)
     weight_decay = _check_number("weight_decay", weight_decay)
     lr_ratio = _check_number("lr_ratio", lr_ratio, strict=True)
@@ -329,7 +334,7 @@ def fit(
     settings = dict(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
                     weight_decay=weight_decay, schedule=schedule, lr_ratio=lr_ratio,
                     averaging_start=averaging_start, lr_averaging=lr_averaging, augment=augment, seed=int(seed),
-                    bf16=bool(bf16))
+                    bf16=bool(bf16), val_every=val_every)
     fingerprint = _fingerprint(settings, model, len(x_train))
 
     model.to(device)
@@ -376,7 +381,8 @@ def fit(
             backup = None if keep else {k: v.detach().clone() for k, v in model.state_dict().items()}
             _copy_into(params, averaged)
             if bn:
-                recompute_bn(model, bn_batches)
+                with _isolated_rng(device):
+                    recompute_bn(model, bn_batches)
             out = _val_metrics() + (weight_norm(model),)
             if backup is not None:
                 model.load_state_dict(backup)
@@ -409,9 +415,12 @@ def fit(
                     group["lr"] = rate
                 batches.set_epoch(epoch)
                 train_loss, train_acc = _train_epoch(model, opt, batches, bf16, epoch, rate, progress == "batches")
-                if bn:
+                last = epoch + 1 == epochs
+                validate = (epoch + 1) % val_every == 0 or last
+                if bn and validate:
                     bn_batches.set_epoch(epoch)
-                    recompute_bn(model, bn_batches)
+                    with _isolated_rng(device):  # dropout draws here must not move the training's RNG
+                        recompute_bn(model, bn_batches)
                 if averaging_start is not None and epoch + 1 >= averaging_start:
                     with torch.no_grad():
                         if averaged is None:
@@ -422,7 +431,15 @@ def fit(
                     n_averaged += 1
                 if bn and averaged is not None:
                     bn_batches.set_epoch(epoch)
-                val_loss, val_acc, wnorm = evaluated_state(keep=epoch + 1 == epochs)
+                if validate:
+                    val_loss, val_acc, wnorm = evaluated_state(keep=last)
+                else:
+                    val_loss, val_acc = math.nan, math.nan
+                    with torch.no_grad():
+                        wnorm = weight_norm(model) if averaged is None else math.sqrt(
+                            sum(float(a.double().pow(2).sum()) for a in averaged)
+                            + sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()
+                                  if not p.requires_grad))
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 row = dict(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
@@ -433,7 +450,6 @@ def fit(
                     bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}",
                                     **({"val_acc": f"{val_acc:.4f}"} if val is not None else {}))
                     bar.update(1)
-                last = epoch + 1 == epochs
                 if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
                     _atomic_torch_save({
                         "fingerprint": fingerprint, "settings": settings, "epoch": epoch + 1,
@@ -446,6 +462,12 @@ def fit(
         if bar is not None:
             bar.close()
     return history
+
+
+def _isolated_rng(device: torch.device):
+    """The global RNG state (and CUDA's on a CUDA device) restored on exit: draws inside do not
+    change what the training draws next."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["PAPER_REPORTED", "PAPER_WEIGHT_DECAYS", "paper_numbers", "paper_dataset", "paper_decay_exponent",
            "seed_table", "sweep_claims", "grid_claims", "run_facts", "weight_norm_change", "paper_num_params",
-           "kendall_tau", "check_logreg_parameters",
+           "kendall_tau", "weight_decays_for_exponents", "check_logreg_parameters",
            "check_mlp_parameters", "chapter_config", "CNN_MODELS", "check_allcnnc_parameters",
            "check_preresnet_parameters", "check_wrn_parameters", "cnn_chapter_config", "forward_flops",
            "paper_cost", "decay_exponent", "train_split_size"]
@@ -536,10 +536,12 @@ def run_facts(results: Sequence[Any], paper_model: str | None = None) -> list[tu
     return facts
 
 
-def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, seed: int = 0) -> list[Any]:
+def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, interpolation: bool = False,
+                seed: int = 0) -> list[Any]:
     """Trend claims over a grid of weight decays (any number of seeds): lambda_1 rises, ||w|| falls and
     validation accuracy rises with the weight decay, each by Kendall's tau over every run with its
-    permutation p-value (``stats.rank_correlation``). Regime: E of the largest weight decay >= 1; a
+    permutation p-value (``stats.rank_correlation``). Regime: E of the largest weight decay >= 1 (and,
+    with ``interpolation``, every run's training accuracy >= 99%); a
     grid too small for any ordering to reach p < 0.05 makes the claim "untestable". The runs'
     training noise is part of the scatter the permutation test measures, so one seed suffices here."""
     from . import claims as cl
@@ -548,6 +550,8 @@ def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, 
     results = list(results)
     table = seed_table(results)
     regime = [cl.decay_condition(float(table["decay_exponent"].iloc[-1]), paper_exponent)]
+    if interpolation:
+        regime.append(cl.interpolation_condition(min(r.metrics["train_acc"] for r in results)))
     x = [float(r.config.weight_decay) for r in results]
     out = []
     specs = [("lambda_1 rises with the weight decay", lambda r: r.spectrum.lambda_max, 1),
@@ -560,3 +564,22 @@ def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, 
         out.append(cl.trend_claim(f"{statement} (grid of {len(table)} weight decays, {len(results)} runs)", corr,
                                   direction, regime=regime))
     return out
+
+
+def weight_decays_for_exponents(config: Any, exponents: Sequence[float], train_samples: int | None = None) -> list[float]:
+    """The weight decays whose decay exponent E (``decay_exponent``) over ``config``'s run is each of
+    ``exponents``: E is linear in the weight decay, so wd = E / E(wd = 1), rounded to 4 significant
+    digits (the same exponents give the same floats, so chapters that share runs share cache entries)."""
+    if not isinstance(exponents, (list, tuple)) or not exponents:
+        raise ValueError(f"decay_exponents must be a non-empty list of numbers >= 0, got {exponents!r}")
+    for e in exponents:
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
+            raise ValueError(f"decay_exponents: every exponent must be a finite number >= 0, got {e!r}")
+    if len(set(map(float, exponents))) != len(exponents):
+        raise ValueError(f"decay_exponents has repeated values: {exponents!r}")
+    from .experiments import Config
+
+    unit = decay_exponent(Config.from_dict(config).replace(weight_decay=1.0), train_samples)
+    if unit <= 0:
+        raise ValueError("this run's schedule gives no decay exponent (zero learning rate sum)")
+    return [float(f"{e / unit:.4g}") for e in exponents]

@@ -596,3 +596,28 @@ def test_weight_norm_is_the_float64_norm_of_all_parameters():
     assert weight_norm(model) == pytest.approx(manual, rel=1e-12)
     flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
     assert weight_norm(model) == pytest.approx(float(flat.norm()), rel=1e-12)
+
+
+def test_val_every_skips_validation_without_changing_the_training():
+    """Validating (and recomputing BatchNorm statistics) every 3rd epoch gives the same weights and the
+    same rows at the validated epochs as every epoch; the other rows have NaN validation numbers. A
+    network with dropout AND BatchNorm: the recompute's dropout draws must not move the training."""
+    x, y = image_data(n=64, seed=21)
+    xv, yv = image_data(n=32, seed=22)
+    runs = {}
+    for every in (1, 3):
+        model = conv_net()
+        h = fit(model, (x, y), (xv, yv), optimizer="sgd", lr=0.05, epochs=7, batch_size=16, seed=5,
+                val_every=every, **CPU)
+        runs[every] = (state_copy(model), h)
+    assert_state_equal(runs[1][0], runs[3][0])
+    full, sparse = runs[1][1], runs[3][1]
+    assert full.column("train_loss") == sparse.column("train_loss")
+    assert full.column("weight_norm") == pytest.approx(sparse.column("weight_norm"), rel=1e-12)
+    for i, row in enumerate(sparse.rows):
+        if (i + 1) % 3 == 0 or i == 6:
+            assert row["val_loss"] == full[i]["val_loss"] and row["val_acc"] == full[i]["val_acc"]
+        else:
+            assert math.isnan(row["val_loss"]) and math.isnan(row["val_acc"])
+    with pytest.raises(ValueError, match="val_every"):
+        fit(conv_net(), (x, y), val_every=0, **CPU)

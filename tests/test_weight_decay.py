@@ -309,3 +309,50 @@ def test_train_split_size():
     assert train_split_size(paper_config("mlp", val_size=1000)) == 59_000
     assert train_split_size(paper_config("wrn28x10", train_per_class=10)) == 1_000  # 100 classes
     assert train_split_size(paper_config("mlp", train_per_class=10)) == 100
+
+
+def test_decay_exponent_of_a_two_epoch_paper_schedule_by_hand():
+    """The paper's schedule over 2 epochs keeps lr0 in both (t = 0 and t = 0.5 <= 0.5); over 5 epochs
+    the factors are 1, 1, 1, 1 - 0.99 * 0.25 and 1 - 0.99 * 0.75. 300 images in batches of 128: 3 steps."""
+    from flatbook.experiments import paper_config
+    from flatbook.weight_decay import decay_exponent
+
+    two = paper_config("preresnet164", epochs=2, lr=0.1, weight_decay=2e-3)
+    assert decay_exponent(two, 300) == pytest.approx(3 * (0.1 + 0.1) * 2e-3 / (1 - 0.9), rel=1e-12)
+    five = two.replace(epochs=5)
+    factors = [1, 1, 1, 1 - 0.99 * 0.25, 1 - 0.99 * 0.75]
+    assert decay_exponent(five, 300) == pytest.approx(3 * 0.1 * sum(factors) * 2e-3 / 0.1, rel=1e-12)
+
+
+def test_weight_decays_for_exponents_invert_the_decay_exponent():
+    from flatbook.experiments import paper_config
+    from flatbook.weight_decay import decay_exponent, weight_decays_for_exponents
+
+    base = paper_config("wrn28x10", dataset="fashion-mnist", train_per_class=200, image_size=14, pad_to=16,
+                        model_options={"depth": 10, "width": 1}, epochs=40, val_size=4000)
+    wds = weight_decays_for_exponents(base, [0.0, 1.5, 37.2])
+    assert wds[0] == 0.0 and wds[1] == pytest.approx(1.5 / 457.84, rel=1e-3)
+    for e, wd in zip([1.5, 37.2], wds[1:]):
+        assert decay_exponent(base.replace(weight_decay=wd)) == pytest.approx(e, rel=1e-3)  # 4 digits
+    assert wds == weight_decays_for_exponents(base, [0.0, 1.5, 37.2])  # the same floats every time
+    for bad in ([], [1.0, 1.0], [-1.0], [float("nan")], "1.5"):
+        with pytest.raises(ValueError, match="decay_exponents"):
+            weight_decays_for_exponents(base, bad)
+
+
+def test_cnn_chapter_with_decay_exponents_and_the_grid_check():
+    from flatbook.cnn_chapter import CnnChapter, check_decay_grid_parameters
+
+    params = {**CNN_OK, "dataset": "fashion-mnist", "image_size": 14, "pad_to": 16, "train_per_class": 200,
+              "model_options": {"depth": 10, "width": 1}, "epochs": 40, "val_size": 4000}
+    chapter = CnnChapter("wrn28x10", **{**params, "decay_exponents": [0.0, 1.5], "val_every": 10})
+    assert chapter.weight_decays_used == [0.0, 0.003276] and chapter.base.val_every == 10
+    assert CnnChapter("wrn28x10", **params).weight_decays_used == [0.0, 1e-4, 5e-4]
+    with pytest.raises(ValueError, match="val_every"):
+        CnnChapter("wrn28x10", **{**params, "val_every": 0})
+    grid = {k: v for k, v in params.items() if k not in ("seeds", "weight_decays")}
+    check_decay_grid_parameters("wrn28x10", seed=0, decay_exponents=[0.0, 1.0, 3.0], **grid)
+    with pytest.raises(ValueError, match="decay_exponents"):
+        check_decay_grid_parameters("wrn28x10", seed=0, decay_exponents=None, **grid)
+    with pytest.raises(ValueError, match="seed"):
+        check_decay_grid_parameters("wrn28x10", seed=-1, decay_exponents=[0.0, 1.0], **grid)
