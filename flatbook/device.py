@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["default_device", "describe_device"]
+__all__ = ["default_device", "describe_device", "flush_denormals"]
 
 
 def default_device() -> str:
@@ -28,3 +28,22 @@ def describe_device() -> str:
         name = torch.cuda.get_device_name(torch.device(device))
         return f"{device}: {name} (torch {torch.__version__}, CUDA {torch.version.cuda})"
     return f"cpu ({torch.get_num_threads()} threads, torch {torch.__version__})"
+
+
+class flush_denormals:
+    """Context manager: CPU denormal floats are flushed to zero inside (``torch.set_flush_denormal``),
+    and PyTorch's default (off) is restored on exit. A network that weight decay has collapsed holds
+    denormal weights, whose arithmetic is slow on x86 CPUs: measured here, 40 epochs of a collapsed
+    WRN-10-1 took 80 s without and 47 s with flushing. Values below ~1e-38 (float32) become 0."""
+
+    def __enter__(self):
+        import torch
+
+        torch.set_flush_denormal(True)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_flush_denormal(False)
+        return False

@@ -498,7 +498,17 @@ def _build(c: Config):
 def run(config: Config | dict, *, results_dir: str | Path | None = None, data_root: str | Path | None = None,
         device: str | None = None, recompute: bool = False, progress: bool = True,
         checkpoint_every: int = 10) -> Result:
-    """The Result of ``config``: from the cache, or computed and cached (module docstring)."""
+    """The Result of ``config``: from the cache, or computed and cached (module docstring). Training,
+    evaluation and the spectrum run with CPU denormals flushed to zero (``device.flush_denormals``)."""
+    from .device import flush_denormals
+
+    with flush_denormals():
+        return _run(config, results_dir=results_dir, data_root=data_root, device=device, recompute=recompute,
+                    progress=progress, checkpoint_every=checkpoint_every)
+
+
+def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: str | Path | None,
+         device: str | None, recompute: bool, progress: bool, checkpoint_every: int) -> Result:
     import torch
 
     from . import train as training
