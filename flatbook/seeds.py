@@ -57,10 +57,8 @@ def _groups(results: Sequence[Any], setting: Callable[[Any], Any]) -> dict[Any, 
     return groups
 
 
-def paired_values(results: Sequence[Any], setting: Callable[[Any], Any], a: Any, b: Any,
-                  value: Callable[[Any], float]) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """(seeds, values of setting ``a``, values of setting ``b``) over the seeds both settings have,
-    in increasing seed order; ``setting(result)`` names a result's setting (e.g. its weight decay)."""
+def _shared_seeds(results: Sequence[Any], setting: Callable[[Any], Any], a: Any,
+                  b: Any) -> tuple[dict[Any, dict[int, Any]], list[int]]:
     groups = _groups(results, setting)
     for s in (a, b):
         if s not in groups:
@@ -68,6 +66,14 @@ def paired_values(results: Sequence[Any], setting: Callable[[Any], Any], a: Any,
     common = sorted(set(groups[a]) & set(groups[b]))
     if not common:
         raise ValueError(f"settings {a!r} and {b!r} share no seed")
+    return groups, common
+
+
+def paired_values(results: Sequence[Any], setting: Callable[[Any], Any], a: Any, b: Any,
+                  value: Callable[[Any], float]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(seeds, values of setting ``a``, values of setting ``b``) over the seeds both settings have,
+    in increasing seed order; ``setting(result)`` names a result's setting (e.g. its weight decay)."""
+    groups, common = _shared_seeds(results, setting, a, b)
     return (common, np.array([value(groups[a][s]) for s in common], dtype=np.float64),
             np.array([value(groups[b][s]) for s in common], dtype=np.float64))
 
@@ -76,13 +82,7 @@ def paired_correct(results: Sequence[Any], setting: Callable[[Any], Any], a: Any
                    b: Any) -> tuple[list[int], np.ndarray, np.ndarray]:
     """(seeds, correct_a, correct_b): per seed (rows) and validation image (columns), whether the
     models of settings ``a`` and ``b`` classified it correctly (the same images in every row)."""
-    groups = _groups(results, setting)
-    for s in (a, b):
-        if s not in groups:
-            raise ValueError(f"no results for setting {s!r}; settings are {sorted(groups, key=str)}")
-    common = sorted(set(groups[a]) & set(groups[b]))
-    if not common:
-        raise ValueError(f"settings {a!r} and {b!r} share no seed")
+    groups, common = _shared_seeds(results, setting, a, b)
     rows_a = [groups[a][s].val_correct_array() for s in common]
     rows_b = [groups[b][s].val_correct_array() for s in common]
     sizes = {len(r) for r in rows_a + rows_b}

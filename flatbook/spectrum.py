@@ -150,14 +150,18 @@ class LanczosResult:
         if self.last_betas is None:
             return out
         for j in range(probes):
-            m = int(self.sizes[j])
-            T = np.diag(self.alphas[j, :m])
-            if m > 1:
-                off = self.betas[j, : m - 1]
-                T += np.diag(off, 1) + np.diag(off, -1)
-            _, U = np.linalg.eigh(T)
-            out[j] = abs(self.last_betas[j]) * abs(U[m - 1, -1])
+            _, U = np.linalg.eigh(self.tridiagonal(j))
+            out[j] = abs(self.last_betas[j]) * abs(U[-1, -1])
         return out
+
+    def tridiagonal(self, j: int) -> np.ndarray:
+        """Probe ``j``'s m_j x m_j Lanczos matrix T = Q^T H Q."""
+        m = int(self.sizes[j])
+        T = np.diag(self.alphas[j, :m])
+        if m > 1:
+            off = self.betas[j, : m - 1]
+            T += np.diag(off, 1) + np.diag(off, -1)
+        return T
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Ritz values and weights, (probes, steps) each; padding has NaN nodes and 0 weights."""
@@ -166,11 +170,7 @@ class LanczosResult:
         weights = np.zeros((probes, steps))
         for j in range(probes):
             m = int(self.sizes[j])
-            T = np.diag(self.alphas[j, :m])
-            if m > 1:
-                off = self.betas[j, : m - 1]
-                T += np.diag(off, 1) + np.diag(off, -1)
-            theta, U = np.linalg.eigh(T)
+            theta, U = np.linalg.eigh(self.tridiagonal(j))
             nodes[j, :m] = theta
             weights[j, :m] = U[0, :] ** 2
         return nodes, weights
