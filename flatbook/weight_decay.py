@@ -568,8 +568,9 @@ def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, 
 
 def weight_decays_for_exponents(config: Any, exponents: Sequence[float], train_samples: int | None = None) -> list[float]:
     """The weight decays whose decay exponent E (``decay_exponent``) over ``config``'s run is each of
-    ``exponents``: E is linear in the weight decay, so wd = E / E(wd = 1), rounded to 4 significant
-    digits (the same exponents give the same floats, so chapters that share runs share cache entries)."""
+    ``exponents``: E is linear in the weight decay, so wd = E / E(wd = 1), rounded UP to 4 significant
+    digits (so E is at least the target; the same exponents give the same floats, so chapters that
+    share runs share cache entries)."""
     if not isinstance(exponents, (list, tuple)) or not exponents:
         raise ValueError(f"decay_exponents must be a non-empty list of numbers >= 0, got {exponents!r}")
     for e in exponents:
@@ -582,4 +583,13 @@ def weight_decays_for_exponents(config: Any, exponents: Sequence[float], train_s
     unit = decay_exponent(Config.from_dict(config).replace(weight_decay=1.0), train_samples)
     if unit <= 0:
         raise ValueError("this run's schedule gives no decay exponent (zero learning rate sum)")
-    return [float(f"{e / unit:.4g}") for e in exponents]
+    return [_round_up_4(e / unit) for e in exponents]
+
+
+def _round_up_4(x: float) -> float:
+    """``x`` rounded UP to 4 significant digits (so a weight decay chosen for an exponent E gives at
+    least E, never 0.9999 for 1)."""
+    if x <= 0:
+        return 0.0
+    step = 10.0 ** (math.floor(math.log10(x)) - 3)
+    return float(f"{math.ceil(x / step - 1e-9) * step:.4g}")
