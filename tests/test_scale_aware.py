@@ -279,3 +279,34 @@ def test_plot_rank_correlations_and_parameter_checks():
                        ((None, 1, 2, [], None), "models"), ((None, 1, 2, None, 5), "results_dir")]:
         with pytest.raises(ValueError, match=name):
             check_scale_aware_parameters(*args)
+
+
+def test_false_friend_claims_pool_groups_with_a_stratified_test():
+    """Constructed measures table: in 6 groups of 3 runs, lambda_max rises with validation accuracy in
+    every group (a false friend: supported), trace falls with it (the measure works: contradicted),
+    the others are unrelated to it; resolved groups are summarised with their own tau and p."""
+    import pandas as pd
+
+    from flatbook import scale_aware
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for g in range(6):
+        for i, acc in enumerate((80.0, 82.0, 84.0)):
+            row = {"group": f"g{g}", "model": "mlp", "optimizer": "sgd", "weight_decay": [0.0, 1e-4, 5e-4][i],
+                   "val_acc": acc + g, "val_acc_se": 0.3, "weight_norm": 1.0}
+            for m in scale_aware.MEASURES:
+                row[m] = float(rng.normal())
+            row["lambda_max"] = 1.0 + i + rng.uniform(0, 0.1)
+            row["trace"] = 10.0 - i
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    by = {c.statement.split(" ")[0]: c for c in scale_aware.claims(table)}
+    assert set(by) == set(scale_aware.MEASURES)
+    assert by["lambda_max"].outcome == "supported" and by["lambda_max"].effect == pytest.approx(1.0)
+    assert by["trace"].outcome == "contradicted" and by["trace"].effect == pytest.approx(-1.0)
+    summary = scale_aware.resolved_group_summary(table, measures=("lambda_max", "trace"))
+    assert summary.count("tau +1.00") == 6 and summary.count("tau -1.00") == 6
+    assert "p 0.33 (no evidence either way at 5%)" in summary  # 3 runs cannot show a trend
+    few = table[table["group"] == "g0"]
+    assert scale_aware.claims(few)[0].outcome == "untestable"  # one group of 3: no ordering reaches p < 0.05
