@@ -134,16 +134,12 @@ def comparison_table(sgd: Any, gadam: Any):
 def run_seeds(sgd_config: Any, gadam_config: Any, seeds: list[int], results_dir: Any = None) -> tuple[list, list]:
     """(SGD results, Gadam results), one per seed (training and probe seed = the seed), from the
     cache where present. Both optimisers of one seed start from the same initial weights."""
-    from .experiments import run
+    from .experiments import run_many
     from .seeds import check_seeds, seeded
 
     seeds = check_seeds(seeds)
-    for s in seeds:
-        seeded(sgd_config, s).resolved()
-        seeded(gadam_config, s).resolved()
-    sgd = [run(seeded(sgd_config, s), results_dir=results_dir) for s in seeds]
-    gadam = [run(seeded(gadam_config, s), results_dir=results_dir) for s in seeds]
-    return sgd, gadam
+    out = run_many([seeded(c, s) for c in (sgd_config, gadam_config) for s in seeds], results_dir=results_dir)
+    return out[:len(seeds)], out[len(seeds):]
 
 
 def paper_exponents(dataset: str = "cifar100") -> dict[str, float]:
@@ -227,30 +223,23 @@ def claims(sgd: list, gadam: list) -> list[Any]:
     out = []
     for q, label in (("lambda_max", "lambda_1"), ("trace", "the Hessian trace"), ("frobenius", "the Frobenius norm")):
         _, a, b = paired_values(results, setting, "sgd", "gadam", lambda r, q=q: getattr(r.spectrum, q))
-        est = stats.ratio_over_seeds(a, b) if (a > 0).all() and (b > 0).all() else stats.difference_over_seeds(a, b)
-        evidence = [("SGD, per seed", _fmt(a)), ("Gadam, per seed", _fmt(b))]
+        est = stats.ratio_or_difference(a, b)
+        evidence = [("SGD, per seed", cl.values_text(a)), ("Gadam, per seed", cl.values_text(b))]
         if q == "lambda_max":
             evidence.append(("largest Ritz residual of lambda_1", f"{table['lambda_max_residual'].max():.3g}"))
         out.append(cl.claim_from_estimate(f"Gadam's solution is sharper than SGD's by {label}", est, 1,
                                           f"{'ratio' if est.scale == 'ratio' else 'difference'} Gadam / SGD of {label}",
                                           regime=regime, evidence=evidence))
     _, ca, cb = paired_correct(results, setting, "sgd", "gadam")
-    from .weight_decay import _scaled
-
     out.append(cl.claim_from_estimate(
         "Gadam generalises better than SGD (higher validation accuracy)",
-        _scaled(stats.paired_accuracy_difference(ca, cb), 100.0), 1, "validation accuracy difference Gadam - SGD, points",
-        regime=regime, evidence=[("SGD val accuracy per seed (%)", _fmt(100 * ca.mean(axis=1))),
-                                 ("Gadam val accuracy per seed (%)", _fmt(100 * cb.mean(axis=1)))]))
+        stats.scaled(stats.paired_accuracy_difference(ca, cb), 100.0), 1, "validation accuracy difference Gadam - SGD, points",
+        regime=regime, evidence=[("SGD val accuracy per seed (%)", cl.values_text(100 * ca.mean(axis=1))),
+                                 ("Gadam val accuracy per seed (%)", cl.values_text(100 * cb.mean(axis=1)))]))
     _, wa, wb = paired_values(results, setting, "sgd", "gadam", lambda r: r.metrics["weight_norm"])
     out.append(cl.claim_from_estimate(
         "Gadam's weights are smaller than SGD's (the small-weights-are-sharp explanation; the paper says they are larger)",
         stats.ratio_over_seeds(wa, wb), -1, "ratio Gadam / SGD of ||w||", regime=[cl.seeds_condition(n_seeds)],
-        evidence=[("SGD ||w|| per seed", _fmt(wa)), ("Gadam ||w|| per seed", _fmt(wb))]))
+        evidence=[("SGD ||w|| per seed", cl.values_text(wa)), ("Gadam ||w|| per seed", cl.values_text(wb))]))
     return out
 
-
-def _fmt(values: Any) -> str:
-    import numpy as np
-
-    return ", ".join(f"{v:.4g}" for v in np.asarray(values, dtype=float))

@@ -46,6 +46,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .claims import values_text
+
 __all__ = ["PAPER_REPORTED", "MEASURES", "NEGLIGIBLE_EPS", "check_bn_parameters", "mode_table", "ratio_tables", "mode_claims",
            "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance", "invariance_claims"]
 
@@ -146,10 +148,6 @@ def ratio_tables(table):
     return eval_over_train, regularised
 
 
-def _fmt(values: Sequence[float]) -> str:
-    return ", ".join(f"{v:.4g}" for v in values)
-
-
 def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_exponent: float | None = None) -> list:
     """The appendix's claims, comparing the largest weight decay with the smallest, paired by seed
     (each seed's runs share their probe vectors and Hessian images):
@@ -166,7 +164,7 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
     says what this run could have seen."""
     from . import claims as cl
     from . import stats
-    from .weight_decay import decay_exponent
+    from .weight_decay import decay_exponent_of
 
     paired = _paired_spectra(results, eval_spectra)
     wds = sorted({k[0] for k in paired})
@@ -182,10 +180,7 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
         if missing:
             raise ValueError(f"weight decay {wd:g} lacks seeds {missing}")
     first = paired[(hi, seeds[0])][0]
-    try:
-        exponent = decay_exponent(first.config, first.metrics.get("train_samples"))
-    except ValueError:
-        exponent = math.nan
+    exponent = decay_exponent_of(first)
     seeds_ok = cl.seeds_condition(n)
     wd_regime = [cl.decay_condition(exponent, paper_exponent), seeds_ok]
     pair = f"weight decay {hi:g} / {lo:g}"
@@ -195,17 +190,16 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
         return np.array([getattr(paired[(wd, s)][index[mode]], q) for s in seeds], dtype=float)
 
     def ratio_or_difference(a: np.ndarray, b: np.ndarray, label: str):
-        if (a > 0).all() and (b > 0).all():
-            return stats.ratio_over_seeds(a, b), f"ratio of {label}"
-        return stats.difference_over_seeds(a, b), f"difference of {label}"
+        est = stats.ratio_or_difference(a, b)
+        return est, f"{'ratio' if est.scale == 'ratio' else 'difference'} of {label}"
 
     out = []
     for mode in ("train", "eval"):
         for q, label in MEASURES.items():
             a, b = values(lo, mode, q), values(hi, mode, q)
             est, name = ratio_or_difference(a, b, f"{label} ({pair}, {mode} mode)")
-            evidence = [(f"{label} at wd {lo:g}, per seed", _fmt(a)), (f"{label} at wd {hi:g}, per seed", _fmt(b)),
-                        ("seeds", _fmt(seeds))]
+            evidence = [(f"{label} at wd {lo:g}, per seed", values_text(a)), (f"{label} at wd {hi:g}, per seed", values_text(b)),
+                        ("seeds", values_text(seeds))]
             if mode == "eval" and q == "lambda_max":
                 evidence.append(("the paper (WRN-28x10, CIFAR-100, eval mode)", f"ratio {PAPER_EVAL_LAMBDA_RATIO}"))
             if mode == "eval" and q == "frobenius" and first.config.model in PAPER_REPORTED:
@@ -220,7 +214,7 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
         direction = 1 if est.value >= est.null else -1  # two-sided: the 95% interval excludes "no change" or not
         out.append(cl.claim_from_estimate(
             f"the BatchNorm mode changes lambda_1 at weight decay {wd:g} (two-sided)", est, direction, name,
-            regime=[seeds_ok], evidence=[("train mode, per seed", _fmt(a)), ("eval mode, per seed", _fmt(b))]))
+            regime=[seeds_ok], evidence=[("train mode, per seed", values_text(a)), ("eval mode, per seed", values_text(b))]))
     ra = values(hi, "train", "lambda_max") / values(lo, "train", "lambda_max")
     rb = values(hi, "eval", "lambda_max") / values(lo, "eval", "lambda_max")
     if (ra > 0).all() and (rb > 0).all():
@@ -228,7 +222,7 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
         out.append(cl.claim_from_estimate(
             "eval mode makes the regularised solution look sharper than train mode does (its lambda_1 ratio, "
             f"{pair}, is larger in eval mode)", est, 1, f"eval-mode ratio / train-mode ratio of lambda_1 ({pair})",
-            regime=wd_regime, evidence=[("train-mode ratio, per seed", _fmt(ra)), ("eval-mode ratio, per seed", _fmt(rb)),
+            regime=wd_regime, evidence=[("train-mode ratio, per seed", values_text(ra)), ("eval-mode ratio, per seed", values_text(rb)),
                                         ("the paper's eval-mode ratio (WRN-28x10)", PAPER_EVAL_LAMBDA_RATIO)]))
     return out
 
@@ -483,9 +477,9 @@ def invariance_claims(rows: Sequence[dict], param: str, exact_tolerance: float =
     method = "measured on the trained model in float64 (no sampling)"
     out = []
     if exact:
-        ev = [("weight scaled", param), ("c", _fmt([r["c"] for r in exact])),
+        ev = [("weight scaled", param), ("c", values_text([r["c"] for r in exact])),
               ("BatchNorm epsilon", f"{exact[0]['bn_eps']:.3g}"),
-              ("||H(c w) V|| / ||H(w) V||", _fmt([r["hessian_ratio"] for r in exact]))]
+              ("||H(c w) V|| / ||H(w) V||", values_text([r["hessian_ratio"] for r in exact]))]
         worst = max(max(r["loss_change"], r["gradient_error"], r["hessian_error"]) for r in exact)
         out.append(checked_claim("train mode, BatchNorm's epsilon negligible: scaling the weights that feed a BatchNorm "
                                  "layer by c leaves the loss unchanged, the gradient scales as 1 / c and their Hessian "
@@ -494,11 +488,11 @@ def invariance_claims(rows: Sequence[dict], param: str, exact_tolerance: float =
                                  method="exact computation (no sampling): an identity, checked on the trained model "
                                         "in float64"))
     if own:
-        ev = [("weight scaled", param), ("c", _fmt([r["c"] for r in own])),
+        ev = [("weight scaled", param), ("c", values_text([r["c"] for r in own])),
               ("largest eps / (channel variance) at the BatchNorm input",
-               _fmt([max(r.get("eps_over_variance", math.nan) for r in own)])),
-              ("largest relative change of the loss", _fmt([max(r["loss_change"] for r in own)])),
-              ("largest relative change of c g", _fmt([max(r["gradient_error"] for r in own)]))]
+               values_text([max(r.get("eps_over_variance", math.nan) for r in own)])),
+              ("largest relative change of the loss", values_text([max(r["loss_change"] for r in own)])),
+              ("largest relative change of c g", values_text([max(r["gradient_error"] for r in own)]))]
         out.append(checked_claim(f"train mode with the model's own BatchNorm epsilon: the Hessian block still scales as "
                                  f"1 / c^2, to within {eps_tolerance:.0%}", max(r["hessian_error"] for r in own),
                                  eps_tolerance, "largest ||c^2 H(c w) V - H(w) V|| / ||H(w) V||", evidence=ev,

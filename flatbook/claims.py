@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 from .stats import Estimate, RankCorrelation, decide
@@ -29,7 +29,7 @@ from .stats import Estimate, RankCorrelation, decide
 __all__ = ["OUTCOMES", "Condition", "Claim", "claim_from_estimate", "trend_claim", "exact_claim", "show",
            "markdown", "CLAIMS_MIME", "claims_in_notebook", "decay_condition", "seeds_condition",
            "interpolation_condition", "resolution_condition", "MIN_DECAY_EXPONENT", "MIN_SEEDS",
-           "MIN_TRAIN_ACCURACY", "MIN_VAL_IMAGES", "FACTS_MIME", "show_facts", "facts_in_notebook"]
+           "MIN_TRAIN_ACCURACY", "MIN_VAL_IMAGES", "failed_conditions", "values_text", "checked_claim", "FACTS_MIME", "show_facts", "facts_in_notebook"]
 
 OUTCOMES = ("supported", "contradicted", "inconclusive", "untestable")
 CLAIMS_MIME = "application/vnd.flatbook.claims+json"
@@ -174,7 +174,15 @@ class Claim:
                    failed=d.get("failed", ""))
 
 
-def _gate(regime: Sequence[Condition]) -> str:
+def values_text(values: Any) -> str:
+    """Numbers as evidence text: "1.234, 5.678" (4 significant digits)."""
+    import numpy as np
+
+    return ", ".join(f"{v:.4g}" for v in np.asarray(values, dtype=float).ravel())
+
+
+def failed_conditions(regime: Sequence[Condition]) -> str:
+    """The conditions of ``regime`` that are not met, with their shortfalls, as one text ("" if none)."""
     return "; ".join(f"{c.name} = {c.value:.4g}, {c.requirement} ({c.shortfall})" if c.shortfall else
                      f"{c.name} = {c.value:.4g}, {c.requirement}" for c in regime if not c.met)
 
@@ -184,7 +192,7 @@ def claim_from_estimate(statement: str, estimate: Estimate, direction: int, effe
     """The claim "the effect is above (``direction`` +1) / below (-1) its null value", decided by
     ``stats.decide`` unless a regime condition fails (then "untestable")."""
     regime = tuple(regime)
-    failed = _gate(regime)
+    failed = failed_conditions(regime)
     outcome = "untestable" if failed else decide(estimate, direction)
     return Claim(statement=statement, outcome=outcome, effect_name=effect_name, effect=estimate.value,
                  low=estimate.low, high=estimate.high, null=estimate.null, level=estimate.level, mde=estimate.mde,
@@ -204,7 +212,7 @@ def trend_claim(statement: str, correlation: RankCorrelation, direction: int, *,
                                         correlation.p_floor, f"below {alpha:g}", correlation.p_floor < alpha,
                                         "" if correlation.p_floor < alpha else
                                         f"{correlation.n} points cannot show a trend"),)
-    failed = _gate(regime)
+    failed = failed_conditions(regime)
     if failed:
         outcome = "untestable"
     elif correlation.p_value < alpha and not math.isnan(correlation.tau):
@@ -229,6 +237,30 @@ def exact_claim(statement: str, error: float, tolerance: float, effect_name: str
     return Claim(statement=statement, outcome=outcome, effect_name=effect_name, effect=error, low=error, high=error,
                  null=float(tolerance), level=1.0, mde=math.nan, method=f"{method}; tolerance {tolerance:.3g}",
                  evidence=tuple((str(a), str(b)) for a, b in evidence))
+
+
+def checked_claim(statement: str, value: float, bound: float, effect_name: str, *, at_least: bool = False,
+                  regime: Sequence[Condition] = (), evidence: Iterable[tuple[str, str]] = (),
+                  method: str = "measured on this run (deterministic given its seeds)") -> Claim:
+    """A deterministic check of a measured value against a bound: "supported" when ``value`` is at
+    most ``bound`` (at least, with ``at_least``), else "contradicted"; "untestable" when a regime
+    condition fails (the value is still shown). Nothing was sampled, so the interval is the value
+    itself (level 1), as in ``exact_claim``; ``method`` says what was computed."""
+    if not (isinstance(bound, (int, float)) and math.isfinite(bound)):
+        raise ValueError(f"bound must be a finite number, got {bound!r}")
+    value = float(value)
+    regime = tuple(regime)
+    failed = failed_conditions(regime)
+    if failed:
+        outcome = "untestable"
+    elif math.isnan(value):
+        raise ValueError(f"{statement!r}: the checked value is NaN")
+    else:
+        outcome = "supported" if (value >= bound if at_least else value <= bound) else "contradicted"
+    return Claim(statement=statement, outcome=outcome, effect_name=effect_name, effect=value, low=value, high=value,
+                 null=float(bound), level=1.0, mde=math.nan,
+                 method=f"{method}; {'at least' if at_least else 'at most'} {bound:.3g}",
+                 evidence=tuple((str(a), str(b)) for a, b in evidence), regime=regime, failed=failed)
 
 
 def markdown(claims: Sequence[Claim]) -> str:

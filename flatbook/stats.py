@@ -50,7 +50,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["LEVEL", "POWER", "Estimate", "t_quantile", "minimum_detectable", "decide", "paired_accuracy_difference",
-           "ratio_over_seeds", "difference_over_seeds", "difference_of_means", "binomial_se", "RankCorrelation",
+           "ratio_over_seeds", "difference_over_seeds", "ratio_or_difference", "scaled", "difference_of_means", "binomial_se", "RankCorrelation",
            "rank_correlation", "stratified_rank_correlation", "kendall_tau_b", "one_probe_relative_sd",
            "ritz_residual"]
 
@@ -209,6 +209,25 @@ def ratio_over_seeds(a: Sequence[float], b: Sequence[float], level: float = LEVE
     mde = minimum_detectable(se, n - 1, level)
     return Estimate(value, math.exp(r.mean() - half), math.exp(r.mean() + half), se, n - 1, level,
                     math.exp(mde), "ratio", f"log ratio paired over {n} seeds (t, df {n - 1})", n)
+
+
+def ratio_or_difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Estimate:
+    """``ratio_over_seeds`` when every value is > 0 (a sharpness measure, a weight norm), else
+    ``difference_over_seeds``; the Estimate's ``scale`` says which."""
+    x, y = _paired_values("a", a, "b", b)
+    if (x > 0).all() and (y > 0).all():
+        return ratio_over_seeds(x, y, level)
+    return difference_over_seeds(x, y, level)
+
+
+def scaled(estimate: Estimate, factor: float) -> Estimate:
+    """A "difference" Estimate in other units (e.g. fractions to points: ``factor`` 100)."""
+    import dataclasses
+
+    if estimate.scale != "difference":
+        raise ValueError(f"only a difference can be rescaled, got scale {estimate.scale!r}")
+    return dataclasses.replace(estimate, value=estimate.value * factor, low=estimate.low * factor,
+                               high=estimate.high * factor, se=estimate.se * factor, mde=estimate.mde * factor)
 
 
 def difference_of_means(mean_a: float, se_a: float, mean_b: float, se_b: float, df: float = math.inf,

@@ -169,29 +169,11 @@ def scaling_verdict(df, transform: str) -> dict[str, Any]:
 
 def checked_claim(statement: str, value: float, bound: float, effect_name: str, *, at_least: bool = False,
                   regime: Sequence[Any] = (), evidence: Sequence[tuple[str, str]] = (), method: str = MEASURED):
-    """A deterministic check as a ``flatbook.claims.Claim``: "supported" when ``value`` is at most
-    ``bound`` (at least, with ``at_least``), else "contradicted"; "untestable" when a regime
-    ``claims.Condition`` fails (the value is still shown). Nothing was sampled, so the interval is
-    the value itself (level 1), as in ``claims.exact_claim``; ``method`` says what was computed (by
-    default: measured on this run, as opposed to an identity checked by exact computation)."""
-    from .claims import Claim
+    """``claims.checked_claim`` with this module's default ``method`` (``MEASURED``)."""
+    from .claims import checked_claim as check
 
-    if not (isinstance(bound, (int, float)) and math.isfinite(bound)):
-        raise ValueError(f"bound must be a finite number, got {bound!r}")
-    value = float(value)
-    regime = tuple(regime)
-    failed = "; ".join(f"{c.name} = {c.value:.4g}, {c.requirement}" + (f" ({c.shortfall})" if c.shortfall else "")
-                       for c in regime if not c.met)
-    if failed:
-        outcome = "untestable"
-    elif math.isnan(value):
-        raise ValueError(f"{statement!r}: the checked value is NaN")
-    else:
-        outcome = "supported" if (value >= bound if at_least else value <= bound) else "contradicted"
-    return Claim(statement=statement, outcome=outcome, effect_name=effect_name, effect=value, low=value, high=value,
-                 null=float(bound), level=1.0, mde=math.nan,
-                 method=f"{method}; {'at least' if at_least else 'at most'} {bound:.3g}",
-                 evidence=tuple((str(a), str(b)) for a, b in evidence), regime=regime, failed=failed)
+    return check(statement, value, bound, effect_name, at_least=at_least, regime=regime, evidence=evidence,
+                 method=method)
 
 
 def theorem1_claims(*, derivatives: Any, kron_agrees: bool, separable_limits: Sequence[Any], relu: dict,

@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["PAPER_REPORTED", "PAPER_WEIGHT_DECAYS", "paper_numbers", "paper_dataset", "paper_decay_exponent",
            "seed_table", "sweep_claims", "grid_claims", "run_facts", "weight_norm_change", "paper_num_params",
-           "kendall_tau", "weight_decays_for_exponents", "check_logreg_parameters",
+           "kendall_tau", "weight_decays_for_exponents", "decay_exponent_of", "check_logreg_parameters",
            "check_mlp_parameters", "chapter_config", "CNN_MODELS", "check_allcnnc_parameters",
            "check_preresnet_parameters", "check_wrn_parameters", "cnn_chapter_config", "forward_flops",
            "paper_cost", "decay_exponent", "train_split_size"]
@@ -92,12 +92,14 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return float(kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
 
 
-def _check_weight_decays(name: str, wds: Any) -> None:
-    if not isinstance(wds, (list, tuple)) or len(wds) < 2:
-        raise ValueError(f"{name} must be a list of at least two weight decays, got {wds!r}")
+def _check_weight_decays(name: str, wds: Any, minimum: int = 2, what: str = "weight decay") -> None:
+    """``wds`` is a list of at least ``minimum`` distinct finite numbers >= 0 (``what`` names one),
+    else ValueError naming ``name``."""
+    if not isinstance(wds, (list, tuple)) or len(wds) < minimum:
+        raise ValueError(f"{name} must be a list of at least {minimum} {what}s, got {wds!r}")
     for w in wds:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"{name}: every weight decay must be a finite number >= 0, got {w!r}")
+            raise ValueError(f"{name}: every {what} must be a finite number >= 0, got {w!r}")
     if len(set(map(float, wds))) != len(wds):
         raise ValueError(f"{name} has repeated values: {wds!r}")
 
@@ -374,14 +376,16 @@ def seed_table(results: Sequence[Any]):
                 row[f"{q}_sd"] = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
         val_size = runs[0].config.val_size
         row["val_acc_se"] = 100 * math.sqrt(row["val_acc"] / 100 * (1 - row["val_acc"] / 100) / val_size)
-        row["decay_exponent"] = _exponent_or_nan(runs[0])
+        row["decay_exponent"] = decay_exponent_of(runs[0])
         for quantity, paper in PAPER_REPORTED.get((model, dataset), {}).items():
             row[f"paper_{quantity}"] = paper.get(wd, math.nan)
         rows.append(row)
     return pd.DataFrame(rows).set_index("weight_decay")
 
 
-def _exponent_or_nan(result: Any) -> float:
+def decay_exponent_of(result: Any) -> float:
+    """``decay_exponent`` of a Result's config over the training images it had; NaN where there is
+    none (Adam's coupled L2)."""
     try:
         return decay_exponent(result.config, result.metrics.get("train_samples"))
     except ValueError:
@@ -434,37 +438,35 @@ def sweep_claims(results: Sequence[Any], *, interpolation: bool = False, resolut
         names = {"lambda_max": "lambda_1", "trace": "the Hessian trace", "frobenius": "the Hessian Frobenius norm"}
         for q, label in names.items():
             seeds, a, b = paired_values(results, setting, lo, hi, lambda r, q=q: getattr(r.spectrum, q))
-            evidence = [(f"{label} at wd {lo:g}, per seed", _fmt(a)), (f"{label} at wd {hi:g}, per seed", _fmt(b))]
+            evidence = [(f"{label} at wd {lo:g}, per seed", cl.values_text(a)), (f"{label} at wd {hi:g}, per seed", cl.values_text(b))]
             if q == "lambda_max":
                 res = float(table["lambda_max_residual"].max())
                 evidence.append(("largest Ritz residual of lambda_1",
                                  f"{res:.3g} ({res / float(table['lambda_max'].min()):.1e} of the smallest lambda_1)"))
-            if (a > 0).all() and (b > 0).all():
-                est, name = stats.ratio_over_seeds(a, b), f"ratio of {label} ({pair})"
-            else:
-                est, name = stats.difference_over_seeds(a, b), f"difference of {label} ({pair})"
+            est = stats.ratio_or_difference(a, b)
+            name = f"{'ratio' if est.scale == 'ratio' else 'difference'} of {label} ({pair})"
             out.append(cl.claim_from_estimate(f"{label} is larger with more weight decay", est, 1, name,
                                               regime=regime, evidence=evidence))
     seeds, ca, cb = paired_correct(results, setting, lo, hi)
     est = stats.paired_accuracy_difference(ca, cb)
-    est = _scaled(est, 100.0)
+    est = stats.scaled(est, 100.0)
     out.append(cl.claim_from_estimate(
         "validation accuracy is higher with more weight decay", est, 1,
         f"validation accuracy difference, points ({pair})", regime=regime,
-        evidence=[(f"val accuracy at wd {lo:g}, per seed (%)", _fmt(100 * ca.mean(axis=1))),
-                  (f"val accuracy at wd {hi:g}, per seed (%)", _fmt(100 * cb.mean(axis=1))),
+        evidence=[(f"val accuracy at wd {lo:g}, per seed (%)", cl.values_text(100 * ca.mean(axis=1))),
+                  (f"val accuracy at wd {hi:g}, per seed (%)", cl.values_text(100 * cb.mean(axis=1))),
                   ("validation images", str(ca.shape[1]))]))
     _, ga, gb = paired_values(results, setting, lo, hi,
                               lambda r: 100 * (r.metrics["train_acc"] - r.metrics["val_acc"]))
     out.append(cl.claim_from_estimate(
         "the generalisation gap is smaller with more weight decay", stats.difference_over_seeds(ga, gb), -1,
         f"gap difference, points ({pair})", regime=regime,
-        evidence=[(f"gap at wd {lo:g}, per seed", _fmt(ga)), (f"gap at wd {hi:g}, per seed", _fmt(gb))]))
+        evidence=[(f"gap at wd {lo:g}, per seed", cl.values_text(ga)), (f"gap at wd {hi:g}, per seed", cl.values_text(gb))]))
     _, wa, wb = paired_values(results, setting, lo, hi, lambda r: r.metrics["weight_norm"])
     out.append(cl.claim_from_estimate(
         "the weights are smaller with more weight decay (the mechanism)", stats.ratio_over_seeds(wa, wb), -1,
         f"ratio of ||w|| ({pair})", regime=[cl.seeds_condition(n_seeds)],
-        evidence=[(f"||w|| at wd {lo:g}, per seed", _fmt(wa)), (f"||w|| at wd {hi:g}, per seed", _fmt(wb))]))
+        evidence=[(f"||w|| at wd {lo:g}, per seed", cl.values_text(wa)), (f"||w|| at wd {hi:g}, per seed", cl.values_text(wb))]))
     if have_spectrum:
         x = [float(r.config.weight_decay) for r in results]
         y = [r.spectrum.lambda_max for r in results]
@@ -472,18 +474,6 @@ def sweep_claims(results: Sequence[Any], *, interpolation: bool = False, resolut
         out.append(cl.trend_claim(f"lambda_1 rises monotonically with the weight decay ({len(wds)} weight decays, "
                                   f"{len(results)} runs)", corr, 1, regime=regime))
     return out
-
-
-def _scaled(est: Any, factor: float) -> Any:
-    """An Estimate on the "difference" scale multiplied by ``factor`` (fractions to points)."""
-    import dataclasses
-
-    return dataclasses.replace(est, value=est.value * factor, low=est.low * factor, high=est.high * factor,
-                               se=est.se * factor, mde=est.mde * factor)
-
-
-def _fmt(values: Any) -> str:
-    return ", ".join(f"{v:.4g}" for v in np.asarray(values, dtype=float))
 
 
 def paper_num_params(model: str) -> int:
@@ -571,13 +561,7 @@ def weight_decays_for_exponents(config: Any, exponents: Sequence[float], train_s
     ``exponents``: E is linear in the weight decay, so wd = E / E(wd = 1), rounded UP to 4 significant
     digits (so E is at least the target; the same exponents give the same floats, so chapters that
     share runs share cache entries)."""
-    if not isinstance(exponents, (list, tuple)) or not exponents:
-        raise ValueError(f"decay_exponents must be a non-empty list of numbers >= 0, got {exponents!r}")
-    for e in exponents:
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
-            raise ValueError(f"decay_exponents: every exponent must be a finite number >= 0, got {e!r}")
-    if len(set(map(float, exponents))) != len(exponents):
-        raise ValueError(f"decay_exponents has repeated values: {exponents!r}")
+    _check_weight_decays("decay_exponents", exponents, minimum=1, what="exponent")
     from .experiments import Config
 
     unit = decay_exponent(Config.from_dict(config).replace(weight_decay=1.0), train_samples)
