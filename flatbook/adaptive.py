@@ -12,6 +12,9 @@ The paper trains VGG-16-BN on CIFAR-10 and CIFAR-100 twice:
 and reports that Gadam generalises better yet is far sharper (spectral norm ~40x, Frobenius
 norm 0.02 against 0.0001 on CIFAR-100). Here:
 
+* ``AdaptiveChapter(...)``: the chapter's driver: its parameters, checked once; the weight decays
+  (given, or chosen by the decay exponent E each optimiser should reach over a shorter run);
+  training over seeds, the regime facts, figures, table and claims as methods;
 * ``chapter_configs(...)``: the two experiments.Configs from one set of chapter parameters;
 * ``comparison_table(sgd, gadam)``: one row per optimiser: train/val/test accuracy, gap, ||w||,
   lambda_1, trace, Frobenius norm (with standard errors when probes > 1), and the paper's numbers
@@ -24,9 +27,10 @@ norm 0.02 against 0.0001 on CIFAR-100). Here:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PAPER_REPORTED", "PAPER_SETTINGS", "chapter_configs", "check_adaptive_parameters", "comparison_table",
+__all__ = ["PAPER_REPORTED", "PAPER_SETTINGS", "AdaptiveChapter", "chapter_configs", "check_adaptive_parameters", "comparison_table",
            "run_seeds", "seed_comparison", "claims", "paper_exponents"]
 
 # The paper's numbers (PAPER.md, "Numbers the paper reports"; its Section 5 text), by dataset and
@@ -49,50 +53,174 @@ def chapter_configs(dataset: str, train_per_class: int | None, image_size: int |
                     model_options: dict, epochs: int, batch_size: int, sgd_lr: float, sgd_momentum: float,
                     sgd_weight_decay: float, gadam_lr: float, gadam_weight_decay: float, averaging_start: int,
                     gadam_lr_averaging: float, lanczos_steps: int, probes: int, hessian_samples: int | None,
-                    bn_mode: str, val_size: int, seed: int):
+                    bn_mode: str, val_size: int, seed: int, val_every: int = 1):
     """(sgd, gadam): the chapter's two VGG-16-BN experiments.Configs, identical except for the
-    optimiser, its learning rates, weight decay and iterate averaging."""
+    optimiser, its learning rates, weight decay and iterate averaging (``val_every``: validate
+    every k epochs and the last)."""
     from .experiments import Config
 
     common = dict(model="vgg16bn", dataset=dataset, train_per_class=train_per_class, image_size=image_size,
                   pad_to=pad_to, model_options=model_options, epochs=epochs, batch_size=batch_size,
                   lanczos_steps=lanczos_steps, probes=probes, hessian_samples=hessian_samples, bn_mode=bn_mode,
-                  val_size=val_size, seed=seed)
+                  val_size=val_size, val_every=val_every, seed=seed)
     sgd = Config(optimizer="sgd", lr=sgd_lr, momentum=sgd_momentum, weight_decay=sgd_weight_decay, **common)
     gadam = Config(optimizer="gadam", lr=gadam_lr, weight_decay=gadam_weight_decay, averaging_start=averaging_start,
                    lr_averaging=gadam_lr_averaging, **common)
     return sgd, gadam
 
 
-def check_adaptive_parameters(dataset: str, train_per_class: int | None, image_size: int | None,
-                              pad_to: int | None, model_options: dict, epochs: int, batch_size: int, sgd_lr: float,
-                              sgd_momentum: float, sgd_weight_decay: float, gadam_lr: float,
-                              gadam_weight_decay: float, averaging_start: int, gadam_lr_averaging: float,
-                              lanczos_steps: int, probes: int, hessian_samples: int | None, bn_mode: str,
-                              val_size: int, seeds: list[int], results_dir: str | None) -> None:
-    """Every parameter of the adaptive-optimisation chapter (ValueError naming it)."""
-    from .experiments import ConfigError
-    from .seeds import check_seeds
+def check_adaptive_parameters(**parameters: Any) -> None:
+    """Every parameter of the adaptive-optimisation chapter, by keyword (ValueError naming it):
+    ``AdaptiveChapter(**parameters)``."""
+    AdaptiveChapter(**parameters)
 
-    seed = check_seeds(seeds)[0]
-    if results_dir is not None and not isinstance(results_dir, str):
-        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-    if not (isinstance(averaging_start, int) and not isinstance(averaging_start, bool) and averaging_start >= 1):
-        raise ValueError(f"averaging_start must be an integer >= 1 (the first averaged epoch), got {averaging_start!r}")
-    sgd, gadam = chapter_configs(dataset, train_per_class, image_size, pad_to, model_options, epochs, batch_size,
-                                 sgd_lr, sgd_momentum, sgd_weight_decay, gadam_lr, gadam_weight_decay,
-                                 averaging_start, gadam_lr_averaging, lanczos_steps, probes, hessian_samples,
-                                 bn_mode, val_size, seed)
-    names = {"lr": "sgd_lr", "momentum": "sgd_momentum", "weight_decay": "sgd_weight_decay"}
-    for config, rename in ((sgd, names), (gadam, {"lr": "gadam_lr", "weight_decay": "gadam_weight_decay",
-                                                  "lr_averaging": "gadam_lr_averaging"})):
-        try:
-            config.resolved()
-        except ConfigError as exc:  # name the chapter's parameter, not the Config field
-            message = str(exc)
-            for field, parameter in rename.items():
-                message = message.replace(f"config field {field!r}", f"parameter {parameter!r}")
-            raise ValueError(message) from None
+
+@dataclass(frozen=True)
+class AdaptiveChapter:
+    """The adaptive-optimisation chapter's parameters (its parameters cell, by keyword); construction
+    checks them all (ValueError naming the chapter's parameter). ``val_every``: validate every k
+    epochs (and the last); ``workers``: training processes; ``sgd_decay_exponent`` /
+    ``gadam_decay_exponent``: when given, that optimiser's weight decay is the one whose decay
+    exponent E over this run is this value (``weight_decay.weight_decays_for_exponents``), in place
+    of ``sgd_weight_decay`` / ``gadam_weight_decay``. Every step the notebook shows (training over
+    seeds, the regime facts, the figures, the table and the claims) is a method."""
+
+    dataset: str
+    train_per_class: int | None
+    image_size: int | None
+    pad_to: int | None
+    model_options: dict
+    epochs: int
+    batch_size: int
+    sgd_lr: float
+    sgd_momentum: float
+    sgd_weight_decay: float
+    gadam_lr: float
+    gadam_weight_decay: float
+    averaging_start: int
+    gadam_lr_averaging: float
+    lanczos_steps: int
+    probes: int
+    hessian_samples: int | None
+    bn_mode: str
+    val_size: int
+    seeds: list
+    results_dir: str | None = None
+    val_every: int = 1
+    workers: int = 1
+    sgd_decay_exponent: float | None = None
+    gadam_decay_exponent: float | None = None
+    _configs: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from .checks import positive_int
+        from .experiments import ConfigError
+        from .seeds import check_seeds
+
+        seed = check_seeds(self.seeds)[0]
+        if self.results_dir is not None and not isinstance(self.results_dir, str):
+            raise ValueError(f"results_dir must be null or a path, got {self.results_dir!r}")
+        positive_int("workers", self.workers)
+        positive_int("val_every", self.val_every)
+        if not (isinstance(self.averaging_start, int) and not isinstance(self.averaging_start, bool)
+                and self.averaging_start >= 1):
+            raise ValueError(f"averaging_start must be an integer >= 1 (the first averaged epoch), "
+                             f"got {self.averaging_start!r}")
+        for name in ("sgd_decay_exponent", "gadam_decay_exponent"):
+            e = getattr(self, name)
+            if e is not None and (isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e)
+                                  or e <= 0):
+                raise ValueError(f"{name} must be null or a finite number > 0, got {e!r}")
+        sgd, gadam = chapter_configs(self.dataset, self.train_per_class, self.image_size, self.pad_to,
+                                     self.model_options, self.epochs, self.batch_size, self.sgd_lr, self.sgd_momentum,
+                                     self.sgd_weight_decay, self.gadam_lr, self.gadam_weight_decay,
+                                     self.averaging_start, self.gadam_lr_averaging, self.lanczos_steps, self.probes,
+                                     self.hessian_samples, self.bn_mode, self.val_size, seed, val_every=self.val_every)
+        renames = ({"lr": "sgd_lr", "momentum": "sgd_momentum", "weight_decay": "sgd_weight_decay"},
+                   {"lr": "gadam_lr", "weight_decay": "gadam_weight_decay", "lr_averaging": "gadam_lr_averaging"})
+        for config, rename in zip((sgd, gadam), renames):
+            try:
+                config.resolved()
+            except ConfigError as exc:  # name the chapter's parameter, not the Config field
+                message = str(exc)
+                for config_field, parameter in rename.items():
+                    message = message.replace(f"config field {config_field!r}", f"parameter {parameter!r}")
+                raise ValueError(message) from None
+        from .weight_decay import weight_decays_for_exponents
+
+        if self.sgd_decay_exponent is not None:
+            sgd = sgd.replace(weight_decay=weight_decays_for_exponents(sgd, [self.sgd_decay_exponent])[0])
+        if self.gadam_decay_exponent is not None:
+            gadam = gadam.replace(weight_decay=weight_decays_for_exponents(gadam, [self.gadam_decay_exponent])[0])
+        object.__setattr__(self, "_configs", (sgd, gadam))
+
+    @property
+    def configs(self) -> tuple[Any, Any]:
+        """(SGD, Gadam) experiments.Configs of the first seed, with the weight decays used."""
+        return self._configs
+
+    @property
+    def weight_decays_used(self) -> dict[str, float]:
+        """{"sgd": .., "gadam": ..}: the weight decays given, or those of the decay exponents."""
+        return {c.optimizer: float(c.weight_decay) for c in self._configs}
+
+    def run(self) -> tuple[list, list]:
+        """(SGD results, Gadam results), one per seed, from the cache where present (``run_seeds``)."""
+        return run_seeds(*self._configs, self.seeds, results_dir=self.results_dir, workers=self.workers)
+
+    def training_figure(self, sgd: list, gadam: list):
+        from . import plots
+
+        return plots.plot_training_curves(
+            {"SGD": sgd[0].history, "Gadam": gadam[0].history},
+            title=f"VGG-16-BN (variant: {self.model_options or 'the paper'}) on {self.dataset} (seed {self.seeds[0]})")
+
+    def spectra_figure(self, sgd: list, gadam: list):
+        from . import plots
+
+        return plots.plot_spectrum_stems({f"{name}: val acc {100 * r.metrics['val_acc']:.2f}%": r.spectrum
+                                          for name, r in (("SGD", sgd[0]), ("Gadam", gadam[0]))})
+
+    def table(self, sgd: list, gadam: list):
+        """``seed_comparison``."""
+        return seed_comparison(sgd, gadam)
+
+    def facts(self, sgd: list, gadam: list) -> list[tuple[str, str]]:
+        """What the runs measured about their regime (the run box's table): seeds, training images,
+        parameters beside the paper's VGG-16-BN, each optimiser's weight decay and decay exponent E
+        beside the paper's, the lowest training accuracy and the final losses, the validation images
+        and binomial SE, the weight norm's change over the last 20% of epochs, Gadam's averaged
+        iterates, and where the models came from and what they cost."""
+        from .weight_decay import run_facts, weight_norm_change
+
+        table = seed_comparison(sgd, gadam)
+        paper = paper_exponents(self.dataset) if self.dataset in PAPER_SETTINGS else paper_exponents()
+        facts = run_facts(sgd, "vgg16bn")[:3]
+        for o, name in (("sgd", "SGD"), ("gadam", "Gadam")):
+            e = float(table.loc[o, "decay_exponent"])
+            facts.append((f"{name}: weight decay, decay exponent E",
+                          f"{self.weight_decays_used[o]:g}, E = {e:.3g} ({e / paper[o]:.2g}x the paper's {paper[o]:.3g})"))
+        changes = {name: sum(weight_norm_change(r) for r in runs) / len(runs)
+                   for name, runs in (("SGD", sgd), ("Gadam", gadam))}
+        facts += [("lowest training accuracy (eval mode)", f"{table['train_acc'].min():.2f}%"),
+                  ("final training loss, SGD / Gadam (seed mean)",
+                   f"{table.loc['sgd', 'train_loss']:.3g} / {table.loc['gadam', 'train_loss']:.3g}"),
+                  ("validation images, binomial SE of one accuracy",
+                   f"{sgd[0].config.val_size:,}, at most {table['val_acc_se'].max():.2f} points"),
+                  ("weight norm change over the last 20% of epochs (seed mean)",
+                   ", ".join(f"{name}: {100 * v:+.2g}%" for name, v in changes.items())),
+                  ("iterates Gadam averaged", str(gadam[0].history[-1]["averaged"]))]
+        results = list(sgd) + list(gadam)
+        cached = sum(bool(r.cached) for r in results)
+        cost = sum(r.seconds.get("train", 0.0) + r.seconds.get("spectrum", 0.0) for r in results)
+        devices = "; ".join(sorted({r.device for r in results}))
+        facts.append(("trained models", f"{len(results) - cached} trained by this run, {cached} from the cache "
+                                        f"({devices}); {cost / 60:.1f} min of training and Lanczos in all"))
+        return facts
+
+    def claims(self, sgd: list, gadam: list) -> list[Any]:
+        """``claims``: the paper's Section 5 claims with their regime."""
+        return claims(sgd, gadam)
 
 
 def comparison_table(sgd: Any, gadam: Any):
@@ -131,14 +259,17 @@ def comparison_table(sgd: Any, gadam: Any):
 # --- several seeds: runs, table, claims ---------------------------------------------------------
 
 
-def run_seeds(sgd_config: Any, gadam_config: Any, seeds: list[int], results_dir: Any = None) -> tuple[list, list]:
+def run_seeds(sgd_config: Any, gadam_config: Any, seeds: list[int], results_dir: Any = None,
+              workers: int = 1) -> tuple[list, list]:
     """(SGD results, Gadam results), one per seed (training and probe seed = the seed), from the
-    cache where present. Both optimisers of one seed start from the same initial weights."""
+    cache where present, the uncached ones shared out among ``workers`` processes. Both optimisers
+    of one seed start from the same initial weights."""
     from .experiments import run_many
     from .seeds import check_seeds, seeded
 
     seeds = check_seeds(seeds)
-    out = run_many([seeded(c, s) for c in (sgd_config, gadam_config) for s in seeds], results_dir=results_dir)
+    out = run_many([seeded(c, s) for c in (sgd_config, gadam_config) for s in seeds], results_dir=results_dir,
+                   workers=workers)
     return out[:len(seeds)], out[len(seeds):]
 
 

@@ -7,8 +7,8 @@ their prose and the model they name.
 The claims are ``weight_decay.sweep_claims`` with the regime of the paper's CIFAR runs: the decay
 exponent E of the largest weight decay >= 1 (the paper's E beside it), at least 2 seeds, every run
 interpolating its training set (>= 99% training accuracy, the near-zero-loss regime Theorem 1 is
-about) and validation accuracies resolved (at least 4,000 validation images, binomial SE about
-0.5 points or less). A condition that fails
+about) and validation accuracies resolved (at least 4,000 validation images; ``claims.resolution_condition``
+says why images rather than an SE bound). A condition that fails
 makes the claims "untestable" and is named with its shortfall.
 """
 

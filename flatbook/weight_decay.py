@@ -405,7 +405,7 @@ def sweep_claims(results: Sequence[Any], *, interpolation: bool = False, resolut
 
     Regime (every claim but 6, which needs only seeds): the decay exponent E of the largest weight
     decay >= 1, at least 2 seeds; with ``interpolation`` every run's training accuracy >= 99%; with
-    ``resolution`` at least 4,000 validation images (binomial SE about 0.5 points or less). A claim whose regime fails
+    ``resolution`` at least 4,000 validation images (``claims.resolution_condition``). A claim whose regime fails
     is "untestable", its effect still computed. ``paper_exponent``: the paper's E, shown beside ours."""
     from . import claims as cl
     from . import stats

@@ -124,3 +124,40 @@ def test_claims_are_gated_by_the_regime():
     no_fit = _claims(0.735, 0.758, 10.0, 388.0, train_acc=0.9)
     assert "training accuracy" in no_fit["Gadam generalises better than SGD"].failed
     assert adaptive.paper_exponents()["sgd"] == pytest.approx(37.2, rel=0.01)
+
+
+LAPTOP = dict(CHECKED, dataset="fashion-mnist", train_per_class=200, pad_to=32, model_options={"width": 0.125},
+              epochs=60, averaging_start=33, lanczos_steps=20, hessian_samples=256, val_size=4000)
+
+
+def test_chapter_weight_decays_from_decay_exponents():
+    from flatbook.weight_decay import decay_exponent
+
+    given = adaptive.AdaptiveChapter(seeds=[0, 1], **LAPTOP)
+    assert given.weight_decays_used == {"sgd": 5e-4, "gadam": 0.25}  # None: the weight decays as given
+    chapter = adaptive.AdaptiveChapter(seeds=[0, 1], sgd_decay_exponent=2.0, gadam_decay_exponent=1, val_every=10,
+                                       **LAPTOP)
+    sgd, gadam = chapter.configs
+    # 2,000 training images -> 16 steps an epoch; E is linear in the weight decay, rounded up to 4 digits
+    for config, target in ((sgd, 2.0), (gadam, 1.0)):
+        e = decay_exponent(config, 2000)
+        assert target <= e < target * (1 + 1e-3)
+        assert decay_exponent(config.replace(weight_decay=float(f"{config.weight_decay:.4g}") * (1 - 2e-3)),
+                              2000) < target
+        assert config.val_every == 10 and config.seed == 0
+    # SGD's E carries the heavy-ball factor 1 / (1 - momentum); Gadam's decoupled decay does not
+    assert sgd.weight_decay == pytest.approx(2.0 / (decay_exponent(sgd.replace(weight_decay=1.0), 2000)), rel=1e-3)
+    # the rest of the two recipes is untouched
+    assert (sgd.lr, gadam.lr, gadam.averaging_start, gadam.lr_averaging) == (0.1, 5e-4, 33, 2.5e-4)
+
+
+def test_chapter_refuses_bad_new_parameters():
+    for change, name in [({"sgd_decay_exponent": 0.0}, "sgd_decay_exponent"),
+                         ({"gadam_decay_exponent": float("nan")}, "gadam_decay_exponent"),
+                         ({"gadam_decay_exponent": "1"}, "gadam_decay_exponent"),
+                         ({"sgd_decay_exponent": True}, "sgd_decay_exponent"),
+                         ({"workers": 0}, "workers"), ({"val_every": 0}, "val_every")]:
+        with pytest.raises(ValueError, match=name):
+            adaptive.AdaptiveChapter(seeds=[0], **{**LAPTOP, **change})
+    with pytest.raises(ValueError, match="averaging_start"):
+        adaptive.AdaptiveChapter(seeds=[0], **{**LAPTOP, "averaging_start": 61})
