@@ -1,7 +1,7 @@
 # flatbook: two commands for a newcomer.
 #   make book   set up .venv, get the offline data, execute every chapter (laptop profile), render HTML
 #   make test   set up .venv, run the test suite
-# Others: make setup | data | html | clean.   Variables: VENV (default .venv), PYTHON (python3), PROFILE.
+# Others: make setup | data | html | check-install | clean.   Variables: VENV (default .venv), PYTHON (python3), PROFILE.
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.flatbook-installed
 PIP_VERSION := 26.3
 FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: book test html setup data clean
+.PHONY: book test html setup data check-install clean
 
 book: setup data
 	@start=$$(date +%s); \
@@ -66,6 +66,20 @@ data:
 		echo "== make data: no apt here; torchvision will download Fashion-MNIST on first use"; \
 	fi; \
 	echo "== make data: done in $$(( $$(date +%s) - start )) s"
+
+# `pip install .` (no extras) into a fresh virtual environment, then the toolkit example from outside
+# the source tree: the toolkit must work with its core dependencies alone (torch, numpy, scipy, tqdm).
+CLEAN_VENV ?= _build/clean-venv
+check-install:
+	@start=$$(date +%s); \
+	echo "== make check-install: pip install . (no extras) into a fresh $(CLEAN_VENV), then tests/toolkit_example.py"; \
+	rm -rf $(CLEAN_VENV) && $(PYTHON) -m venv $(CLEAN_VENV) || exit $$?; \
+	$(CLEAN_VENV)/bin/python -m pip install --quiet --upgrade pip==$(PIP_VERSION) || exit $$?; \
+	$(CLEAN_VENV)/bin/python -m pip install --quiet -c requirements.txt . || exit $$?; \
+	example=$$(pwd)/tests/toolkit_example.py; \
+	(cd $(CLEAN_VENV) && bin/python $$example) || exit $$?; \
+	rm -rf $(CLEAN_VENV) build; \
+	echo "== make check-install: done in $$(( $$(date +%s) - start )) s"
 
 clean:
 	rm -rf _build

@@ -1,5 +1,14 @@
 """flatbook: a literate reproduction of "Flatness is a False Friend" and a Hessian-spectrum toolkit.
 
+Layers, each importing only those before it:
+
+* the toolkit, this package's top-level modules: Hessian-vector products (``curvature``), Lanczos,
+  SLQ and spectra (``spectrum``), models, data, batching, schedules, training, cached experiments,
+  statistics, seeds and claims; it needs PyTorch, NumPy and SciPy only;
+* ``flatbook.theory``: the exact mathematics (SymPy derivations, closed forms, exact spectra);
+* ``flatbook.chapters``: one module per chapter (its parameters, tables, figures and claims);
+* ``flatbook.book``: the machinery that runs chapters with papermill and renders the book.
+
 Submodules are imported on first use, so ``import flatbook`` (and the ``python -m flatbook`` CLI)
 stays fast and does not import PyTorch until something needs it.
 """
@@ -11,9 +20,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("symbolic", "plots", "runner", "parameters", "site", "chapters", "device", "curvature", "spectrum",
-               "models", "data", "batching", "schedules", "train", "experiments",
-               "crossentropy", "scaling", "exact", "lanczos_checks", "theorem", "weight_decay")
+# The toolkit's modules (this package's top level), loaded on first attribute access; the layers
+# above it are the subpackages ``flatbook.theory``, ``flatbook.chapters`` and ``flatbook.book``.
+_SUBMODULES = ("batching", "checks", "claims", "curvature", "data", "decay", "device", "experiments", "models",
+               "remeasure", "scale_measures", "schedules", "seeds", "spectrum", "stats", "train", "theory", "chapters",
+               "book")
 
 # public names re-exported from submodules (imported on first access)
 _EXPORTS = {

@@ -10,7 +10,7 @@
   horizontally with probability 1/2, drawn from the same private generator.
 * ``pad_to(x, size, channels)``: zero-pad images centrally (28x28 -> 32x32 for Fashion-MNIST
   through CIFAR architectures) and repeat a single channel ``channels`` times.
-* ``balanced_subset(y, per_class, seed)``: indices of ``per_class`` samples of each class, in
+* ``balanced_subset(y, per_class, seed=...)``: indices of ``per_class`` samples of each class, in
   data order (a seeded choice within each class).
 """
 
@@ -21,7 +21,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .checks import positive_int
+from .checks import nonnegative_int, positive_int
+from .checks import seed as check_seed
 
 __all__ = ["AUGMENTATIONS", "TensorBatches", "pad_to", "balanced_subset", "random_crop_flip"]
 
@@ -45,10 +46,10 @@ def pad_to(x: torch.Tensor, size: int = 32, channels: int | None = None) -> torc
     return x
 
 
-def balanced_subset(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+def balanced_subset(y: torch.Tensor, per_class: int, *, seed: int = 0) -> torch.Tensor:
     """Indices (sorted, so data order is kept) of ``per_class`` samples of every class."""
     positive_int("per_class", per_class)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    gen = torch.Generator(device="cpu").manual_seed(check_seed(seed))
     y_cpu = y.detach().cpu()
     chosen = []
     for c in torch.unique(y_cpu).tolist():
@@ -89,13 +90,12 @@ class TensorBatches:
             raise ValueError(f"augment={augment!r} needs (N, C, H, W) images, got shape {tuple(x.shape)}")
         self.x, self.y = x, y
         self.batch_size = positive_int("batch_size", batch_size)
-        self.shuffle, self.seed, self.augment, self.drop_last = bool(shuffle), int(seed), augment, bool(drop_last)
+        self.shuffle, self.seed, self.augment, self.drop_last = bool(shuffle), check_seed(seed), augment, bool(drop_last)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """The next pass is epoch ``epoch`` (its shuffle and augmentation draws)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        nonnegative_int("epoch", epoch)
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -12,37 +12,39 @@ batch; with ``bn_mode="eval"`` it uses the running statistics, as the deployed m
 Dropout is always off. ``weight_decay=gamma`` adds gamma * I, the Hessian of gamma/2 ||w||^2
 (default 0: the paper measured the loss without the L2 term).
 
-Products are computed by forward-over-reverse differentiation (``torch.func.jvp`` of
-``torch.func.grad``), vmapped over the k columns of a block, so ``matmat(V)`` for P x k makes
-ONE pass over the data for all k columns. Each batch's product is computed in the model's
-dtype on the model's device and accumulated over batches in float64.
+Two ways to compute products (``method``), both exact:
 
-The model is never run: products use a private copy of its module structure whose parameters
-share the model's storage (no copy; they read the current weights) and whose buffers are
-copies, so the model's parameters, buffers (running statistics, ``num_batches_tracked``) and
-train/eval flags are exactly as before, after any number of products.
+* ``"double-backward"`` (the default): the gradient with ``create_graph``, then the gradient of
+  <g, v>; a block of k columns goes through batched ``autograd.grad`` (or a loop, see
+  ``block_strategy``) reusing one first-order graph per batch;
+* ``"forward-over-reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, vmapped over the k
+  columns.
 
-Two ways to compute products (``method``): ``"double-backward"`` (the default: gradient with
-``create_graph``, then the gradient of <g, v>; a block of k columns through batched
-``autograd.grad``, reusing one first-order graph per batch), and ``"forward-over-reverse"``
-(``torch.func.jvp`` of ``torch.func.grad``, vmapped over columns). Both are exact; on the CPU
-the first is faster (``benchmarks/curvature.py``).
+Either way ``matmat(V)`` for P x k makes ONE pass over the data for all k columns; on the CPU
+the first is faster (``benchmarks/curvature.py``). Each batch's product is computed in the
+model's dtype on the model's device and accumulated over batches in float64.
+
+The model is never run: products use a private copy of its module structure (the "shadow")
+whose parameters AND buffers alias the model's storage (no copy: the shadow reads the current
+weights and running statistics, and is re-pointed if the model replaces a tensor). The shadow
+never writes to them: in ``bn_mode="train"`` its BatchNorm layers drop their running statistics
+and use the batch's own, and in ``"eval"`` they only read the running ones. So the model's
+parameters, buffers (running statistics, ``num_batches_tracked``) and train/eval flags are
+exactly as before, after any number of products.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from .batching import TensorBatches
-from .checks import positive_int
+from .checks import finite_number, positive_int
 
 __all__ = ["HessianOperator", "dense_hessian", "BN_MODES"]
 
@@ -181,9 +183,7 @@ class HessianOperator:
             raise ValueError("loss_fn must be callable as loss_fn(outputs, targets)")
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(weight_decay) or weight_decay < 0:
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        finite_number("weight_decay", weight_decay, minimum=0)
         self.model = model
         self.loss_fn = loss_fn
         self.bn_mode = bn_mode
@@ -197,8 +197,7 @@ class HessianOperator:
         self.num_params = int(sum(self.numels))
 
         if _is_tensor_pair(data):
-            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-                raise ValueError(f"batch_size must be an integer >= 1 for an (x, y) tensor pair, got {batch_size!r}")
+            positive_int("batch_size", batch_size)  # an (x, y) tensor pair is cut into batches
             if len(data[0]) == 0:
                 raise ValueError("data is empty: the Hessian of a mean over no samples is undefined")
             self.data = TensorBatches(data[0], data[1], int(batch_size))  # fixed order, same on every pass

@@ -230,8 +230,9 @@ def load(name: str, split: str, root: str | Path | None = None, *, download: boo
         raise ValueError(f"unknown dataset {name!r}; datasets are: {', '.join(NAMES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits are: {', '.join(SPLITS)}")
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 1:
-        raise ValueError(f"val_size must be an integer >= 1, got {val_size!r}")
+    from .checks import positive_int
+
+    positive_int("val_size", val_size)
     roots = data_roots(root)
     where = _locate(name, roots, _download_allowed(download))
     cls = _torchvision_class(name)

@@ -62,7 +62,7 @@ from typing import Any
 from . import __version__
 
 __all__ = ["Config", "Result", "run", "sweep", "run_many", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
-           "paper_config", "cached_results", "hessian_indices"]
+           "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS"]
 
 RESULT_FORMAT = 2  # 2: per-image validation correctness (val_correct), Ritz residuals in the spectrum
 MNIST_LIKE_MODELS = ("logreg", "mlp")
@@ -215,10 +215,10 @@ def _validate(c: Config) -> None:
         _fail("normalization", c.normalization, f"'auto' or one of {sorted(NORMALIZATION)}")
     if c.image_size is not None and (not _is_int(c.image_size) or not 2 <= c.image_size <= 64):
         _fail("image_size", c.image_size, "null (native size) or an integer from 2 to 64")
-    if c.pad_to is not None and c.image_size is not None and c.pad_to < c.image_size:
-        _fail("pad_to", c.pad_to, f"at least image_size ({c.image_size})")
     if c.pad_to is not None and (not _is_int(c.pad_to) or c.pad_to < 1):
         _fail("pad_to", c.pad_to, "null or an image size in pixels")
+    if c.pad_to is not None and c.image_size is not None and c.pad_to < c.image_size:
+        _fail("pad_to", c.pad_to, f"at least image_size ({c.image_size})")
     if c.bn_mode not in BN_MODES:
         _fail("bn_mode", c.bn_mode, f"one of {BN_MODES}")
     for name in ("bf16", "spectrum"):
@@ -236,18 +236,17 @@ def _validate(c: Config) -> None:
     if c.augment == "crop-flip" and c.model in MNIST_LIKE_MODELS:
         _fail("augment", c.augment, "crop-flip is for image models, not flattened inputs")
     # the model options are checked by building on the meta device (no memory, no time)
-    from .models import build
-
     import torch
 
     try:
         with torch.device("meta"):
-            _build(c)
+            build_model(c)
     except (ValueError, TypeError) as exc:
         _fail("model_options", c.model_options, str(exc))
 
 
-def _num_classes(dataset: str) -> int:
+def num_classes(dataset: str) -> int:
+    """Classes of a dataset: 100 for CIFAR-100, 10 for the others."""
     return 100 if dataset == "cifar100" else 10
 
 
@@ -306,11 +305,9 @@ class Result:
         """The trained model (weights from the cache entry), in eval mode."""
         import torch
 
-        from .models import build
-
         if self.path is None:
             raise ValueError("this result has no cache entry to load weights from")
-        model = _build(self.config)
+        model = build_model(self.config)
         state = torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return model.to(device or "cpu").eval()
@@ -477,19 +474,21 @@ def prepare_data(config: Config | dict, split: str, root: str | Path | None = No
     return x.contiguous(), y
 
 
-def _build(c: Config):
+def build_model(c: Config):
+    """The untrained model of ``c`` (``models.build`` with the config's classes, input channels and
+    the input size its resized and padded images have), on the CPU, initialised from the global torch RNG (``run`` seeds it first)."""
     from .models import build
 
     if c.model in MNIST_LIKE_MODELS:
         options = dict(c.model_options)
         if c.image_size is not None:
             options.setdefault("in_features", c.image_size**2)
-        return build(c.model, num_classes=_num_classes(c.dataset), **options)
+        return build(c.model, num_classes=num_classes(c.dataset), **options)
     options = dict(c.model_options)
     if c.pad_to is not None or c.image_size is not None:
         # the architecture's input size follows the (resized, padded) images
         options.setdefault("image_size", c.pad_to if c.pad_to is not None else c.image_size)
-    return build(c.model, num_classes=_num_classes(c.dataset), in_channels=3, **options)
+    return build(c.model, num_classes=num_classes(c.dataset), in_channels=3, **options)
 
 
 # --- running --------------------------------------------------------------------------------
@@ -532,9 +531,9 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(c.seed)
-        model = _build(c)
+        model = build_model(c)
     n_hessian = len(y_train) if c.hessian_samples is None else min(c.hessian_samples, len(y_train))
-    h_idx = hessian_indices(len(y_train), c.hessian_samples, c.spectrum_seed)
+    h_idx = hessian_indices(len(y_train), c.hessian_samples, spectrum_seed=c.spectrum_seed)
     if c.spectrum and c.bn_mode == "train" and training.has_batchnorm(model) and n_hessian % c.hessian_batch_size == 1:
         _fail("hessian_samples", c.hessian_samples,
               f"{n_hessian} Hessian samples in batches of {c.hessian_batch_size} leave a last batch of 1, which "
@@ -587,7 +586,7 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
     return result
 
 
-def hessian_indices(n_train: int, hessian_samples: int | None, spectrum_seed: int):
+def hessian_indices(n_train: int, hessian_samples: int | None, *, spectrum_seed: int):
     """The training images the Hessian is measured over: all ``n_train`` (``hessian_samples`` None
     or >= n_train), else ``hessian_samples`` of them drawn without replacement by a generator seeded
     with ``spectrum_seed``, in increasing order. A different probe seed thus also draws different

@@ -33,7 +33,7 @@ from torch import nn
 
 from .checks import positive_int
 
-__all__ = ["NAMES", "PAPER_PARAMETER_COUNTS", "build", "count_parameters"]
+__all__ = ["NAMES", "PAPER_PARAMETER_COUNTS", "build", "count_parameters", "TFSameConv2d"]
 
 NAMES = ("logreg", "mlp", "allcnnc", "preresnet164", "wrn28x10", "vgg16bn")
 
@@ -91,7 +91,7 @@ def mlp(num_classes: int = 10, in_features: int = 784, hidden: Sequence[int] = (
 # --- All-CNN-C (DeepOBS cifar100_allcnnc) ------------------------------------------------------
 
 
-class _TFSameConv2d(nn.Conv2d):
+class TFSameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow's "same" padding: total padding max((ceil(n/s)-1) s + k - n, 0),
     the odd pixel on the bottom/right (so stride 2 on 32x32 pads (0, 1, 0, 1))."""
 
@@ -106,10 +106,10 @@ class _TFSameConv2d(nn.Conv2d):
 def allcnnc(num_classes: int = 100, in_channels: int = 3, width: float = 1.0, image_size: int = 32) -> nn.Module:
     """All-CNN-C as in DeepOBS: ReLU after every conv (also the last), global average pool."""
     c1, c2 = max(1, round(96 * width)), max(1, round(192 * width))
-    same = lambda i, o, s=1: _TFSameConv2d(i, o, 3, stride=s)  # noqa: E731
+    same = lambda i, o, s=1: TFSameConv2d(i, o, 3, stride=s)  # noqa: E731
     after = math.ceil(math.ceil(image_size / 2) / 2) - 2  # two stride-2 "same" convs, one "valid" 3x3
     if after < 1:
-        raise ValueError(f"image_size {image_size} is too small for All-CNN-C (needs >= 11)")
+        raise ValueError(f"image_size {image_size} is too small for All-CNN-C (needs >= 9: after two stride-2 convolutions and a valid 3x3 one, at least 1 pixel)")
     net = nn.Sequential(
         nn.Dropout(0.2),
         same(in_channels, c1), nn.ReLU(), same(c1, c1), nn.ReLU(), same(c1, c1, 2), nn.ReLU(),

@@ -6,7 +6,7 @@ and runs SLQ on
 
 * ``operator="hessian"``: the Hessian of the mean training cross-entropy (as ``experiments.run``),
 * ``operator="layer-normalized"``: D H D with D = diag(||w_t||) per parameter tensor
-  (``scale_aware.LayerNormalizedOperator``),
+  (``scale_measures.LayerNormalizedOperator``),
 
 over ``hessian_samples`` training images (``experiments.hessian_indices``) in batches of ``hessian_batch_size``, with
 BatchNorm in ``bn_mode``; every setting defaults to the result's own. ``relative_flatness(result)``
@@ -35,6 +35,7 @@ MEASURE_FORMAT = 1
 def _settings(result: Any, bn_mode: str | None, lanczos_steps: int | None, probes: int | None,
               hessian_samples: int | None, hessian_batch_size: int | None, spectrum_seed: int | None) -> dict:
     from .checks import positive_int
+    from .checks import seed as check_seed
     from .curvature import BN_MODES
 
     c = result.config
@@ -48,8 +49,7 @@ def _settings(result: Any, bn_mode: str | None, lanczos_steps: int | None, probe
          "spectrum_seed": c.spectrum_seed if spectrum_seed is None else spectrum_seed}
     if s["bn_mode"] not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {BN_MODES}, got {s['bn_mode']!r}")
-    if isinstance(s["spectrum_seed"], bool) or not isinstance(s["spectrum_seed"], int) or s["spectrum_seed"] < 0:
-        raise ValueError(f"spectrum_seed must be an integer >= 0, got {s['spectrum_seed']!r}")
+    s["spectrum_seed"] = check_seed(s["spectrum_seed"], "spectrum_seed")
     return s
 
 
@@ -91,7 +91,8 @@ def _model_and_data(result: Any, settings: dict, data_root: Any, device: str | N
     from .experiments import hessian_indices
 
     seed = settings.get("spectrum_seed")
-    idx = hessian_indices(len(y), settings["hessian_samples"], result.config.spectrum_seed if seed is None else seed)
+    idx = hessian_indices(len(y), settings["hessian_samples"],
+                          spectrum_seed=result.config.spectrum_seed if seed is None else seed)
     return model, (x[idx].to(device), y[idx].to(device)), torch.nn.functional.cross_entropy
 
 
@@ -101,7 +102,7 @@ def spectrum(result: Any, *, operator: str = "hessian", bn_mode: str | None = No
              progress: bool = True, recompute: bool = False):
     """The SLQ Spectrum of ``operator`` for the trained model of ``result`` (module docstring)."""
     from .curvature import HessianOperator
-    from .scale_aware import LayerNormalizedOperator
+    from .scale_measures import LayerNormalizedOperator
     from .spectrum import Spectrum, slq
 
     if operator not in OPERATORS:
@@ -126,10 +127,10 @@ def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | N
                       hessian_samples: int | None = None, hessian_batch_size: int | None = None,
                       dense_up_to: int = 4096, probes: int = 100, seed: int = 0, data_root: Any = None,
                       device: str | None = None, recompute: bool = False) -> float:
-    """Petzka et al.'s relative flatness (``scale_aware.relative_flatness``: exact up to
+    """Petzka et al.'s relative flatness (``scale_measures.relative_flatness``: exact up to
     ``dense_up_to`` weights, else Hutchinson with ``probes``) of ``layer`` (default: the last
     linear layer) for the trained model of ``result``, over the same data as its spectrum."""
-    from . import scale_aware
+    from . import scale_measures
 
     settings = _settings(result, bn_mode, None, None, hessian_samples, hessian_batch_size, None)
     settings = {k: settings[k] for k in ("bn_mode", "hessian_samples", "hessian_batch_size")}
@@ -140,7 +141,7 @@ def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | N
         if stored is not None and isinstance(stored.get("value"), float):
             return stored["value"]
     model, data, loss = _model_and_data(result, settings, data_root, device)
-    value = scale_aware.relative_flatness(model, loss, data, layer=layer, batch_size=settings["hessian_batch_size"],
+    value = scale_measures.relative_flatness(model, loss, data, layer=layer, batch_size=settings["hessian_batch_size"],
                                           bn_mode=settings["bn_mode"], dense_up_to=dense_up_to, probes=probes,
                                           seed=seed)
     _write(path, {"kind": "relative_flatness", "settings": settings, "value": value})

@@ -19,10 +19,10 @@ __all__ = ["paper_lr", "averaging_lr"]
 
 
 def _check(epoch: int, horizon: int, lr0: float, ratio: float, horizon_name: str) -> None:
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"{horizon_name} must be an integer >= 1, got {horizon!r}")
+    from .checks import nonnegative_int, positive_int
+
+    nonnegative_int("epoch", epoch)
+    positive_int(horizon_name, horizon)
     if not (isinstance(lr0, (int, float)) and math.isfinite(lr0) and lr0 > 0):
         raise ValueError(f"lr0 must be a positive finite number, got {lr0!r}")
     if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0):

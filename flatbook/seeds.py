@@ -14,24 +14,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["check_seeds", "seeded", "seed_sweep", "paired_values", "paired_correct"]
+__all__ = ["seeded", "seed_sweep", "paired_values", "paired_correct"]
 
 
-def check_seeds(seeds: Any, name: str = "seeds") -> list[int]:
-    """``seeds`` as a list of distinct integers >= 0 (at least one), else ValueError naming it."""
-    if not isinstance(seeds, (list, tuple)) or not seeds:
-        raise ValueError(f"{name} must be a non-empty list of distinct integers >= 0, got {seeds!r}")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
-            raise ValueError(f"{name}: every seed must be an integer >= 0, got {s!r}")
-    if len(set(int(s) for s in seeds)) != len(seeds):
-        raise ValueError(f"{name} has repeated values: {seeds!r}")
-    return [int(s) for s in seeds]
-
-
-def seeded(config: Any, seed: int):
+def seeded(config: Any, *, seed: int):
     """``config`` (an experiments.Config) with training seed and probe seed both ``seed``."""
-    return config.replace(seed=int(seed), spectrum_seed=int(seed))
+    from .checks import seed as check_seed
+
+    seed = check_seed(seed)
+    return config.replace(seed=seed, spectrum_seed=seed)
 
 
 def seed_sweep(base: Any, weight_decays: Sequence[float], seeds: Sequence[int], *, workers: int = 1,
@@ -40,10 +31,11 @@ def seed_sweep(base: Any, weight_decays: Sequence[float], seeds: Sequence[int], 
     module docstring): the Results, seed-major (all weight decays of the first seed, then the
     next). Every config is validated before any training; cached runs are reused; uncached ones
     are shared out among ``workers`` processes all together (``experiments.run_many``)."""
+    from .checks import seed_list
     from .experiments import run_many
 
-    seeds = check_seeds(seeds)
-    configs = [seeded(base, s).replace(weight_decay=float(wd)) for s in seeds for wd in weight_decays]
+    seeds = seed_list(seeds)
+    configs = [seeded(base, seed=s).replace(weight_decay=float(wd)) for s in seeds for wd in weight_decays]
     return run_many(configs, workers=workers, results_dir=results_dir, progress=progress)
 
 

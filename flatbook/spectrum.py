@@ -40,12 +40,14 @@ import numpy as np
 import torch
 
 from .checks import positive_int
+from .checks import seed as check_seed
 
 __all__ = [
     "SymmetricOperator",
     "MatrixOperator",
     "DiagonalOperator",
     "LanczosResult",
+    "start_vectors",
     "lanczos",
     "check_operator",
     "Spectrum",
@@ -57,7 +59,14 @@ __all__ = [
 
 
 class SymmetricOperator(Protocol):
+    """What Lanczos, SLQ and the estimators need of an operator H (a symmetric P x P matrix known
+    only through its products): ``num_params`` P, the size; ``device``, where ``matmat`` wants
+    its input; ``dtype``, the precision its products are computed in (they are returned, or
+    converted, to float64 by the callers); ``matmat(V)``, H V for a (P, k) float64 tensor V."""
+
     num_params: int
+    device: torch.device
+    dtype: torch.dtype
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor: ...
 
@@ -77,6 +86,7 @@ class MatrixOperator:
         self.A = A
         self.num_params = A.shape[0]
         self.device = A.device
+        self.dtype = dtype
         self.settings: dict[str, Any] = {"operator": "dense matrix", "dtype": str(dtype).replace("torch.", "")}
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -99,6 +109,7 @@ class DiagonalOperator:
         self.eigenvalues = e
         self.num_params = e.numel()
         self.device = e.device
+        self.dtype = torch.float64
         self.settings: dict[str, Any] = {"operator": "diagonal (eigenvalues)"}
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -108,15 +119,23 @@ class DiagonalOperator:
         return self.eigenvalues[:, None] * V.to(self.eigenvalues)
 
 
+def _check_protocol(op: SymmetricOperator) -> None:
+    missing = [a for a in ("num_params", "device", "dtype", "matmat") if not hasattr(op, a)]
+    if missing:
+        raise ValueError(f"the operator ({type(op).__name__}) lacks {', '.join(missing)}: an operator needs "
+                         "num_params, device, dtype and matmat (flatbook.spectrum.SymmetricOperator)")
+
+
 def _operator_size(op: SymmetricOperator) -> int:
-    P = getattr(op, "num_params", None)
+    _check_protocol(op)
+    P = op.num_params
     if isinstance(P, bool) or not isinstance(P, (int, np.integer)) or P < 1:
         raise ValueError(f"the operator must have num_params >= 1, got {P!r}")
     return int(P)
 
 
 def _operator_device(op: SymmetricOperator) -> torch.device:
-    return torch.device(getattr(op, "device", "cpu"))
+    return torch.device(op.device)
 
 
 def _products(op: SymmetricOperator, V: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -130,7 +149,7 @@ def _products(op: SymmetricOperator, V: torch.Tensor, device: torch.device) -> t
     return W
 
 
-@dataclass
+@dataclass(frozen=True)
 class LanczosResult:
     """Per probe j: the tridiagonal T_j (alphas[j, :m_j], betas[j, :m_j - 1]) and its size m_j;
     ``last_betas[j]`` is beta_{m_j}, the norm of the residual left after the last step (0 when the
@@ -141,6 +160,13 @@ class LanczosResult:
     sizes: np.ndarray  # (probes,) number of Lanczos vectors m_j actually built
     seconds_per_product: float
     last_betas: np.ndarray | None = None  # (probes,) beta_{m_j}
+
+    def __post_init__(self) -> None:
+        # frozen: no attribute can be re-assigned; the arrays are private copies
+        for name in ("alphas", "betas", "sizes", "last_betas"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, np.array(value))
 
     def top_residuals(self) -> np.ndarray:
         """Per probe, beta_{m_j} |u_{m_j, top}|: the residual norm ||H y - theta y|| of the largest
@@ -176,7 +202,7 @@ class LanczosResult:
         return nodes, weights
 
 
-def _start_vectors(P: int, probes: int, seed: int) -> torch.Tensor:
+def start_vectors(P: int, probes: int, *, seed: int) -> torch.Tensor:
     """Gaussian start vectors from a private generator (the global RNG is untouched), unit columns."""
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     V = torch.randn(P, probes, generator=gen, dtype=torch.float64)
@@ -210,12 +236,11 @@ def lanczos(
     P = _operator_size(op)
     steps = positive_int("steps", steps)
     probes = positive_int("probes", probes)
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     m_max = min(steps, P)
     device = torch.device(basis_device) if basis_device is not None else _operator_device(op)
     if start is None:
-        q = _start_vectors(P, probes, seed).to(device)
+        q = start_vectors(P, probes, seed=seed).to(device)
     else:
         q = torch.as_tensor(start, dtype=torch.float64).reshape(P, -1).to(device)
         if q.shape[1] != probes:
@@ -293,7 +318,7 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Spectrum:
     """Ritz values and weights of an SLQ run, with the settings that produced them.
 
@@ -311,15 +336,20 @@ class Spectrum:
     top_residuals: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.nodes = np.atleast_2d(np.asarray(self.nodes, dtype=np.float64))
-        self.weights = np.atleast_2d(np.asarray(self.weights, dtype=np.float64))
-        if self.nodes.shape != self.weights.shape:
-            raise ValueError(f"nodes {self.nodes.shape} and weights {self.weights.shape} differ in shape")
+        # frozen: no attribute can be re-assigned; the arrays and the settings are private copies
+        nodes = np.atleast_2d(np.array(self.nodes, dtype=np.float64))
+        weights = np.atleast_2d(np.array(self.weights, dtype=np.float64))
+        if nodes.shape != weights.shape:
+            raise ValueError(f"nodes {nodes.shape} and weights {weights.shape} differ in shape")
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "settings", dict(self.settings))
         if self.top_residuals is not None:
-            self.top_residuals = np.asarray(self.top_residuals, dtype=np.float64).ravel()
-            if self.top_residuals.shape != (self.nodes.shape[0],):
-                raise ValueError(f"top_residuals needs one value per probe ({self.nodes.shape[0]}), "
-                                 f"got {self.top_residuals.shape}")
+            residuals = np.array(self.top_residuals, dtype=np.float64).ravel()
+            if residuals.shape != (nodes.shape[0],):
+                raise ValueError(f"top_residuals needs one value per probe ({nodes.shape[0]}), "
+                                 f"got {residuals.shape}")
+            object.__setattr__(self, "top_residuals", residuals)
 
     @property
     def probes(self) -> int:
@@ -431,21 +461,25 @@ class Spectrum:
         return cls(nodes, weights, int(d["num_params"]), dict(d["settings"]), residuals)
 
 
-def check_operator(op: SymmetricOperator, seed: int = 0, rtol: float | None = None) -> float:
-    """Cheap sanity check of an operator before a long run: with two random vectors u, v,
+def check_operator(op: SymmetricOperator, *, seed: int = 0, rtol: float | None = None) -> float:
+    """Cheap sanity check of an operator before a long run: with two random unit vectors u, v,
     ``u^T H v`` must equal ``v^T H u`` (a Hessian is symmetric) and a repeated product must
     equal the first. This catches framework bugs in double backward, models that are random in
     their forward pass and data that change between passes. Costs two products of 2 columns.
-    Returns the relative asymmetry; raises ValueError above ``rtol`` (default: 1e-6 for float64
-    products, 1e-3 otherwise)."""
+
+    Returns the relative asymmetry |u^T H v - v^T H u| / max(||H u||, ||H v||) for Gaussian u, v
+    scaled to unit length: the asymmetry relative to the size of the products themselves, so it
+    does not depend on the scale of H or on the number of parameters (a product rounded to d
+    correct digits gives about 10^-d). Raises ValueError above ``rtol`` (default: 1e-6 for
+    float64 products, 1e-3 otherwise)."""
     P = _operator_size(op)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed) + 7919)
+    gen = torch.Generator(device="cpu").manual_seed(check_seed(seed) + 7919)
     U = torch.randn(P, 2, generator=gen, dtype=torch.float64)
+    U = U / U.norm(dim=0, keepdim=True)
     HU = _products(op, U, torch.device("cpu"))
     if rtol is None:
-        dtype = str(getattr(op, "settings", {}).get("dtype", "float64"))
-        rtol = 1e-6 if dtype == "float64" else 1e-3
-    scale = float(U.norm(dim=0).prod() * HU.norm(dim=0).max()) or 1.0
+        rtol = 1e-6 if op.dtype == torch.float64 else 1e-3
+    scale = float(HU.norm(dim=0).max()) or 1.0
     asym = abs(float(U[:, 0] @ HU[:, 1] - U[:, 1] @ HU[:, 0])) / scale
     if asym > rtol:
         raise ValueError(f"the operator is not symmetric (relative asymmetry {asym:.2e} > {rtol:g}): the products "
@@ -477,7 +511,7 @@ def slq(
     runs ``check_operator`` (two extra products) so that a broken operator fails at once.
     """
     if check:
-        check_operator(op, seed)
+        check_operator(op, seed=seed)
     res = lanczos(op, steps=steps, probes=probes, seed=seed, reorthogonalize=reorthogonalize,
                   basis_device=basis_device, basis_dtype=basis_dtype, progress=progress)
     nodes, weights = res.ritz()
@@ -497,7 +531,7 @@ class TraceEstimate:
     samples: int
 
 
-def hutchinson_trace(op: SymmetricOperator, samples: int = 100, seed: int = 0, *, block: int = 16) -> TraceEstimate:
+def hutchinson_trace(op: SymmetricOperator, samples: int = 100, *, seed: int = 0, block: int = 16) -> TraceEstimate:
     """Hutchinson's estimator: mean of z^T H z over Rademacher vectors z, ``block`` at a time."""
     P = _operator_size(op)
     samples = positive_int("samples", samples)
@@ -526,8 +560,7 @@ def top_eigenvalues(op: SymmetricOperator, k: int = 1, *, tol: float = 1e-8, see
     k = positive_int("k", k)
     if k >= P:
         raise ValueError(f"k must be < num_params={P} for the iterative solver, got k={k}; use dense_hessian")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_seed(seed)
     gen = np.random.default_rng(seed)
 
     def mv(v: np.ndarray) -> np.ndarray:

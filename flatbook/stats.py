@@ -49,6 +49,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .checks import positive_int
+
 __all__ = ["LEVEL", "POWER", "Estimate", "t_quantile", "minimum_detectable", "decide", "paired_accuracy_difference",
            "ratio_over_seeds", "difference_over_seeds", "ratio_or_difference", "scaled", "difference_of_means", "binomial_se", "RankCorrelation",
            "rank_correlation", "stratified_rank_correlation", "kendall_tau_b", "one_probe_relative_sd",
@@ -246,8 +248,7 @@ def binomial_se(accuracy: float, n: int) -> float:
     """sqrt(p (1 - p) / n): the standard error of an accuracy measured on n independent images."""
     if not 0 <= accuracy <= 1:
         raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    positive_int("n", n)
     return math.sqrt(accuracy * (1 - accuracy) / n)
 
 
@@ -281,6 +282,16 @@ def kendall_tau_b(x: Sequence[float], Y) -> np.ndarray:
         tau = (sy @ sx) / np.sqrt(nx * ny)
     tau[(nx == 0) | (ny == 0)] = np.nan
     return tau
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b between x and y (``kendall_tau_b`` of one row): NaN with fewer than 2 values
+    or when either is constant."""
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} values and y has {len(y)}")
+    if len(x) < 2:
+        return math.nan
+    return float(kendall_tau_b(x, y)[0])
 
 
 def _tau(x: np.ndarray, y: np.ndarray) -> float:
@@ -346,8 +357,7 @@ def one_probe_relative_sd(trace: float, frobenius: float, num_params: int | None
         return math.nan
     if num_params is None:
         return math.sqrt(2.0) * frobenius / abs(trace)
-    if isinstance(num_params, bool) or not isinstance(num_params, (int, np.integer)) or num_params < 1:
-        raise ValueError(f"num_params must be an integer >= 1, got {num_params!r}")
+    positive_int("num_params", num_params)
     P = int(num_params)
     variance = 2.0 * P / (P + 2) * max(frobenius**2 - trace**2 / P, 0.0)
     return math.sqrt(variance) / abs(trace)

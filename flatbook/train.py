@@ -54,7 +54,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batching import AUGMENTATIONS, TensorBatches
-from .checks import positive_int
+from .checks import finite_number, positive_int
+from .checks import seed as check_seed
 from .device import default_device
 from .schedules import averaging_lr, paper_lr
 
@@ -213,14 +214,7 @@ def _autocast(device: torch.device | str, bf16: bool):
 
 
 def _check_number(name: str, value: Any, *, low: float = 0.0, strict: bool = False, high: float | None = None) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if strict else value >= low) and (high is None or value < high)
-    if not ok:
-        bound = f"> {low}" if strict else f">= {low}"
-        if high is not None:
-            bound += f" and < {high}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+    return finite_number(name, value, minimum=low, strict=strict, below=high)
 
 
 def _check_pair(name: str, pair: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +327,7 @@ def fit(
 
     settings = dict(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
                     weight_decay=weight_decay, schedule=schedule, lr_ratio=lr_ratio,
-                    averaging_start=averaging_start, lr_averaging=lr_averaging, augment=augment, seed=int(seed),
+                    averaging_start=averaging_start, lr_averaging=lr_averaging, augment=augment, seed=check_seed(seed),
                     bf16=bool(bf16), val_every=val_every)
     fingerprint = _fingerprint(settings, model, len(x_train))
 

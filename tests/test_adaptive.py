@@ -3,13 +3,14 @@ constructed results where the answer is known."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from flatbook import adaptive
+from flatbook.chapters import adaptive
 from flatbook.spectrum import Spectrum
 
 PAPER = dict(dataset="cifar100", train_per_class=None, image_size=None, pad_to=None, model_options={}, epochs=300,
@@ -92,7 +93,7 @@ def _seeded(optimizer, val_acc, top, norm, seed, n_val=5000, train_acc=0.995, **
     r.config = r.config.replace(spectrum_seed=seed)
     r.metrics.update(val_acc=float(correct.mean()), train_acc=train_acc, train_samples=45_000)
     r.val_correct_array = lambda: correct
-    r.spectrum.top_residuals = np.zeros(1)
+    r.spectrum = dataclasses.replace(r.spectrum, top_residuals=np.zeros(1))
     return r
 
 
@@ -131,7 +132,7 @@ LAPTOP = dict(CHECKED, dataset="fashion-mnist", train_per_class=200, pad_to=32, 
 
 
 def test_chapter_weight_decays_from_decay_exponents():
-    from flatbook.weight_decay import decay_exponent
+    from flatbook.chapters.weight_decay import decay_exponent
 
     given = adaptive.AdaptiveChapter(seeds=[0, 1], **LAPTOP)
     assert given.weight_decays_used == {"sgd": 5e-4, "gadam": 0.25}  # None: the weight decays as given

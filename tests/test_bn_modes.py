@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatbook import bn_modes, dense_hessian, models
+from flatbook.chapters import bn_modes
+from flatbook import dense_hessian, models
 from flatbook.spectrum import Spectrum
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -79,7 +80,7 @@ def _by_statement(claims, text):
 
 
 def test_mode_claims_with_uncertainty(monkeypatch):
-    import flatbook.weight_decay as wd_module
+    import flatbook.decay as wd_module
 
     monkeypatch.setattr(wd_module, "decay_exponent", lambda config, n=None: 5.0)  # weight decay acted
     # train mode: the regularised solution about 2x sharper, consistently; eval mode: ~1000x; the
@@ -107,7 +108,7 @@ def test_mode_claims_with_uncertainty(monkeypatch):
 
 
 def test_mode_claims_are_untestable_with_one_seed_or_without_decay(monkeypatch):
-    import flatbook.weight_decay as wd_module
+    import flatbook.decay as wd_module
 
     monkeypatch.setattr(wd_module, "decay_exponent", lambda config, n=None: 5.0)
     one, one_spectra = _sweep([[2.0], [4.0]], [[1.0], [1000.0]])

@@ -12,10 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from flatbook.chapters import chapters
+from flatbook.book.registry import chapters
 from flatbook.claims import OUTCOMES, Claim, claims_in_notebook, facts_in_notebook
-from flatbook.runner import REPORT_CELL_TAG, run_chapter
-from flatbook.site import build_html, external_resources
+from flatbook.book.runner import REPORT_CELL_TAG, run_chapter
+from flatbook.book.site import build_html, external_resources
 
 from conftest import run_cli
 
@@ -148,8 +148,8 @@ def test_plain_papermill_works(tmp_path):
 def test_every_list_or_dict_parameter_is_parsed_when_papermill_passes_text():
     """Plain papermill passes -p weight_decays "[0, 0.001]" as a string: each chapter's setup cell
     (the cell after the parameters cell) must pass every list and dict parameter through
-    flatbook.parameters.structured before using it."""
-    from flatbook.parameters import parameters_cell_index, read_parameters
+    flatbook.book.parameters.structured before using it."""
+    from flatbook.book.parameters import parameters_cell_index, read_parameters
 
     for chapter in chapters(ROOT):
         nb = nbformat.read(str(chapter.path), as_version=4)
@@ -266,7 +266,7 @@ def test_adaptive_and_scale_aware_claims_at_ci(executed):
     invariance = [c for c in scale if c.method.startswith("exact computation")]
     assert len(invariance) == 4 and all(c.outcome == "supported" for c in invariance), [c.line() for c in invariance]
     false_friend = [c for c in scale if "false friend" in c.statement]
-    from flatbook.scale_aware import MEASURES
+    from flatbook.chapters.scale_aware import MEASURES
 
     assert len(false_friend) == len(MEASURES)
 

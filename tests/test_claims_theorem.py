@@ -1,4 +1,4 @@
-"""flatbook.theorem's claim builders: ``checked_claim``, the Theorem 1 chapter's and the Gedanken
+"""flatbook.chapters.theorem's claim builders: ``checked_claim``, the Theorem 1 chapter's and the Gedanken
 chapter's claims, on constructed inputs (and, for the Gedanken experiment, SymPy's own exact
 derivation at the paper's counter-example, whose numbers are known)."""
 
@@ -12,7 +12,8 @@ import pytest
 import sympy as sp
 
 from flatbook import claims as cl
-from flatbook import symbolic, theorem
+from flatbook.theory import symbolic
+from flatbook.chapters import theorem
 
 
 def test_checked_claim_bounds_regime_and_method():

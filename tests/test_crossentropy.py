@@ -1,4 +1,4 @@
-"""flatbook.crossentropy (Theorem 1 in SymPy) evaluated at numbers and held against torch autograd
+"""flatbook.theory.crossentropy (Theorem 1 in SymPy) evaluated at numbers and held against torch autograd
 in float64, plus limits and rates checked against hand-derived constants."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sympy as sp
 import torch
 import torch.nn.functional as F
 
-from flatbook.crossentropy import (RATE_SYMBOL, chain_rule_split, cross_entropy_per_sample, logit_derivatives,
+from flatbook.theory.crossentropy import (RATE_SYMBOL, chain_rule_split, cross_entropy_per_sample, logit_derivatives,
                                    logreg_kron_hessian, relu_net_example, scaling_limits, separable_example)
 
 ALPHA = RATE_SYMBOL

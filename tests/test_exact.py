@@ -1,4 +1,4 @@
-"""flatbook.exact: the closed-form logistic-regression Hessian against autograd, and the
+"""flatbook.theory.exact: the closed-form logistic-regression Hessian against autograd, and the
 null-space prediction against counted zero eigenvalues (float64 throughout)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatbook import dense_hessian, models
-from flatbook.exact import logreg_hessian, null_space_dimension, softmax_null_residual, zero_eigenvalue_count
+from flatbook.theory.exact import logreg_hessian, null_space_dimension, softmax_null_residual, zero_eigenvalue_count
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -87,6 +87,10 @@ def listing(path: Path) -> list[str]:
     (dict(bn_mode="frozen"), "bn_mode"),
     (dict(augment="crop-flip"), "augment"),
     (dict(model_options=None), "model_options"),
+    # a pad_to of the wrong type with image_size set: ConfigError, not a TypeError from comparing them
+    (dict(model="allcnnc", image_size=14, pad_to="16"), "pad_to"),
+    (dict(model="allcnnc", image_size=14, pad_to=16.0), "pad_to"),
+    (dict(model="allcnnc", image_size=14, pad_to=12), "pad_to"),
 ])
 def test_bad_config_fields_are_named_and_nothing_is_written(tmp_path, fashion, monkeypatch, change, field):
     def no_training(*a, **k):
@@ -219,7 +223,7 @@ def test_other_spectrum_settings_reuse_the_trained_weights(tmp_path, fashion, mo
         assert k == k2 and torch.equal(v, v2)
     # the spectrum is that of the trained weights with the new settings
     x, y = prepare_data(BASE, "train", fashion[0])
-    idx = experiments.hessian_indices(len(y), 40, 3)  # 40 of the 100 training images, drawn with probe seed 3
+    idx = experiments.hessian_indices(len(y), 40, spectrum_seed=3)  # 40 of the 100 training images, drawn with probe seed 3
     op = HessianOperator(r.load_model(), torch.nn.functional.cross_entropy, (x[idx], y[idx]), batch_size=20)
     expected = slq(op, steps=9, probes=2, seed=3)
     np.testing.assert_allclose(more.spectrum.nodes, expected.nodes, rtol=1e-10, atol=1e-12)
@@ -420,9 +424,9 @@ def test_sweep_with_two_workers_equals_one(tmp_path, fashion):
 
 
 def test_hessian_indices_are_all_images_or_a_seeded_sorted_subset():
-    assert torch.equal(experiments.hessian_indices(50, None, 0), torch.arange(50))
-    assert torch.equal(experiments.hessian_indices(50, 80, 0), torch.arange(50))
-    a, b = experiments.hessian_indices(1000, 100, 1), experiments.hessian_indices(1000, 100, 1)
+    assert torch.equal(experiments.hessian_indices(50, None, spectrum_seed=0), torch.arange(50))
+    assert torch.equal(experiments.hessian_indices(50, 80, spectrum_seed=0), torch.arange(50))
+    a, b = experiments.hessian_indices(1000, 100, spectrum_seed=1), experiments.hessian_indices(1000, 100, spectrum_seed=1)
     assert torch.equal(a, b) and len(a) == 100 and len(set(a.tolist())) == 100
     assert torch.equal(a, a.sort().values) and int(a.max()) < 1000
-    assert not torch.equal(a, experiments.hessian_indices(1000, 100, 2))  # another probe seed, other images
+    assert not torch.equal(a, experiments.hessian_indices(1000, 100, spectrum_seed=2))  # another probe seed, other images

@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from flatbook.chapters import chapters, load_profile, toc_files
-from flatbook.parameters import parameters_cell_index, read_parameters
+from flatbook.book.registry import chapters, load_profile, toc_files
+from flatbook.book.parameters import parameters_cell_index, read_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "book").glob("*.ipynb"))

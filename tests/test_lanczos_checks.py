@@ -1,4 +1,4 @@
-"""flatbook.lanczos_checks (and spectrum's DiagonalOperator, MatrixOperator(dtype=...)) against
+"""flatbook.chapters.lanczos_checks (and spectrum's DiagonalOperator, MatrixOperator(dtype=...)) against
 exact spectra of small matrices, float64."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from flatbook import dense_hessian, models
-from flatbook.lanczos_checks import (GhostEffect, check_lanczos_parameters, estimator_grid, exact_measures, ghost_count,
+from flatbook.chapters.lanczos_checks import (GhostEffect, check_lanczos_parameters, estimator_grid, exact_measures, ghost_count,
                                      ghost_effect, lanczos_claims, one_probe_spread, quadrature_identity, ritz_history,
                                      smoothed_density_distance, steps_to_converge, summarise_grid)
-from flatbook.spectrum import DiagonalOperator, MatrixOperator, _start_vectors, check_operator, lanczos, slq
+from flatbook.spectrum import DiagonalOperator, MatrixOperator, start_vectors, check_operator, lanczos, slq
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -83,7 +83,7 @@ def test_ritz_history_last_row_is_the_spectrum_when_steps_equal_p():
             prev = hist[m - 2]
             assert row[m - 1] >= prev[m - 2] - 1e-12 and row[0] <= prev[0] + 1e-12
     # the first row is the Rayleigh quotient of the start vector
-    v = _start_vectors(30, 1, 2)[:, 0].numpy()
+    v = start_vectors(30, 1, seed=2)[:, 0].numpy()
     assert hist[0, 0] == pytest.approx(v @ A @ v, rel=1e-12)
 
 
@@ -108,7 +108,7 @@ def test_ritz_history_of_a_hessian(mlp_hessian):
 
 
 def _quadratic_forms(A, P, probes, seed):
-    V = _start_vectors(P, probes, seed).numpy()
+    V = start_vectors(P, probes, seed=seed).numpy()
     AV = A @ V
     return P * np.mean((V * AV).sum(0)), math.sqrt(P * np.mean((AV * AV).sum(0)))
 
@@ -230,7 +230,7 @@ def test_ghost_count_arithmetic():
 
 def test_lanczos_on_the_diagonal_equals_lanczos_on_the_matrix():
     A, eig, Q = random_symmetric(P=40, seed=6)
-    v = _start_vectors(40, 2, 9)
+    v = start_vectors(40, 2, seed=9)
     for steps in (1, 5, 15, 40):
         full = lanczos(MatrixOperator(A), steps=steps, probes=2, start=v)
         diag = lanczos(DiagonalOperator(eig), steps=steps, probes=2, start=torch.from_numpy(Q.T) @ v)
@@ -260,7 +260,7 @@ def test_matrix_operator_float32_products(mlp_hessian):
     op64, op32 = MatrixOperator(H), MatrixOperator(H, dtype=torch.float32)
     assert op32.A.dtype == torch.float32 and op64.A.dtype == torch.float64
     assert op32.settings["dtype"] == "float32" and op64.settings["dtype"] == "float64"
-    V = _start_vectors(H.shape[0], 4, 0)
+    V = start_vectors(H.shape[0], 4, seed=0)
     p64, p32 = op64.matmat(V), op32.matmat(V)
     assert p32.dtype == torch.float32 and p64.dtype == torch.float64
     rel = float((p32.double() - p64).norm() / p64.norm())
@@ -373,9 +373,9 @@ def test_ghost_effect_measures_shared_weight_and_an_unchanged_quadrature():
     g = ghost_effect(MatrixOperator(A), eig, steps=120, seed=2, max_moment=8)
     assert isinstance(g, GhostEffect) and g.converged and g.ghosts_with == 1 and g.ghosts_without > 1
     # the weight of lambda_1 in the probe's spectral measure: (q . u_1)^2
-    from flatbook.spectrum import _start_vectors
+    from flatbook.spectrum import start_vectors
 
-    q = _start_vectors(200, 1, 2)[:, 0].numpy()
+    q = start_vectors(200, 1, seed=2)[:, 0].numpy()
     exact_weight = float((Q[:, -1] @ q) ** 2)
     assert g.top_weight_with == pytest.approx(exact_weight, rel=1e-8)
     assert g.top_weight_without == pytest.approx(exact_weight, rel=1e-8)
@@ -399,9 +399,9 @@ def test_ghost_effect_on_the_eigenvalues_knows_the_probes_measure():
     d = g.density[0.01]
     assert d["with vs probe"] < 1e-8 and d["without vs probe"] < 1e-8 < d["probe vs exact"]
     # the probe's measure q_i^2 at eigenvalue i, smoothed, against the exact density: computed directly
-    from flatbook.spectrum import _start_vectors
+    from flatbook.spectrum import start_vectors
 
-    q2 = _start_vectors(200, 1, 2)[:, 0].numpy() ** 2
+    q2 = start_vectors(200, 1, seed=2)[:, 0].numpy() ** 2
     sigma = 0.01 * (eig.max() - eig.min())
     expected = smoothed_density_distance(eig, q2, eig, np.full(200, 1 / 200), sigma, (eig.min(), eig.max()))
     assert d["probe vs exact"] == pytest.approx(expected, rel=1e-12)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatbook.models import PAPER_PARAMETER_COUNTS, _TFSameConv2d, build, count_parameters
+from flatbook.models import PAPER_PARAMETER_COUNTS, TFSameConv2d, build, count_parameters
 
 
 @pytest.mark.parametrize("name, classes", sorted(PAPER_PARAMETER_COUNTS), ids=lambda v: str(v))
@@ -42,12 +42,12 @@ def test_variants_run_forward_and_backward(name, kwargs, shape):
 
 def test_tf_same_padding_is_asymmetric_for_stride_two():
     torch.manual_seed(0)
-    conv = _TFSameConv2d(2, 3, 3, stride=2)
+    conv = TFSameConv2d(2, 3, 3, stride=2)
     x = torch.randn(1, 2, 32, 32)
     expected = F.conv2d(F.pad(x, (0, 1, 0, 1)), conv.weight, conv.bias, stride=2)  # TF: extra pixel bottom/right
     assert torch.allclose(conv(x), expected)
     assert conv(x).shape[-2:] == (16, 16)
-    conv1 = _TFSameConv2d(2, 3, 3, stride=1)
+    conv1 = TFSameConv2d(2, 3, 3, stride=1)
     assert torch.allclose(conv1(x), F.conv2d(x, conv1.weight, conv1.bias, padding=1))
 
 
@@ -63,6 +63,18 @@ def test_allcnnc_structure_and_init():
     assert w.std().item() == pytest.approx(math.sqrt(2 / (192 * 9 + 192 * 9)), rel=0.05)
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.5, 0.5]
     assert isinstance(list(model)[-3], nn.ReLU)  # ReLU after the last conv too
+
+
+@pytest.mark.parametrize("size", [9, 10, 11, 12])
+def test_allcnnc_smallest_images(size):
+    # two stride-2 "same" convolutions (ceil halving) then a valid 3x3: ceil(ceil(s/2)/2) - 2 >= 1
+    model = build("allcnnc", width=0.05, num_classes=3, image_size=size).eval()
+    assert model(torch.zeros(2, 3, size, size)).shape == (2, 3)
+
+
+def test_allcnnc_refuses_images_below_9_pixels():
+    with pytest.raises(ValueError, match=r"image_size 8 is too small for All-CNN-C \(needs >= 9"):
+        build("allcnnc", image_size=8)
 
 
 def test_preresnet_and_vgg_init_and_shortcuts():

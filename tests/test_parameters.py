@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from flatbook.parameters import (
+from flatbook.book.parameters import (
     ParameterError,
     check_overrides,
     format_parameters,
@@ -128,7 +128,7 @@ def test_format_parameters_mentions_types(params):
 
 
 def test_structured_parses_lists_and_dicts_that_arrived_as_text():
-    from flatbook.parameters import structured
+    from flatbook.book.parameters import structured
 
     assert structured("[0, 0.001]") == [0, 0.001]  # what plain papermill's -p hands a notebook
     assert structured(" {'depth': 20}") == {"depth": 20}

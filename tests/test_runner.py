@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from flatbook.chapters import load_profile
-from flatbook.parameters import ParameterError
-from flatbook.runner import REPORT_CELL_TAG, ChapterFailed, run_chapter
+from flatbook.book.registry import load_profile
+from flatbook.book.parameters import ParameterError
+from flatbook.book.runner import REPORT_CELL_TAG, ChapterFailed, run_chapter
 
 from conftest import run_cli
 
@@ -142,7 +142,7 @@ def test_list_shows_chapters_parameters_and_profiles(toy_book):
 
 
 def test_progress_bars_are_stripped_and_warnings_kept():
-    from flatbook.runner import strip_progress_bars
+    from flatbook.book.runner import strip_progress_bars
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
@@ -158,3 +158,14 @@ def test_progress_bars_are_stripped_and_warnings_kept():
     strip_progress_bars(nb)
     texts = [(o.name, o.text) for o in nb.cells[0].outputs]
     assert texts == [("stderr", "UserWarning: something real\n"), ("stdout", "10%| stays on stdout |\n")]
+
+
+def test_the_book_is_found_from_the_package_outside_the_checkout(tmp_path, monkeypatch):
+    """Without FLATBOOK_ROOT and from a working directory outside the checkout, the registry finds
+    the book through the package's own location (flatbook/book/registry.py -> the checkout)."""
+    from flatbook.book.registry import repo_root
+
+    monkeypatch.delenv("FLATBOOK_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    root = repo_root()
+    assert (root / "_toc.yml").is_file() and (root / "flatbook" / "book" / "registry.py").is_file()

@@ -1,4 +1,4 @@
-"""flatbook.scaling: the rescalings keep the classifier, change the Hessian as predicted, and the
+"""flatbook.theory.scaling: the rescalings keep the classifier, change the Hessian as predicted, and the
 sweep's numbers equal exact ones (float64, tiny models)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatbook import dense_hessian, models
-from flatbook.scaling import TRANSFORMS, dinh, linear_layers, log_grid, scale_all, scale_output, scaling_sweep
-from flatbook.spectrum import _start_vectors
+from flatbook.theory.scaling import TRANSFORMS, dinh, linear_layers, log_grid, scale_all, scale_output, scaling_sweep
+from flatbook.spectrum import start_vectors
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -211,7 +211,7 @@ def test_scaling_sweep_is_exact_at_full_steps(transform):
     assert (df["predictions_changed"] == 0).all()
     assert (df["accuracy"] == 1.0).all()
     assert (df["asymmetry"] < 1e-12).all()
-    v = _start_vectors(P, 1, 3)[:, 0]  # the sweep's probe (seed 3)
+    v = start_vectors(P, 1, seed=3)[:, 0]  # the sweep's probe (seed 3)
     for a, row in zip(alphas, df.itertuples()):
         scaled = TRANSFORMS[transform](model, a)
         with torch.no_grad():
@@ -301,7 +301,7 @@ def test_log_grid():
 
 import pandas as pd  # noqa: E402
 
-from flatbook.theorem import (ROUNDING_LIMIT, check_theorem_parameters, fitted_subset,  # noqa: E402
+from flatbook.chapters.theorem import (ROUNDING_LIMIT, check_theorem_parameters, fitted_subset,  # noqa: E402
                               monotone_fraction, scaling_verdict)
 
 

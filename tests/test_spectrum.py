@@ -158,6 +158,26 @@ def test_check_operator_catches_asymmetric_and_random_operators():
     slq(MatrixOperator(B), steps=5, check=False)  # the check can be turned off
 
 
+def test_check_operator_asymmetry_is_relative_to_the_products():
+    from flatbook.spectrum import check_operator
+
+    # A = [[0, 1], [0, 0]]: u^T A v - v^T A u = u0 v1 - v0 u1 = det[u v]; |A u| = |u1|
+    A = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    gen = torch.Generator(device="cpu").manual_seed(3 + 7919)  # the check's own draws for seed 3
+    U = torch.randn(2, 2, generator=gen, dtype=torch.float64)
+    U = U / U.norm(dim=0, keepdim=True)
+    expected = abs(float(torch.linalg.det(U))) / float(U[1].abs().max())
+    assert check_operator(MatrixOperator(A), seed=3, rtol=math.inf) == pytest.approx(expected, rel=1e-14)
+    # a random non-symmetric 50 x 50 matrix, by hand in NumPy; scaling the operator changes nothing
+    B = np.random.default_rng(0).standard_normal((50, 50))
+    gen = torch.Generator(device="cpu").manual_seed(0 + 7919)
+    U = torch.randn(50, 2, generator=gen, dtype=torch.float64)
+    u, v = (U / U.norm(dim=0, keepdim=True)).T.numpy()
+    by_hand = abs(u @ B @ v - v @ B @ u) / max(np.linalg.norm(B @ u), np.linalg.norm(B @ v))
+    assert check_operator(MatrixOperator(B), rtol=math.inf) == pytest.approx(by_hand, rel=1e-12)
+    assert check_operator(MatrixOperator(1e3 * B), rtol=math.inf) == pytest.approx(by_hand, rel=1e-12)
+
+
 def test_float32_basis_and_chunked_reorthogonalisation_agree():
     A, eig = random_symmetric(P=200, seed=2)
     a = slq(MatrixOperator(A), steps=60, probes=3, seed=1)

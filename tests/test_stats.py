@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau, t as student_t
 
-from flatbook import adaptive, claims, stats
+from flatbook.chapters import adaptive
+from flatbook import claims, stats
 from flatbook.spectrum import DiagonalOperator, MatrixOperator, slq
-from flatbook.weight_decay import PAPER_REPORTED
+from flatbook.chapters.weight_decay import PAPER_REPORTED
 
 
 def _estimate(value, low, high, scale="difference"):
@@ -209,3 +210,19 @@ def test_ritz_residual_bounds_the_distance_to_an_eigenvalue():
             assert np.min(np.abs(eig - theta)) <= res * (1 + 1e-9) + 1e-12
     full = slq(MatrixOperator(H), steps=60, probes=1, seed=3)
     assert full.lambda_max_residual < 1e-6 and full.lambda_max == pytest.approx(9.0, rel=1e-10)
+
+
+def test_kendall_tau():
+    from scipy.stats import kendalltau
+
+    from flatbook.stats import kendall_tau
+
+    assert kendall_tau([0, 1, 2], [1, 2, 3]) == pytest.approx(1.0)
+    assert kendall_tau([0, 1, 2], [3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau([0, 1, 2, 3], [1, 3, 2, 4]) == pytest.approx(2 / 3)
+    assert math.isnan(kendall_tau([0], [1]))
+    x, y = [0, 1, 1, 2, 5, 3], [2.0, 1.0, 1.0, 4.0, 3.0, 3.0]  # ties on both sides: tau-b, as SciPy's
+    assert kendall_tau(x, y) == pytest.approx(kendalltau(x, y).statistic, rel=1e-12)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))  # constant x
+    with pytest.raises(ValueError, match="values"):
+        kendall_tau([1, 2], [1, 2, 3])

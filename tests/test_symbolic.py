@@ -1,4 +1,4 @@
-"""Tests of flatbook.symbolic (the Gedanken experiment of Section 2: L = exp(X w_1 ... w_n)).
+"""Tests of flatbook.theory.symbolic (the Gedanken experiment of Section 2: L = exp(X w_1 ... w_n)).
 
 References are independent of the module under test wherever possible:
 
@@ -27,7 +27,7 @@ try:  # allow plain ``pytest`` as well as ``python -m pytest`` from the reposito
 except ImportError:  # pragma: no cover - depends on how pytest is launched
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from flatbook import symbolic  # noqa: E402
+from flatbook.theory import symbolic  # noqa: E402
 
 import torch  # noqa: E402
 import mpmath  # noqa: E402
@@ -619,9 +619,18 @@ def test_unbalanced_path_loss_vanishes_but_hessian_does_not(depth, X):
 
 
 def test_check_gedanken_parameters():
+    from flatbook.chapters.theorem import GedankenParameters, check_gedanken_parameters
+
     ok = dict(depth=3, X=1.0, counterexample_point=None, directions=None, scale_min=0.1, scale_max=3.0,
               num_scales=200, verify_depths_up_to=6)
-    symbolic.check_gedanken_parameters(**ok)
+    check_gedanken_parameters(**ok)
+    assert GedankenParameters.from_namespace({**ok, "unrelated": 1}).depth == 3  # a notebook's globals()
+    with pytest.raises(ValueError, match="needs the parameters"):
+        GedankenParameters.from_namespace({k: v for k, v in ok.items() if k != "X"})
+    with pytest.raises(TypeError):
+        GedankenParameters(3, 1.0, None, None, 0.1, 3.0, 200, 6)  # keyword only: no order to get wrong
+    with pytest.raises(AttributeError):
+        GedankenParameters(**ok).depth = 4  # frozen
     for change, message in (
         ({"depth": 1}, "depth must be an integer >= 2"),
         ({"X": 0.0}, "X must be a non-zero finite number"),
@@ -632,5 +641,5 @@ def test_check_gedanken_parameters():
         ({"verify_depths_up_to": 9}, "verify_depths_up_to must be an integer from 2 to 8"),
     ):
         with pytest.raises(ValueError) as info:
-            symbolic.check_gedanken_parameters(**{**ok, **change})
+            check_gedanken_parameters(**{**ok, **change})
         assert message in str(info.value)

@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 
 from flatbook.spectrum import Spectrum
-from flatbook.weight_decay import (PAPER_REPORTED, grid_claims, kendall_tau, paper_numbers, run_facts, seed_table,
-                                   sweep_claims)
-
-
-def test_kendall_tau():
-    assert kendall_tau([0, 1, 2], [1, 2, 3]) == pytest.approx(1.0)
-    assert kendall_tau([0, 1, 2], [3, 2, 1]) == pytest.approx(-1.0)
-    assert kendall_tau([0, 1, 2, 3], [1, 3, 2, 4]) == pytest.approx(2 / 3)
-    assert math.isnan(kendall_tau([0], [1]))
+from flatbook.chapters.weight_decay import (PAPER_REPORTED, grid_claims, paper_numbers, run_facts, seed_table,
+                                            sweep_claims)
 
 
 def _spectrum(top: float, probes: int = 1) -> Spectrum:
@@ -133,7 +126,7 @@ def test_run_facts_report_the_regime():
 
 
 def test_logreg_chapter_parameters_are_checked_with_the_name():
-    from flatbook.weight_decay import check_logreg_parameters
+    from flatbook.chapters.weight_decay import check_logreg_parameters
 
     ok = dict(dataset="mnist", train_per_class=None, image_size=None, epochs=1000, lr=0.01, batch_size=128,
               momentum=0.9, weight_decays=[0.0, 1e-4, 5e-4], lanczos_steps=100, probes=1, hessian_samples=None,
@@ -149,7 +142,7 @@ def test_logreg_chapter_parameters_are_checked_with_the_name():
 
 
 def test_mlp_chapter_parameters_and_config():
-    from flatbook.weight_decay import chapter_config, check_mlp_parameters
+    from flatbook.chapters.weight_decay import chapter_config, check_mlp_parameters
 
     ok = dict(dataset="mnist", train_per_class=None, image_size=None, epochs=50, lr=0.01, batch_size=128,
               momentum=0.9, weight_decays=[0.0, 1e-4, 5e-4], lanczos_steps=100, probes=1, hessian_samples=None,
@@ -157,7 +150,8 @@ def test_mlp_chapter_parameters_and_config():
     check_mlp_parameters(**ok)
     with pytest.raises(ValueError, match="momentum"):
         check_mlp_parameters(**{**ok, "momentum": 1.5})
-    c = chapter_config("mlp", "mnist", None, None, 50, 0.01, 128, 0.9, 100, 1, None, 0).resolved()
+    c = chapter_config(model="mlp", dataset="mnist", train_per_class=None, image_size=None, epochs=50, lr=0.01,
+                       batch_size=128, momentum=0.9, lanczos_steps=100, probes=1, hessian_samples=None, seed=0).resolved()
     assert (c.model, c.epochs, c.lr, c.weight_decay, c.lanczos_steps, c.probes, c.normalization) == \
         ("mlp", 50, 0.01, 0.0, 100, 1, "mnist")
 
@@ -172,7 +166,7 @@ CNN_OK = dict(dataset="cifar100", train_per_class=None, image_size=None, pad_to=
 @pytest.mark.parametrize("check_name", ["check_allcnnc_parameters", "check_preresnet_parameters",
                                         "check_wrn_parameters"])
 def test_cnn_chapter_parameters_are_checked_with_the_name(check_name):
-    import flatbook.weight_decay as wd
+    import flatbook.chapters.cnn as wd
 
     check = getattr(wd, check_name)
     check(**CNN_OK)  # the paper's settings are valid
@@ -187,21 +181,24 @@ def test_cnn_chapter_parameters_are_checked_with_the_name(check_name):
 
 
 def test_cnn_chapter_config_and_the_input_size_the_network_gets():
-    from flatbook.experiments import _build
-    from flatbook.weight_decay import cnn_chapter_config
+    from flatbook.experiments import build_model
+    from flatbook.chapters.weight_decay import cnn_chapter_config
 
-    c = cnn_chapter_config("preresnet164", "fashion-mnist", 10, 14, 16, {"depth": 20}, 20, 0.1, 128, 0.9, 20, 1, 256,
-                           "train", 1000, 0).resolved()
+    names = ("model", "dataset", "train_per_class", "image_size", "pad_to", "model_options", "epochs", "lr",
+             "batch_size", "momentum", "lanczos_steps", "probes", "hessian_samples", "bn_mode", "val_size", "seed")
+    c = cnn_chapter_config(**dict(zip(names, ("preresnet164", "fashion-mnist", 10, 14, 16, {"depth": 20}, 20, 0.1, 128,
+                                              0.9, 20, 1, 256, "train", 1000, 0)))).resolved()
     assert (c.model, c.pad_to, c.image_size, c.bn_mode, c.val_size, c.normalization, c.augment) == \
         ("preresnet164", 16, 14, "train", 1000, "cifar-resnet", None)
-    assert _build(c).pool.kernel_size == 4  # the pooling follows the 16x16 padded images (32x32 would give 8)
+    assert build_model(c).pool.kernel_size == 4  # the pooling follows the 16x16 padded images (32x32 would give 8)
     with pytest.raises(ValueError, match="model"):
-        cnn_chapter_config("mlp", "mnist", None, None, None, {}, 1, 0.1, 128, 0.9, 10, 1, None, "train", 5000, 0)
+        cnn_chapter_config(**dict(zip(names, ("mlp", "mnist", None, None, None, {}, 1, 0.1, 128, 0.9, 10, 1, None,
+                                              "train", 5000, 0))))
 
 
 def test_forward_flops_against_closed_forms():
     from flatbook.experiments import paper_config
-    from flatbook.weight_decay import forward_flops
+    from flatbook.chapters.weight_decay import forward_flops
 
     # a multiply-add is 2 FLOPs: logistic regression 784 x 10; the MLP 784-10-100-10
     assert forward_flops(paper_config("logreg")) == 2 * 784 * 10
@@ -229,7 +226,7 @@ def _measured(train_samples=1000, epochs=2, hessian_samples=500, steps=10, probe
 
 def test_paper_cost_scales_measured_seconds_by_images_and_flops():
     from flatbook.experiments import paper_config
-    from flatbook.weight_decay import paper_cost
+    from flatbook.chapters.weight_decay import paper_cost
 
     # 1 ms per training image-epoch (2 s / (1000 x 2)) and 1 ms per Hessian image-product (5 s / (500 x 10));
     # the paper: 55,000 MNIST images, 1000 epochs and 100 steps over all 55,000, three runs, the same network
@@ -253,7 +250,7 @@ def test_paper_cost_scales_measured_seconds_by_images_and_flops():
 
 def test_paper_cost_counts_the_batchnorm_pass():
     from flatbook.experiments import paper_config
-    from flatbook.weight_decay import forward_flops, paper_cost
+    from flatbook.chapters.weight_decay import forward_flops, paper_cost
 
     wrn = paper_config("wrn28x10")  # BatchNorm: one more forward pass over the training split per epoch
     f = forward_flops(wrn)
@@ -264,7 +261,7 @@ def test_paper_cost_counts_the_batchnorm_pass():
 
 def test_paper_cost_refuses_bad_inputs():
     from flatbook.experiments import paper_config
-    from flatbook.weight_decay import paper_cost
+    from flatbook.chapters.weight_decay import paper_cost
 
     with pytest.raises(ValueError, match="runs"):
         paper_cost(_measured(), paper_config("logreg"), runs=0)
@@ -274,87 +271,27 @@ def test_paper_cost_refuses_bad_inputs():
         paper_cost(no_spectrum, paper_config("logreg"))
 
 
-def test_decay_exponent_against_hand_sums():
-    from flatbook.experiments import paper_config
-    from flatbook.schedules import paper_lr
-    from flatbook.weight_decay import decay_exponent
-
-    # constant lr 0.1, 300 images in batches of 128 (3 steps an epoch), 2 epochs, momentum 0.9
-    c = paper_config("mlp", epochs=2, schedule="constant", lr=0.1, weight_decay=1e-3)
-    assert decay_exponent(c, 300) == pytest.approx(6 * 0.1 * 1e-3 / (1 - 0.9), rel=1e-12)
-    # the paper's schedule for PreResNet on CIFAR-100: 352 steps an epoch, 300 epochs
-    p = paper_config("preresnet164", weight_decay=5e-4)
-    expected = sum(paper_lr(e, 300, 0.1, 0.01) for e in range(300)) * 352 * 5e-4 / 0.1
-    assert decay_exponent(p, 45_000) == pytest.approx(expected, rel=1e-12)
-    assert decay_exponent(p) == decay_exponent(p, 45_000)  # the paper's split by default
-    # decoupled decay (Gadam): no momentum factor; the averaging schedule
-    from flatbook.schedules import averaging_lr
-
-    g = paper_config("vgg16bn", optimizer="gadam", lr=5e-4, weight_decay=0.25, averaging_start=161, lr_averaging=2.5e-4)
-    expected = sum(averaging_lr(e, 161, 5e-4, 2.5e-4) for e in range(300)) * 352 * 0.25
-    assert decay_exponent(g, 45_000) == pytest.approx(expected, rel=1e-12)
-    assert decay_exponent(c.replace(weight_decay=0.0), 300) == 0.0
-    with pytest.raises(ValueError, match="adam"):
-        decay_exponent(c.replace(optimizer="adam"), 300)
-    with pytest.raises(ValueError, match="train_samples"):
-        decay_exponent(c, 0)
-
-
-def test_train_split_size():
-    from flatbook.experiments import paper_config
-    from flatbook.weight_decay import train_split_size
-
-    assert train_split_size(paper_config("wrn28x10")) == 45_000
-    assert train_split_size(paper_config("mlp")) == 55_000
-    assert train_split_size(paper_config("mlp", val_size=1000)) == 59_000
-    assert train_split_size(paper_config("wrn28x10", train_per_class=10)) == 1_000  # 100 classes
-    assert train_split_size(paper_config("mlp", train_per_class=10)) == 100
-
-
-def test_decay_exponent_of_a_two_epoch_paper_schedule_by_hand():
-    """The paper's schedule over 2 epochs keeps lr0 in both (t = 0 and t = 0.5 <= 0.5); over 5 epochs
-    the factors are 1, 1, 1, 1 - 0.99 * 0.25 and 1 - 0.99 * 0.75. 300 images in batches of 128: 3 steps."""
-    from flatbook.experiments import paper_config
-    from flatbook.weight_decay import decay_exponent
-
-    two = paper_config("preresnet164", epochs=2, lr=0.1, weight_decay=2e-3)
-    assert decay_exponent(two, 300) == pytest.approx(3 * (0.1 + 0.1) * 2e-3 / (1 - 0.9), rel=1e-12)
-    five = two.replace(epochs=5)
-    factors = [1, 1, 1, 1 - 0.99 * 0.25, 1 - 0.99 * 0.75]
-    assert decay_exponent(five, 300) == pytest.approx(3 * 0.1 * sum(factors) * 2e-3 / 0.1, rel=1e-12)
-
-
-def test_weight_decays_for_exponents_invert_the_decay_exponent():
-    from flatbook.experiments import paper_config
-    from flatbook.weight_decay import decay_exponent, weight_decays_for_exponents
-
-    base = paper_config("wrn28x10", dataset="fashion-mnist", train_per_class=200, image_size=14, pad_to=16,
-                        model_options={"depth": 10, "width": 1}, epochs=40, val_size=4000)
-    wds = weight_decays_for_exponents(base, [0.0, 1.5, 37.2])
-    assert wds[0] == 0.0 and wds[1] == pytest.approx(1.5 / 457.84, rel=1e-3)
-    for e, wd in zip([1.5, 37.2], wds[1:]):
-        achieved = decay_exponent(base.replace(weight_decay=wd))
-        assert e <= achieved <= e * (1 + 1e-3)  # rounded up to 4 digits: never below the target
-    assert decay_exponent(base.replace(weight_decay=weight_decays_for_exponents(base, [1.0])[0])) >= 1.0
-    assert wds == weight_decays_for_exponents(base, [0.0, 1.5, 37.2])  # the same floats every time
-    for bad in ([], [1.0, 1.0], [-1.0], [float("nan")], "1.5"):
-        with pytest.raises(ValueError, match="decay_exponents"):
-            weight_decays_for_exponents(base, bad)
-
-
 def test_cnn_chapter_with_decay_exponents_and_the_grid_check():
-    from flatbook.cnn_chapter import CnnChapter, check_decay_grid_parameters
+    from flatbook.chapters.cnn import CnnChapter, DecayGridParameters, WideResNetChapter, check_decay_grid_parameters
 
     params = {**CNN_OK, "dataset": "fashion-mnist", "image_size": 14, "pad_to": 16, "train_per_class": 200,
               "model_options": {"depth": 10, "width": 1}, "epochs": 40, "val_size": 4000}
-    chapter = CnnChapter("wrn28x10", **{**params, "decay_exponents": [0.0, 1.5], "val_every": 10})
+    chapter = CnnChapter(model="wrn28x10", **{**params, "decay_exponents": [0.0, 1.5], "val_every": 10})
     assert chapter.weight_decays_used == [0.0, 0.003277] and chapter.base.val_every == 10
-    assert CnnChapter("wrn28x10", **params).weight_decays_used == [0.0, 1e-4, 5e-4]
+    assert CnnChapter(model="wrn28x10", **params).weight_decays_used == [0.0, 1e-4, 5e-4]
     with pytest.raises(ValueError, match="val_every"):
-        CnnChapter("wrn28x10", **{**params, "val_every": 0})
+        CnnChapter(model="wrn28x10", **{**params, "val_every": 0})
     grid = {k: v for k, v in params.items() if k not in ("seeds", "weight_decays")}
-    check_decay_grid_parameters("wrn28x10", seed=0, decay_exponents=[0.0, 1.0, 3.0], **grid)
+    grid = {**grid, "model": "wrn28x10", "val_every": 10}
+    parameters = DecayGridParameters(seed=0, decay_exponents=[0.0, 1.0, 3.0], **grid)
+    assert parameters.chapter.seeds == [0] and len(parameters.chapter.weight_decays_used) == 3
+    check_decay_grid_parameters(seed=0, decay_exponents=[0.0, 1.0, 3.0], **grid)
     with pytest.raises(ValueError, match="decay_exponents"):
-        check_decay_grid_parameters("wrn28x10", seed=0, decay_exponents=None, **grid)
+        check_decay_grid_parameters(seed=0, decay_exponents=None, **grid)
     with pytest.raises(ValueError, match="seed"):
-        check_decay_grid_parameters("wrn28x10", seed=-1, decay_exponents=[0.0, 1.0], **grid)
+        check_decay_grid_parameters(seed=-1, decay_exponents=[0.0, 1.0], **grid)
+    # the three chapters' classes fix the model; a notebook builds them from its own names
+    wrn = WideResNetChapter.from_namespace({**params, "unrelated": 1})
+    assert wrn.model == "wrn28x10" and wrn.weight_decays_used == [0.0, 1e-4, 5e-4]
+    with pytest.raises(TypeError):
+        WideResNetChapter(model="allcnnc", **params)  # the model is not a parameter of the chapter

@@ -1,6 +1,7 @@
 """The numerical side of the "Theorem 1" chapter: the models, the fitted set, the verdicts.
 
-* ``check_theorem_parameters(...)``: every parameter of the chapter, checked together.
+* ``TheoremParameters`` and ``GedankenParameters``: every parameter of the two chapters, checked
+  together on construction (``check_theorem_parameters(**p)``, ``check_gedanken_parameters(**p)``).
 * ``chapter_configs(...)``: the experiments.Config of the logistic regression and of the MLP the
   chapter trains (no spectrum at training time; the chapter measures its own).
 * ``fitted_subset(model, x, y, n)``: the first ``n`` training images the model classifies
@@ -25,52 +26,92 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .experiments import Config
+from .. import checks
+from ..experiments import Config
+from .base import ChapterParameters, SmallModelsParameters
 
-ROUNDING_LIMIT = 1e-3  # relative asymmetry of the computed Hessian products
+ROUNDING_LIMIT = 1e-3  # relative asymmetry of the computed Hessian products (spectrum.check_operator)
 ROUNDING_LOSS = 1e-12  # mean loss below which 1 - p_c nears float64's rounding unit on the fitted images
 
-__all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "MEASURED", "check_theorem_parameters", "check_training_parameters",
+__all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "MEASURED", "TheoremParameters", "GedankenParameters",
+           "check_theorem_parameters", "check_gedanken_parameters", "check_training_parameters",
            "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict", "checked_claim",
            "theorem1_claims", "gedanken_claims"]
 
 MEASURED = "measured on this run (deterministic given its seeds)"
 
 
-def _positive_int(name: str, v: Any, low: int = 1, high: int | None = None) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
-        rng = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an integer {rng}, got {v!r}")
+@dataclass(frozen=True, kw_only=True)
+class TheoremParameters(SmallModelsParameters):
+    """The Theorem 1 chapter's parameters, by the names of its parameters cell; construction checks
+    them all (ValueError naming one)."""
+
+    fitted_samples: int
+    alpha_min: float
+    alpha_max: float
+    num_alphas: int
+    lanczos_steps: int
+    probes: int
+    exact_samples: int
+    exact_lanczos_steps: int
+
+    def __post_init__(self) -> None:
+        for name in ("fitted_samples", "num_alphas", "lanczos_steps", "probes", "exact_samples",
+                     "exact_lanczos_steps"):
+            checks.positive_int(name, getattr(self, name))
+        checks.finite_number("alpha_min", self.alpha_min, minimum=0, strict=True)
+        checks.finite_number("alpha_max", self.alpha_max, minimum=0, strict=True)
+        if self.alpha_max < self.alpha_min:
+            raise ValueError(f"alpha_max ({self.alpha_max}) must be at least alpha_min ({self.alpha_min})")
+        check_training_parameters(dataset=self.dataset, image_size=self.image_size,
+                                  train_per_class=self.train_per_class, epochs=self.epochs, lr=self.lr,
+                                  mlp_hidden=self.mlp_hidden, seed=self.seed, results_dir=self.results_dir)
 
 
-def _positive_number(name: str, v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+def check_theorem_parameters(**parameters: Any) -> None:
+    """Every parameter of the Theorem 1 chapter, by keyword: ``TheoremParameters(**parameters)``."""
+    TheoremParameters(**parameters)
 
 
-def check_theorem_parameters(dataset: str, image_size: int | None, train_per_class: int | None, epochs: int,
-                             lr: float, mlp_hidden: Sequence[int], fitted_samples: int, alpha_min: float,
-                             alpha_max: float, num_alphas: int, lanczos_steps: int, probes: int,
-                             exact_samples: int, exact_lanczos_steps: int, seed: int,
-                             results_dir: str | None) -> None:
-    """Every parameter of the Theorem 1 chapter (raises ValueError naming the bad one)."""
-    for name, v in (("fitted_samples", fitted_samples), ("num_alphas", num_alphas), ("lanczos_steps", lanczos_steps),
-                    ("probes", probes), ("exact_samples", exact_samples),
-                    ("exact_lanczos_steps", exact_lanczos_steps)):
-        _positive_int(name, v)
-    _positive_number("alpha_min", alpha_min)
-    _positive_number("alpha_max", alpha_max)
-    if alpha_max < alpha_min:
-        raise ValueError(f"alpha_max ({alpha_max}) must be at least alpha_min ({alpha_min})")
-    check_training_parameters(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed, results_dir)
+@dataclass(frozen=True, kw_only=True)
+class GedankenParameters(ChapterParameters):
+    """The Gedanken chapter's parameters (the deep linear model exp(X w_1 ... w_depth)), by the names
+    of its parameters cell; construction checks them all (ValueError naming one)."""
+
+    depth: int
+    X: float
+    counterexample_point: list | None
+    directions: list | None
+    scale_min: float
+    scale_max: float
+    num_scales: int
+    verify_depths_up_to: int
+
+    def __post_init__(self) -> None:
+        from ..theory import symbolic
+
+        symbolic.check_depth(self.depth)
+        X = self.X
+        if isinstance(X, bool) or not isinstance(X, (int, float)) or not math.isfinite(X) or X == 0:
+            raise ValueError(f"X must be a non-zero finite number (X = 0 makes the loss 1 everywhere), got {X!r}")
+        symbolic.resolve_point(self.counterexample_point, self.depth)
+        symbolic.resolve_directions(self.directions, self.depth, X)
+        symbolic.scale_grid(self.scale_min, self.scale_max, self.num_scales)
+        checks.integer("verify_depths_up_to", self.verify_depths_up_to, 2, 8, why="SymPy time grows fast")
 
 
-def check_training_parameters(dataset: str, image_size: int | None, train_per_class: int | None, epochs: int,
+def check_gedanken_parameters(**parameters: Any) -> None:
+    """Every parameter of the Gedanken chapter, by keyword: ``GedankenParameters(**parameters)``."""
+    GedankenParameters(**parameters)
+
+
+def check_training_parameters(*, dataset: str, image_size: int | None, train_per_class: int | None, epochs: int,
                               lr: float, mlp_hidden: Sequence[int], seed: int,
                               results_dir: str | None) -> tuple[Config, Config]:
     """The training parameters shared by the Theorem 1 chapter and the Lanczos appendix, checked
@@ -80,15 +121,15 @@ def check_training_parameters(dataset: str, image_size: int | None, train_per_cl
     if not (isinstance(mlp_hidden, (list, tuple)) and mlp_hidden
             and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in mlp_hidden)):
         raise ValueError(f"mlp_hidden must be a non-empty list of layer widths >= 1, got {mlp_hidden!r}")
-    _positive_int("seed", seed, low=0)
-    if results_dir is not None and not isinstance(results_dir, str):
-        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
+    checks.seed(seed)
+    checks.results_dir(results_dir)
     # ConfigError (a ValueError) names the field: epochs, lr, image_size, ...
-    logreg, mlp = chapter_configs(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed)
+    logreg, mlp = chapter_configs(dataset=dataset, image_size=image_size, train_per_class=train_per_class,
+                                  epochs=epochs, lr=lr, mlp_hidden=mlp_hidden, seed=seed)
     return logreg.resolved(), mlp.resolved()
 
 
-def chapter_configs(dataset: str, image_size: int | None, train_per_class: int | None, epochs: int, lr: float,
+def chapter_configs(*, dataset: str, image_size: int | None, train_per_class: int | None, epochs: int, lr: float,
                     mlp_hidden: Sequence[int], seed: int) -> tuple[Config, Config]:
     """(logistic regression, MLP): SGD with momentum 0.9, batch 128, no weight decay, the paper's
     schedule; no spectrum (the chapter measures its own)."""
@@ -170,7 +211,7 @@ def scaling_verdict(df, transform: str) -> dict[str, Any]:
 def checked_claim(statement: str, value: float, bound: float, effect_name: str, *, at_least: bool = False,
                   regime: Sequence[Any] = (), evidence: Sequence[tuple[str, str]] = (), method: str = MEASURED):
     """``claims.checked_claim`` with this module's default ``method`` (``MEASURED``)."""
-    from .claims import checked_claim as check
+    from ..claims import checked_claim as check
 
     return check(statement, value, bound, effect_name, at_least=at_least, regime=regime, evidence=evidence,
                  method=method)
@@ -198,7 +239,7 @@ def theorem1_claims(*, derivatives: Any, kron_agrees: bool, separable_limits: Se
     lambda_1 and the Frobenius norm fall monotonically past their maximum; 14. Dinh moves lambda_1
     by more than 10x; 15. with misclassified images the loss does not go to 0 (untestable if the
     model fits every image of that sweep)."""
-    from .claims import Condition, exact_claim
+    from ..claims import Condition, exact_claim
 
     out = []
     failed = [name for name, ok in (("loss = -log softmax_c", derivatives.equals_minus_log_softmax),
@@ -281,7 +322,7 @@ def gedanken_claims(*, residual_nonzero_entries: int, trace_gap_is_zero: bool, t
        there); 5. the closed form per depth (``depth_agreement``); 6. along the rays with loss -> 0
        (``symbolic.ray_limits``), Tr(H) and ||H||_F^2 -> 0 (untestable without such a ray); 7. zero
        loss does not force a flat Hessian: the unbalanced ``path`` (``symbolic.path_limits``)."""
-    from .claims import Claim, Condition, exact_claim
+    from ..claims import Claim, Condition, exact_claim
 
     exact = "exact computation (no sampling)"
     out = [checked_claim("Eq. (3) is not the Hessian: the term X L M it drops (P_ij off the diagonal) is not zero",

@@ -42,13 +42,15 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .claims import values_text
+from ..claims import values_text
+from .base import CnnTrainingParameters
 
-__all__ = ["PAPER_REPORTED", "MEASURES", "NEGLIGIBLE_EPS", "check_bn_parameters", "mode_table", "ratio_tables", "mode_claims",
+__all__ = ["PAPER_REPORTED", "MEASURES", "NEGLIGIBLE_EPS", "BnModesParameters", "check_bn_parameters", "mode_table", "ratio_tables", "mode_claims",
            "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance", "invariance_claims"]
 
 # Appendix C, WRN-28x10 on CIFAR-100 with BatchNorm in eval mode (the paper's numbers, quoted)
@@ -58,34 +60,52 @@ MEASURES = {"lambda_max": "lambda_1", "frobenius": "the Frobenius norm"}
 NEGLIGIBLE_EPS = 1e-30  # a BatchNorm epsilon far below any channel variance: the invariance without its epsilon term
 
 
-def check_bn_parameters(model: str, dataset: str, train_per_class: int | None, image_size: int | None,
-                        pad_to: int | None, model_options: dict, epochs: int, lr: float, batch_size: int,
-                        momentum: float, weight_decays: list[float], lanczos_steps: int, probes: int,
-                        hessian_samples: int | None, val_size: int, seeds: list[int], results_dir: str | None,
-                        val_every: int = 1) -> None:
-    """Every parameter of the BatchNorm appendix (ValueError naming it); the model must have
-    BatchNorm layers (without them both modes are the same Hessian)."""
-    import torch
+@dataclass(frozen=True, kw_only=True)
+class BnModesParameters(CnnTrainingParameters):
+    """The BatchNorm appendix's parameters, by the names of its parameters cell; construction checks
+    them all (ValueError naming one); the model must have BatchNorm layers (without them both modes
+    are the same Hessian)."""
 
-    from .experiments import _build
-    from .seeds import check_seeds
-    from .train import has_batchnorm
-    from .weight_decay import CNN_MODELS, _check_weight_decays, cnn_chapter_config
+    weight_decays: list
+    seeds: list
+    results_dir: str | None = None
+    val_every: int = 1
 
-    if model not in CNN_MODELS + ("vgg16bn",):
-        raise ValueError(f"model must be one of {CNN_MODELS + ('vgg16bn',)}, got {model!r}")
-    _check_weight_decays("weight_decays", weight_decays)
-    seeds = check_seeds(seeds)
-    if results_dir is not None and not isinstance(results_dir, str):
-        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-    base = cnn_chapter_config(model, dataset, train_per_class, image_size, pad_to, model_options, epochs, lr,
-                              batch_size, momentum, lanczos_steps, probes, hessian_samples, "train", val_size, seeds[0])
-    base = base.replace(val_every=val_every)
-    for s in seeds:
-        config = base.replace(seed=s, spectrum_seed=s).resolved()
-    with torch.device("meta"):
-        if not has_batchnorm(_build(config)):
-            raise ValueError(f"model {model!r} has no BatchNorm layer: train and eval mode give the same Hessian")
+    def __post_init__(self) -> None:
+        import torch
+
+        from .. import checks
+        from ..experiments import build_model
+        from ..train import has_batchnorm
+        from .weight_decay import CNN_MODELS
+
+        if self.model not in CNN_MODELS + ("vgg16bn",):
+            raise ValueError(f"model must be one of {CNN_MODELS + ('vgg16bn',)}, got {self.model!r}")
+        checks.weight_decays("weight_decays", self.weight_decays)
+        seeds = checks.seed_list(self.seeds)
+        checks.results_dir(self.results_dir)
+        for s in seeds:
+            config = self.base_config().replace(seed=s, spectrum_seed=s).resolved()
+        with torch.device("meta"):
+            if not has_batchnorm(build_model(config)):
+                raise ValueError(f"model {self.model!r} has no BatchNorm layer: train and eval mode give the same "
+                                 "Hessian")
+
+    def base_config(self):
+        """The experiments.Config of the first seed at weight decay 0 (train-mode BatchNorm Hessian)."""
+        from .weight_decay import cnn_chapter_config
+
+        return cnn_chapter_config(model=self.model, dataset=self.dataset, train_per_class=self.train_per_class,
+                                  image_size=self.image_size, pad_to=self.pad_to, model_options=self.model_options,
+                                  epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
+                                  lanczos_steps=self.lanczos_steps, probes=self.probes,
+                                  hessian_samples=self.hessian_samples, bn_mode="train",
+                                  val_size=self.val_size, seed=int(self.seeds[0])).replace(val_every=self.val_every)
+
+
+def check_bn_parameters(**parameters: Any) -> None:
+    """Every parameter of the BatchNorm appendix, by keyword: ``BnModesParameters(**parameters)``."""
+    BnModesParameters(**parameters)
 
 
 def _paired_spectra(results: Sequence[Any], eval_spectra: Sequence[Any]) -> dict[tuple[float, int], tuple[Any, Any, Any]]:
@@ -162,9 +182,9 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
 
     An interval that holds 1 is "inconclusive", never "the same"; the minimum detectable ratio
     says what this run could have seen."""
-    from . import claims as cl
-    from . import stats
-    from .weight_decay import decay_exponent_of
+    from .. import claims as cl
+    from .. import stats
+    from ..decay import decay_exponent_of
 
     paired = _paired_spectra(results, eval_spectra)
     wds = sorted({k[0] for k in paired})
@@ -333,7 +353,7 @@ def scale_invariance(model, loss_fn: Callable, data: Any, param: str, c: float, 
     size of the epsilon term. Nothing of ``model`` changes."""
     import torch
 
-    from .curvature import BN_MODES, HessianOperator
+    from ..curvature import BN_MODES, HessianOperator
 
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
@@ -343,7 +363,7 @@ def scale_invariance(model, loss_fn: Callable, data: Any, param: str, c: float, 
     if param not in named:
         raise ValueError(f"param: {param!r} is not a parameter name of the model")
     if probes is not None:
-        from .checks import positive_int
+        from ..checks import positive_int
 
         positive_int("probes", probes)
     batches = _batches(data, batch_size)
@@ -428,12 +448,12 @@ def result_scale_invariance(result: Any, scales: Sequence[float] = (0.5, 2.0), *
     layer it feeds, rows)."""
     import torch.nn.functional as F
 
-    from .experiments import hessian_indices, prepare_data
+    from ..experiments import hessian_indices, prepare_data
 
     c = result.config
     model = result.load_model("cpu").double()
     x, y = prepare_data(c, "train", data_root)
-    idx = hessian_indices(len(y), c.hessian_samples, c.spectrum_seed)
+    idx = hessian_indices(len(y), c.hessian_samples, spectrum_seed=c.spectrum_seed)
     data = (x[idx].double(), y[idx])
     fed = batchnorm_fed_weights(model, data[0][: min(len(idx), c.hessian_batch_size)])
     if not fed:

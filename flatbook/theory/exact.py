@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import integer
+
 __all__ = ["logreg_hessian", "null_space_dimension", "zero_eigenvalue_count", "softmax_null_residual",
            "rarely_active_features"]
 
@@ -82,8 +84,7 @@ def null_space_dimension(x: torch.Tensor, num_classes: int, *, rtol: float = 1e-
     inputs ``x`` (see the module docstring): {"features": D + 1, "rank": rank(X~), "d0": ...,
     "softmax": D + 1, "data": (K - 1) d0, "total": ...}. The rank counts singular values above
     ``rtol`` times the largest."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    integer("num_classes", num_classes, 2)
     if len(x) == 0:
         raise ValueError("no samples")
     xf = x.detach().double().cpu().reshape(len(x), -1)

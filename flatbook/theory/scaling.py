@@ -19,8 +19,8 @@ the cross-entropy goes to 0 as the factor grows on correctly classified data.
 ``scaling_sweep`` measures, for each alpha, on the given data (train mode; no BatchNorm here):
 mean cross-entropy, accuracy, how many predictions differ from alpha = 1's, ||w||, and the
 Hessian's lambda_1, trace and Frobenius norm from ``spectrum.slq``, and the relative asymmetry
-|u^T H v - v^T H u| / (|u| |Hv|) of the computed products (``spectrum.check_operator``): their
-rounding error. It grows with alpha, because once the correct class's probability rounds to 1
+|u^T H v - v^T H u| / max(|Hu|, |Hv|) of the computed products for random unit vectors u, v
+(``spectrum.check_operator``): their rounding error. It grows with alpha, because once the correct class's probability rounds to 1
 the gradient's p_c - 1 has no correct digit left; rows with asymmetry above about 1e-3 are
 rounding, not curvature.
 """
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import positive_int
+from ..checks import finite_number, positive_int
 
 __all__ = ["TRANSFORMS", "linear_layers", "scale_output", "scale_all", "dinh", "scaling_sweep"]
 
@@ -57,8 +57,7 @@ def linear_layers(model: nn.Module) -> list[nn.Linear]:
 
 
 def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+    finite_number("alpha", alpha, minimum=0, strict=True)
     return float(alpha)
 
 
@@ -128,8 +127,8 @@ def scaling_sweep(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], alp
     large alpha the loss and the curvature underflow float32)."""
     import pandas as pd
 
-    from .curvature import HessianOperator
-    from .spectrum import check_operator, slq
+    from ..curvature import HessianOperator
+    from ..spectrum import check_operator, slq
 
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; transforms are: {', '.join(TRANSFORMS)}")
@@ -154,7 +153,7 @@ def scaling_sweep(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], alp
         op = HessianOperator(scaled, F.cross_entropy, (x, y), batch_size=batch_size)
         # the symmetry of the computed products measures their rounding error, which grows with alpha:
         # once p_c rounds to 1, p_c - 1 (in the gradient) loses all relative precision
-        asymmetry = check_operator(op, seed, rtol=float("inf"))
+        asymmetry = check_operator(op, seed=seed, rtol=float("inf"))
         sp = slq(op, steps=min(steps, op.num_params), probes=probes, seed=seed, check=False)
         rows.append({"alpha": a, "loss": loss, "accuracy": float((pred == y).double().mean()),
                      "predictions_changed": int((pred != reference).sum()),

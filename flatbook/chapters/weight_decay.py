@@ -13,24 +13,27 @@
   see their docstrings). ``run_facts(results)``: what the runs measured about their own regime.
 * ``forward_flops(config)`` and ``paper_cost(result, paper)``: what the paper's own setting
   would cost, extrapolated from a measured run of a smaller one by FLOP counts.
-* ``decay_exponent(config, train_samples)``: how far the weight-decay term alone could shrink
-  the weights over a whole training run, to compare a short run with the paper's;
-  ``paper_decay_exponent(model)`` is the paper's own.
+* ``paper_decay_exponent(model)``: the decay exponent E of the paper's own run
+  (``flatbook.decay``: how far the weight-decay term alone could shrink the weights).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from .. import checks
+from ..decay import decay_exponent, decay_exponent_of, train_split_size, weight_norm_change
+from .base import TrainingParameters
+
 __all__ = ["PAPER_REPORTED", "PAPER_WEIGHT_DECAYS", "paper_numbers", "paper_dataset", "paper_decay_exponent",
-           "seed_table", "sweep_claims", "grid_claims", "run_facts", "weight_norm_change", "paper_num_params",
-           "kendall_tau", "weight_decays_for_exponents", "decay_exponent_of", "check_logreg_parameters",
-           "check_mlp_parameters", "chapter_config", "CNN_MODELS", "check_allcnnc_parameters",
-           "check_preresnet_parameters", "check_wrn_parameters", "cnn_chapter_config", "forward_flops",
-           "paper_cost", "decay_exponent", "train_split_size"]
+           "seed_table", "sweep_claims", "grid_claims", "run_facts", "paper_num_params",
+           "LogregParameters", "MlpParameters", "SweepParameters", "check_logreg_parameters",
+           "check_mlp_parameters", "chapter_config", "CNN_MODELS",
+           "cnn_chapter_config", "forward_flops", "paper_cost"]
 
 # The paper's reported numbers (PAPER.md, "Numbers the paper reports"), accuracies in percent, keyed
 # by (model, dataset): a number measured on MNIST or CIFAR-100 is never set beside a Fashion-MNIST row.
@@ -73,7 +76,7 @@ def paper_decay_exponent(model: str) -> float:
     """E of the paper's largest weight decay (5e-4) in the paper's own setting for ``model``
     (``experiments.paper_config``: its epochs, learning rate and schedule; the training split it
     used, 45,000 CIFAR or 55,000 MNIST images), computed by ``decay_exponent``."""
-    from .experiments import paper_config
+    from ..experiments import paper_config
 
     return decay_exponent(paper_config(model, weight_decay=max(PAPER_WEIGHT_DECAYS)))
 
@@ -81,74 +84,72 @@ def paper_decay_exponent(model: str) -> float:
 _PERCENT = ("train_acc", "val_acc", "test_acc", "gap")
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b between x and y (ties handled; NaN when either is constant)."""
-    from scipy.stats import kendalltau
+@dataclass(frozen=True, kw_only=True)
+class SweepParameters(TrainingParameters):
+    """The parameters of a weight-decay sweep chapter on MNIST-like data (logistic regression or the
+    MLP), by the names of its parameters cell; construction checks them all (ValueError naming
+    one). ``weight_decays``: the sweep (at least 2, distinct, >= 0); ``dense_weight_decays``: the
+    denser grid of the first seed; ``seeds``: training and probe seeds."""
 
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} values and y has {len(y)}")
-    if len(x) < 2:
-        return float("nan")
-    return float(kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
+    MODEL: ClassVar[str] = ""
 
+    weight_decays: list
+    dense_weight_decays: list
+    workers: int
+    seeds: list
+    results_dir: str | None = None
 
-def _check_weight_decays(name: str, wds: Any, minimum: int = 2, what: str = "weight decay") -> None:
-    """``wds`` is a list of at least ``minimum`` distinct finite numbers >= 0 (``what`` names one),
-    else ValueError naming ``name``."""
-    if not isinstance(wds, (list, tuple)) or len(wds) < minimum:
-        raise ValueError(f"{name} must be a list of at least {minimum} {what}s, got {wds!r}")
-    for w in wds:
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"{name}: every {what} must be a finite number >= 0, got {w!r}")
-    if len(set(map(float, wds))) != len(wds):
-        raise ValueError(f"{name} has repeated values: {wds!r}")
+    def __post_init__(self) -> None:
+        checks.seed_list(self.seeds)
+        checks.weight_decays("weight_decays", self.weight_decays)
+        checks.weight_decays("dense_weight_decays", self.dense_weight_decays)
+        checks.positive_int("workers", self.workers)
+        checks.results_dir(self.results_dir)
+        self.base_config().resolved()  # ConfigError (a ValueError) names the field: epochs, lr, ...
 
-
-def _check_chapter(model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
-                   lr: float, batch_size: int, momentum: float, weight_decays: list[float], lanczos_steps: int,
-                   probes: int, hessian_samples: int | None, dense_weight_decays: list[float], workers: int,
-                   seeds: list[int], results_dir: str | None) -> None:
-    from .checks import positive_int
-    from .seeds import check_seeds
-
-    seed = check_seeds(seeds)[0]
-    _check_weight_decays("weight_decays", weight_decays)
-    _check_weight_decays("dense_weight_decays", dense_weight_decays)
-    positive_int("workers", workers)
-    if results_dir is not None and not isinstance(results_dir, str):
-        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-    chapter_config(model, dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, lanczos_steps,
-                   probes, hessian_samples, seed).resolved()
+    def base_config(self):
+        """The sweep's experiments.Config for the first seed at weight decay 0."""
+        return chapter_config(model=self.MODEL, dataset=self.dataset, train_per_class=self.train_per_class,
+                              image_size=self.image_size, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                              momentum=self.momentum, lanczos_steps=self.lanczos_steps, probes=self.probes,
+                              hessian_samples=self.hessian_samples, seed=int(self.seeds[0]))
 
 
-def check_logreg_parameters(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
-                            lr: float, batch_size: int, momentum: float, weight_decays: list[float],
-                            lanczos_steps: int, probes: int, hessian_samples: int | None,
-                            dense_weight_decays: list[float], exact_samples: int, workers: int, seeds: list[int],
-                            results_dir: str | None) -> None:
-    """Every parameter of the logistic-regression weight-decay chapter (ValueError naming it)."""
-    from .checks import positive_int
+@dataclass(frozen=True, kw_only=True)
+class LogregParameters(SweepParameters):
+    """The logistic-regression weight-decay chapter's parameters (``SweepParameters``) and
+    ``exact_samples``, the training images of its closed-form Hessian."""
 
-    positive_int("exact_samples", exact_samples)
-    _check_chapter("logreg", dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, weight_decays,
-                   lanczos_steps, probes, hessian_samples, dense_weight_decays, workers, seeds, results_dir)
+    MODEL: ClassVar[str] = "logreg"
+    exact_samples: int
 
-
-def check_mlp_parameters(dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
-                         lr: float, batch_size: int, momentum: float, weight_decays: list[float],
-                         lanczos_steps: int, probes: int, hessian_samples: int | None,
-                         dense_weight_decays: list[float], workers: int, seeds: list[int],
-                         results_dir: str | None) -> None:
-    """Every parameter of the MLP weight-decay chapter (ValueError naming it)."""
-    _check_chapter("mlp", dataset, train_per_class, image_size, epochs, lr, batch_size, momentum, weight_decays,
-                   lanczos_steps, probes, hessian_samples, dense_weight_decays, workers, seeds, results_dir)
+    def __post_init__(self) -> None:
+        checks.positive_int("exact_samples", self.exact_samples)
+        super().__post_init__()
 
 
-def chapter_config(model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
+@dataclass(frozen=True, kw_only=True)
+class MlpParameters(SweepParameters):
+    """The MLP weight-decay chapter's parameters (``SweepParameters``)."""
+
+    MODEL: ClassVar[str] = "mlp"
+
+
+def check_logreg_parameters(**parameters: Any) -> None:
+    """Every parameter of the logistic-regression chapter, by keyword: ``LogregParameters(**parameters)``."""
+    LogregParameters(**parameters)
+
+
+def check_mlp_parameters(**parameters: Any) -> None:
+    """Every parameter of the MLP chapter, by keyword: ``MlpParameters(**parameters)``."""
+    MlpParameters(**parameters)
+
+
+def chapter_config(*, model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
                    lr: float, batch_size: int, momentum: float, lanczos_steps: int, probes: int,
                    hessian_samples: int | None, seed: int):
     """A weight-decay chapter's base experiments.Config (weight decay 0; sweeps replace it)."""
-    from .experiments import Config
+    from ..experiments import Config
 
     return Config(model=model, dataset=dataset, train_per_class=train_per_class, image_size=image_size,
                   epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, lanczos_steps=lanczos_steps,
@@ -160,12 +161,12 @@ def chapter_config(model: str, dataset: str, train_per_class: int | None, image_
 CNN_MODELS = ("allcnnc", "preresnet164", "wrn28x10")
 
 
-def cnn_chapter_config(model: str, dataset: str, train_per_class: int | None, image_size: int | None,
+def cnn_chapter_config(*, model: str, dataset: str, train_per_class: int | None, image_size: int | None,
                        pad_to: int | None, model_options: dict, epochs: int, lr: float, batch_size: int,
                        momentum: float, lanczos_steps: int, probes: int, hessian_samples: int | None, bn_mode: str,
                        val_size: int, seed: int):
     """A CIFAR architecture's base experiments.Config for a weight-decay sweep (weight decay 0)."""
-    from .experiments import Config
+    from ..experiments import Config
 
     if model not in CNN_MODELS + ("vgg16bn",):
         raise ValueError(f"model must be one of {CNN_MODELS + ('vgg16bn',)}, got {model!r}")
@@ -173,27 +174,6 @@ def cnn_chapter_config(model: str, dataset: str, train_per_class: int | None, im
                   pad_to=pad_to, model_options=model_options, epochs=epochs, lr=lr, batch_size=batch_size,
                   momentum=momentum, lanczos_steps=lanczos_steps, probes=probes, hessian_samples=hessian_samples,
                   bn_mode=bn_mode, val_size=val_size, seed=seed)
-
-
-def check_allcnnc_parameters(**parameters: Any) -> None:
-    """Every parameter of the All-CNN-C weight-decay chapter (ValueError naming it)."""
-    from .cnn_chapter import CnnChapter
-
-    CnnChapter("allcnnc", **parameters)
-
-
-def check_preresnet_parameters(**parameters: Any) -> None:
-    """Every parameter of the PreResNet weight-decay chapter (ValueError naming it)."""
-    from .cnn_chapter import CnnChapter
-
-    CnnChapter("preresnet164", **parameters)
-
-
-def check_wrn_parameters(**parameters: Any) -> None:
-    """Every parameter of the WideResNet weight-decay chapter (ValueError naming it)."""
-    from .cnn_chapter import CnnChapter
-
-    CnnChapter("wrn28x10", **parameters)
 
 
 def forward_flops(config) -> int:
@@ -204,8 +184,8 @@ def forward_flops(config) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .data import NATIVE_SHAPES
-    from .experiments import Config, MNIST_LIKE_MODELS, _build
+    from ..data import NATIVE_SHAPES
+    from ..experiments import Config, MNIST_LIKE_MODELS, build_model
 
     c = Config.from_dict(config).resolved()
     channels, size = NATIVE_SHAPES[c.dataset]
@@ -215,7 +195,7 @@ def forward_flops(config) -> int:
         size, channels = c.pad_to, 3
     shape = (1, size * size * channels) if c.model in MNIST_LIKE_MODELS else (1, 3, size, size)
     with torch.device("meta"):
-        model = _build(c)
+        model = build_model(c)
         x = torch.empty(shape)
     model.eval()
     with FlopCounterMode(display=False) as counter:
@@ -235,12 +215,10 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
     ``flops`` (their sum), and ``cpu_seconds``: the measured seconds per training image-epoch and
     per Hessian image-product of ``measured``, scaled by the FLOP ratio of the two models.
     ``paper.hessian_samples`` None means the whole training split (the paper's choice)."""
-    from .experiments import Config
+    from ..experiments import Config
 
     m_cfg, p_cfg = measured.config, Config.from_dict(paper).resolved()
-    positive = isinstance(runs, int) and not isinstance(runs, bool) and runs >= 1
-    if not positive:
-        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
+    checks.positive_int("runs", runs)
     if measured.spectrum is None:
         raise ValueError("the measured result has no spectrum (spectrum=False): its Hessian cost is unknown")
     f_measured, f_paper = forward_flops(m_cfg), forward_flops(p_cfg)
@@ -256,11 +234,11 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
            + measured.seconds["spectrum"] / m_hessian_images * p_hessian_images) * ratio
     import torch
 
-    from .experiments import _build
-    from .train import has_batchnorm
+    from ..experiments import build_model
+    from ..train import has_batchnorm
 
     with torch.device("meta"):
-        bn_pass = 1.0 if has_batchnorm(_build(p_cfg)) else 0.0
+        bn_pass = 1.0 if has_batchnorm(build_model(p_cfg)) else 0.0
     per_epoch = (3.0 + bn_pass) * n_train + p_cfg.val_size
     train_flops = f_paper * per_epoch * p_cfg.epochs * runs
     hessian_flops = 6.0 * f_paper * p_hessian_images
@@ -268,59 +246,9 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
             "hessian_flops": hessian_flops, "flops": train_flops + hessian_flops, "cpu_seconds": cpu}
 
 
-def train_split_size(config: Any) -> int:
-    """The number of training images ``config`` trains on: the training file less the last
-    ``val_size`` images, or the class-balanced subset (``train_per_class`` per class) of it."""
-    from .data import TRAIN_FILE_SIZES
-    from .experiments import Config, _num_classes
-
-    c = Config.from_dict(config).resolved()
-    n = TRAIN_FILE_SIZES[c.dataset] - c.val_size
-    if c.train_per_class is not None:
-        n = min(n, c.train_per_class * _num_classes(c.dataset))
-    return n
-
-
-def decay_exponent(config: Any, train_samples: int | None = None) -> float:
-    """sum over every optimisation step t of lr_t * wd / (1 - momentum) for SGD with L2 (the
-    heavy-ball steady state multiplies the decay term's step by 1 / (1 - momentum)), or of
-    lr_t * wd for decoupled decay (AdamW, Gadam): the exponent E in w -> w exp(-E), how far the
-    weight-decay term ALONE would shrink the weights over the run (ceil(train_samples /
-    batch_size) steps an epoch, the config's schedule; ``train_samples`` None: the config's
-    ``train_split_size``). It compares how long weight decay acts in
-    two runs; it is not a prediction of ||w||, which the loss gradient also moves. Adam with
-    coupled L2 is refused: its decay passes through the adaptive normalisation."""
-    from .checks import positive_int
-    from .experiments import Config
-    from .train import learning_rate
-
-    c = Config.from_dict(config).resolved()
-    train_samples = train_split_size(c) if train_samples is None else positive_int("train_samples", train_samples)
-    if c.optimizer == "adam":
-        raise ValueError("optimizer 'adam' couples the L2 term with the adaptive normalisation: no decay exponent")
-    steps = math.ceil(train_samples / c.batch_size)
-    total_lr = sum(learning_rate(e, epochs=c.epochs, lr=c.lr, schedule=c.schedule, lr_ratio=c.lr_ratio,
-                                 averaging_start=c.averaging_start, lr_averaging=c.lr_averaging)
-                   for e in range(c.epochs)) * steps
-    factor = 1.0 / (1.0 - c.momentum) if c.optimizer == "sgd" else 1.0
-    return total_lr * c.weight_decay * factor
-
-
 # --- several seeds: the table and the claims ---------------------------------------------------
 
 _SPECTRUM_MEASURES = ("lambda_max", "trace", "frobenius")
-
-
-def weight_norm_change(result: Any, fraction: float = 0.2) -> float:
-    """Relative change of ||w|| over the last ``fraction`` of the epochs (history rows):
-    (||w||_last - ||w||_start) / ||w||_start, where start is the row ``fraction`` of the run before
-    the end. Near 0: the weights have settled; large: weight decay (or the loss) still moves them."""
-    norms = [row["weight_norm"] for row in result.history]
-    if len(norms) < 2:
-        return math.nan
-    k = max(1, int(round(fraction * len(norms))))
-    start = norms[-1 - k]
-    return (norms[-1] - start) / start if start else math.nan
 
 
 def seed_table(results: Sequence[Any]):
@@ -383,15 +311,6 @@ def seed_table(results: Sequence[Any]):
     return pd.DataFrame(rows).set_index("weight_decay")
 
 
-def decay_exponent_of(result: Any) -> float:
-    """``decay_exponent`` of a Result's config over the training images it had; NaN where there is
-    none (Adam's coupled L2)."""
-    try:
-        return decay_exponent(result.config, result.metrics.get("train_samples"))
-    except ValueError:
-        return math.nan
-
-
 def sweep_claims(results: Sequence[Any], *, interpolation: bool = False, resolution: bool = False,
                  paper_exponent: float | None = None, seed: int = 0) -> list[Any]:
     """The paper's Section 4 claims, tested on a sweep of weight decays x seeds of one model, comparing
@@ -407,9 +326,9 @@ def sweep_claims(results: Sequence[Any], *, interpolation: bool = False, resolut
     decay >= 1, at least 2 seeds; with ``interpolation`` every run's training accuracy >= 99%; with
     ``resolution`` at least 4,000 validation images (``claims.resolution_condition``). A claim whose regime fails
     is "untestable", its effect still computed. ``paper_exponent``: the paper's E, shown beside ours."""
-    from . import claims as cl
-    from . import stats
-    from .seeds import paired_correct, paired_values
+    from .. import claims as cl
+    from .. import stats
+    from ..seeds import paired_correct, paired_values
 
     results = list(results)
     if not results:
@@ -481,10 +400,10 @@ def paper_num_params(model: str) -> int:
     meta device."""
     import torch
 
-    from .experiments import _build, paper_config
+    from ..experiments import build_model, paper_config
 
     with torch.device("meta"):
-        return sum(p.numel() for p in _build(paper_config(model).resolved()).parameters())
+        return sum(p.numel() for p in build_model(paper_config(model).resolved()).parameters())
 
 
 def run_facts(results: Sequence[Any], paper_model: str | None = None) -> list[tuple[str, str]]:
@@ -493,7 +412,7 @@ def run_facts(results: Sequence[Any], paper_model: str | None = None) -> list[tu
     weight decay (and E / E_paper), the lowest training accuracy and the final training losses, the
     validation images and binomial SE, the weight norm's change over the last 20% of epochs, and
     where the trained models came from (cache or this run) and what they cost."""
-    from .experiments import _num_classes
+    from ..experiments import num_classes
 
     results = list(results)
     if not results:
@@ -501,7 +420,7 @@ def run_facts(results: Sequence[Any], paper_model: str | None = None) -> list[tu
     table = seed_table(results)
     first = results[0]
     facts = [("seeds per weight decay", f"{int(table['seeds'].min())} ({sorted({r.config.seed for r in results})})"),
-             ("training images, classes", f"{first.metrics['train_samples']:,}, {_num_classes(first.config.dataset)} "
+             ("training images, classes", f"{first.metrics['train_samples']:,}, {num_classes(first.config.dataset)} "
                                           f"({first.config.dataset})")]
     params = f"{int(first.metrics['num_params']):,}"
     if paper_model is not None:
@@ -534,8 +453,8 @@ def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, 
     with ``interpolation``, every run's training accuracy >= 99%); a
     grid too small for any ordering to reach p < 0.05 makes the claim "untestable". The runs'
     training noise is part of the scatter the permutation test measures, so one seed suffices here."""
-    from . import claims as cl
-    from . import stats
+    from .. import claims as cl
+    from .. import stats
 
     results = list(results)
     table = seed_table(results)
@@ -554,26 +473,3 @@ def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, 
         out.append(cl.trend_claim(f"{statement} (grid of {len(table)} weight decays, {len(results)} runs)", corr,
                                   direction, regime=regime))
     return out
-
-
-def weight_decays_for_exponents(config: Any, exponents: Sequence[float], train_samples: int | None = None) -> list[float]:
-    """The weight decays whose decay exponent E (``decay_exponent``) over ``config``'s run is each of
-    ``exponents``: E is linear in the weight decay, so wd = E / E(wd = 1), rounded UP to 4 significant
-    digits (so E is at least the target; the same exponents give the same floats, so chapters that
-    share runs share cache entries)."""
-    _check_weight_decays("decay_exponents", exponents, minimum=1, what="exponent")
-    from .experiments import Config
-
-    unit = decay_exponent(Config.from_dict(config).replace(weight_decay=1.0), train_samples)
-    if unit <= 0:
-        raise ValueError("this run's schedule gives no decay exponent (zero learning rate sum)")
-    return [_round_up_4(e / unit) for e in exponents]
-
-
-def _round_up_4(x: float) -> float:
-    """``x`` rounded UP to 4 significant digits (so a weight decay chosen for an exponent E gives at
-    least E, never 0.9999 for 1)."""
-    if x <= 0:
-        return 0.0
-    step = 10.0 ** (math.floor(math.log10(x)) - 3)
-    return float(f"{math.ceil(x / step - 1e-9) * step:.4g}")

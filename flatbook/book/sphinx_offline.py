@@ -4,7 +4,7 @@ Jupyter Book 1.x always loads ``sphinx_thebe`` (live code cells through a remote
 kernel), which puts a script naming ``https://unpkg.com/thebe`` on every page, its loader and
 stylesheet, and a Binder configuration block. flatbook's book turns launch buttons and Thebe
 off, so this extension removes those leftovers: the pages then reference no remote script at
-all (``flatbook.site.external_resources`` checks it after every build). Listed in
+all (``flatbook.book.site.external_resources`` checks it after every build). Listed in
 ``_config.yml`` under ``sphinx.extra_extensions``.
 """
 

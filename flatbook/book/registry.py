@@ -8,8 +8,11 @@ stem. A *profile* is ``book/profiles/<profile>.yaml``::
       <chapter name>:        # every chapter has an entry, possibly empty ({})
         <parameter>: <value>
 
-The profile ``paper`` has no file: it runs every notebook with its own defaults, which are the
-paper's settings.
+The profile ``paper`` has no file: it runs every notebook with its own defaults. For the chapters
+that reproduce an experiment of the paper these are the paper's settings; chapters whose defaults
+differ (those beyond the paper, e.g. theorem1 and lanczos, which run experiments the paper did
+not) say what differs in their notebook metadata ``flatbook.paper_differences``, shown in the run
+box.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def repo_root() -> Path:
     """The book's root: ``$FLATBOOK_ROOT``, else the checkout holding this package, else the cwd's ancestors."""
     env = os.environ.get("FLATBOOK_ROOT")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parent.parent)
+    candidates.append(Path(__file__).resolve().parents[2])  # flatbook/book/registry.py -> the checkout
     cwd = Path.cwd().resolve()
     candidates.extend([cwd, *cwd.parents])
     for c in candidates:
@@ -86,10 +89,11 @@ class Chapter:
     def check(self, values: dict[str, Any]) -> None:
         """Run the chapter's own parameter check, if its notebook names one.
 
-        A notebook may set ``metadata.flatbook.check = "module:function"``; the function gets
-        every parameter's value (defaults with overrides applied) and raises ValueError for
-        values the chapter cannot use. The notebook calls the same function in its first cell,
-        so plain papermill runs get the same check.
+        A notebook may set ``metadata.flatbook.check = "module:name"``, naming the chapter's
+        parameter class (``flatbook.chapters.base.ChapterParameters``) or a function; it is called
+        with every parameter's value by keyword (defaults with overrides applied) and raises
+        ValueError for values the chapter cannot use. The notebook builds the same object in its
+        first cell, so plain papermill runs get the same check.
         """
         target = self.notebook.metadata.get("flatbook", {}).get("check")
         if not target:
@@ -162,7 +166,8 @@ def load_profile(name: str, root: Path | None = None) -> Profile:
     """Read ``book/profiles/<name>.yaml`` (or the file-less ``paper`` profile)."""
     root = root or repo_root()
     if name == PAPER_PROFILE:
-        return Profile(PAPER_PROFILE, "the paper's own settings: each notebook's parameters cell, unchanged", {})
+        return Profile(PAPER_PROFILE, "each notebook's parameters cell, unchanged: the paper's own settings, "
+                       "except where a chapter's box lists differences", {})
     path = root / "book" / "profiles" / f"{name}.yaml"
     if not path.is_file():
         raise ParameterError(f"unknown profile {name!r}; profiles are: {', '.join(profile_names(root))}")

@@ -27,8 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import nbformat
 
-from . import __version__
-from .chapters import Chapter, get_chapter, load_profile, repo_root, chapters as all_chapters
+from .. import __version__
+from .registry import Chapter, get_chapter, load_profile, repo_root, chapters as all_chapters
 from .parameters import ParameterError, check_overrides
 
 __all__ = ["ChapterFailed", "RunReport", "default_output", "resolve_parameters", "run_chapter", "run_book"]
@@ -231,7 +231,7 @@ def _decorate(nb: nbformat.NotebookNode, report: RunReport, profile_description:
             _add_tag(cell, "remove-cell")
         elif "parameters" in tags:
             _add_tag(cell, "hide-cell")
-    from .claims import facts_in_notebook
+    from ..claims import facts_in_notebook
 
     differences = nb.metadata.get("flatbook", {}).get("paper_differences")
     chapter_parameters = nb.metadata.get("flatbook", {}).get("chapter_parameters", [])
@@ -283,7 +283,7 @@ def run_chapter(
     output.parent.mkdir(parents=True, exist_ok=True)
     defaults = {n: p.default for n, p in chapter.parameters.items()}
 
-    from .device import describe_device
+    from ..device import describe_device
 
     device = describe_device()
     partial = output.with_name(f".{output.stem}.partial-{os.getpid()}.ipynb")

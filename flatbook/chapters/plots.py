@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .symbolic import RaySpectrum
+from ..theory.symbolic import RaySpectrum
 
 __all__ = ["use_book_style", "palette", "plot_ray_measures", "plot_sharpness_vs_loss", "plot_eigenvalues_vs_trace",
            "plot_scaling", "plot_spectrum_stems", "plot_exact_vs_ritz", "plot_sorted_abs_eigenvalues",
@@ -313,7 +313,7 @@ def plot_training_curves(histories: dict, title: str | None = None):
 
 def plot_against_weight_decay(table, measures: Sequence[str] = ("lambda_max", "weight_norm", "val_acc"),
                               title: str | None = None):
-    """Measures of a ``weight_decay.results_table`` or ``seed_table`` against the weight decay (symlog
+    """Measures of a ``weight_decay.seed_table`` against the weight decay (symlog
     x axis, so that 0 is shown), one panel each, with standard-error bars where the table has them
     (``<m>_se``, else the seed mean's ``<m>_sd / sqrt(seeds)``; none with one seed)."""
     labels = {"lambda_max": r"$\lambda_1(H)$", "trace": r"$\mathrm{Tr}(H)$", "frobenius": r"$\|H\|_F$",

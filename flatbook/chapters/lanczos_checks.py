@@ -6,7 +6,7 @@ report their errors:
 
 * ``exact_measures(eigenvalues)``: lambda_max, lambda_min, trace = sum lambda_i and
   Frobenius norm = sqrt(sum lambda_i^2) (exact).
-* ``ritz_history(op, steps, seed)``: the Ritz values (eigenvalues of the leading m x m block of
+* ``ritz_history(op, steps, seed=...)``: the Ritz values (eigenvalues of the leading m x m block of
   the tridiagonal T) after every step m = 1..steps of one Lanczos run: how extreme eigenvalues
   converge first.
 * ``estimator_grid(op, exact, steps, probes, repeats)``: SLQ's lambda_max, trace and Frobenius
@@ -15,7 +15,7 @@ report their errors:
 * ``ghost_count(nodes, lambda_max)``: how many Ritz values of one run lie within a relative
   ``rtol`` of the top eigenvalue: 1 with full reorthogonalisation; more ("ghost" copies) when
   Lanczos runs without it and loses orthogonality once the top Ritz value has converged.
-* ``quadrature_identity(op, steps, seed)``: for each number of steps m, a SEPARATE Lanczos run
+* ``quadrature_identity(op, steps, seed=...)``: for each number of steps m, a SEPARATE Lanczos run
   from the same start vector q, its trace estimate P sum_k gamma_k theta_k against P q^T H q
   (one probe's Hutchinson estimate, from one direct product) and its Frobenius estimate against
   sqrt(P ||H q||^2). m-point Gauss quadrature is exact for polynomials of degree <= 2m - 1, so
@@ -44,11 +44,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .checks import positive_int
-from .spectrum import DiagonalOperator, SymmetricOperator, lanczos
+from ..checks import positive_int
+from ..spectrum import DiagonalOperator, SymmetricOperator, lanczos
+from .base import SmallModelsParameters
 
 __all__ = ["exact_measures", "ritz_history", "estimator_grid", "summarise_grid", "ghost_count",
-           "check_lanczos_parameters", "steps_to_converge", "quadrature_identity", "GhostEffect", "ghost_effect",
+           "LanczosParameters", "check_lanczos_parameters", "steps_to_converge", "quadrature_identity", "GhostEffect", "ghost_effect",
            "smoothed_density_distance", "one_probe_spread", "lanczos_claims"]
 
 
@@ -60,7 +61,7 @@ def exact_measures(eigenvalues) -> dict[str, float]:
             "frobenius": float(np.sqrt((e**2).sum()))}
 
 
-def ritz_history(op: SymmetricOperator, steps: int, seed: int = 0, *, reorthogonalize: bool = True) -> np.ndarray:
+def ritz_history(op: SymmetricOperator, steps: int, *, seed: int = 0, reorthogonalize: bool = True) -> np.ndarray:
     """(steps, steps) array: row m - 1 holds the m Ritz values after step m (ascending), NaN-padded."""
     positive_int("steps", steps)
     res = lanczos(op, steps=steps, probes=1, seed=seed, reorthogonalize=reorthogonalize)
@@ -76,7 +77,7 @@ def ritz_history(op: SymmetricOperator, steps: int, seed: int = 0, *, reorthogon
 
 
 def estimator_grid(op: SymmetricOperator, exact: dict[str, float], steps: Sequence[int], probes: Sequence[int],
-                   repeats: int = 5, seed: int = 0, *, reorthogonalize: bool = True, progress: bool = False):
+                   repeats: int = 5, *, seed: int = 0, reorthogonalize: bool = True, progress: bool = False):
     """A DataFrame, one row per (steps, probes, repeat): the SLQ estimates and their relative
     errors against ``exact`` (from ``exact_measures``).
 
@@ -88,7 +89,7 @@ def estimator_grid(op: SymmetricOperator, exact: dict[str, float], steps: Sequen
     repeat the cells share probes (nested), as one growing computation would."""
     import pandas as pd
 
-    from .spectrum import LanczosResult, Spectrum
+    from ..spectrum import LanczosResult, Spectrum
 
     steps = [positive_int("steps", s) for s in steps]
     probes = [positive_int("probes", p) for p in probes]
@@ -142,28 +143,44 @@ def ghost_count(nodes, lambda_max: float, rtol: float = 1e-6) -> int:
     return int((np.abs(theta - lambda_max) <= rtol * abs(lambda_max)).sum())
 
 
-def check_lanczos_parameters(dataset: str, image_size: int | None, train_per_class: int | None, epochs: int,
-                             lr: float, mlp_hidden: list[int], logreg_samples: int, mlp_samples: int, steps: int,
-                             steps_grid: list[int], probes_grid: list[int], repeats: int, paper_runs: int,
-                             seed: int, results_dir: str | None) -> None:
-    """Every parameter of the "Lanczos, checked" appendix (raises ValueError naming the bad one)."""
-    from .experiments import _build
-    from .theorem import check_training_parameters
+@dataclass(frozen=True, kw_only=True)
+class LanczosParameters(SmallModelsParameters):
+    """The "Lanczos, checked" appendix's parameters, by the names of its parameters cell;
+    construction checks them all (ValueError naming one), including that the MLP's dense Hessian
+    fits (at most 20,000 parameters)."""
 
-    for name, v in (("logreg_samples", logreg_samples), ("mlp_samples", mlp_samples), ("steps", steps),
-                    ("repeats", repeats), ("paper_runs", paper_runs)):
-        positive_int(name, v)
-    for name, grid in (("steps_grid", steps_grid), ("probes_grid", probes_grid)):
-        if not isinstance(grid, (list, tuple)) or not grid:
-            raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {grid!r}")
-        for v in grid:
-            positive_int(name, v)
-    _, mlp = check_training_parameters(dataset, image_size, train_per_class, epochs, lr, mlp_hidden, seed,
-                                       results_dir)
-    n = sum(p.numel() for p in _build(mlp).parameters())
-    if n > 20_000:
-        raise ValueError(f"the MLP has {n} parameters; its dense Hessian is limited to 20,000 "
-                         "(choose a smaller mlp_hidden or image_size)")
+    logreg_samples: int
+    mlp_samples: int
+    steps: int
+    steps_grid: list
+    probes_grid: list
+    repeats: int
+    paper_runs: int
+
+    def __post_init__(self) -> None:
+        from ..experiments import build_model
+        from .theorem import check_training_parameters
+
+        for name in ("logreg_samples", "mlp_samples", "steps", "repeats", "paper_runs"):
+            positive_int(name, getattr(self, name))
+        for name in ("steps_grid", "probes_grid"):
+            grid = getattr(self, name)
+            if not isinstance(grid, (list, tuple)) or not grid:
+                raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {grid!r}")
+            for v in grid:
+                positive_int(name, v)
+        _, mlp = check_training_parameters(dataset=self.dataset, image_size=self.image_size,
+                                           train_per_class=self.train_per_class, epochs=self.epochs, lr=self.lr,
+                                           mlp_hidden=self.mlp_hidden, seed=self.seed, results_dir=self.results_dir)
+        n = sum(p.numel() for p in build_model(mlp).parameters())
+        if n > 20_000:
+            raise ValueError(f"the MLP has {n} parameters; its dense Hessian is limited to 20,000 "
+                             "(choose a smaller mlp_hidden or image_size)")
+
+
+def check_lanczos_parameters(**parameters: Any) -> None:
+    """Every parameter of the appendix, by keyword: ``LanczosParameters(**parameters)``."""
+    LanczosParameters(**parameters)
 
 
 def steps_to_converge(history: np.ndarray, eigenvalues, k: int = 1, rtol: float = 1e-8) -> int | None:
@@ -191,20 +208,20 @@ def _direct_products(op: SymmetricOperator, v: torch.Tensor, powers: int) -> lis
     return out
 
 
-def quadrature_identity(op: SymmetricOperator, steps: Sequence[int], seed: int = 0):
+def quadrature_identity(op: SymmetricOperator, steps: Sequence[int], *, seed: int = 0):
     """A DataFrame, one row per m in ``steps`` (module docstring): ``trace`` (SLQ, one probe, m
     steps, its own Lanczos run), ``hutchinson`` = P q^T H q, ``trace_rel_deviation``; ``frobenius``,
     ``frobenius_direct`` = sqrt(P ||Hq||^2) and ``frobenius_rel_deviation`` (NaN for m = 1, where
     the 1-point rule is not exact for x^2). q is the unit Gaussian start vector of ``seed``."""
     import pandas as pd
 
-    from .spectrum import Spectrum, _start_vectors
+    from ..spectrum import Spectrum, start_vectors
 
     steps = [positive_int("steps", s) for s in steps]
     if not steps:
         raise ValueError("steps must hold at least one value")
     P = int(op.num_params)
-    q = _start_vectors(P, 1, seed)[:, 0]
+    q = start_vectors(P, 1, seed=seed)[:, 0]
     _, Hq = _direct_products(op, q, 1)
     hutchinson = P * float(q @ Hq)
     direct = math.sqrt(P * float(Hq @ Hq))
@@ -317,7 +334,7 @@ def ghost_effect(op: SymmetricOperator, eigenvalues, steps: int, *, seed: int = 
     The moments k = 1..K (K = min(``max_moment``, 2 steps - 1), where the reorthogonalised
     quadrature is exact) are checked against direct products q^T H^k q; "near lambda_1" means
     within ``rtol`` |lambda_1|."""
-    from .spectrum import Spectrum, _start_vectors
+    from ..spectrum import Spectrum, start_vectors
 
     steps = positive_int("steps", steps)
     positive_int("max_moment", max_moment)
@@ -326,7 +343,7 @@ def ghost_effect(op: SymmetricOperator, eigenvalues, steps: int, *, seed: int = 
     if e.size != P:
         raise ValueError(f"eigenvalues: {e.size} given for an operator of size {P}")
     lam1 = float(e[-1])
-    q = _start_vectors(P, 1, seed)
+    q = start_vectors(P, 1, seed=seed)
     runs, estimates = {}, {}
     for reorth in (True, False):
         nodes, weights = lanczos(op, steps=steps, probes=1, start=q, reorthogonalize=reorth).ritz()
@@ -384,7 +401,7 @@ def one_probe_spread(eigenvalues) -> dict[str, float]:
     sqrt(2 (P ||H||_F^2 - Tr(H)^2) / (P + 2)) / |Tr(H)|, the exact value for a uniformly random unit
     probe; ``frobenius_rel_sd`` = half of the formula for H^2 (the estimate of ||H||_F^2 is a trace
     estimate of H^2, and a square root halves a small relative error)."""
-    from .stats import one_probe_relative_sd
+    from ..stats import one_probe_relative_sd
 
     e = np.asarray(eigenvalues, dtype=np.float64).ravel()
     if e.size == 0:
@@ -421,7 +438,7 @@ def lanczos_claims(*, identity_error: float, quadrature: dict[str, Any], ghosts:
     less than 1% of one probe's own L1 error (5-7 untestable without ghosts); 8. float32 moves
     lambda_1 by < 1e-4; 9. one probe: lambda_1 within 1e-4 in every run; 10. per model, one probe's
     trace has a relative SD (sqrt(2 / r_eff)) of at most 10%."""
-    from .claims import Condition, exact_claim
+    from ..claims import Condition, exact_claim
     from .theorem import checked_claim
 
     out = [exact_claim("Lanczos on H equals Lanczos on its eigenvalues from the rotated start vector "

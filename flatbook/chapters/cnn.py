@@ -17,35 +17,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MODEL_NAMES", "CnnChapter"]
+from .base import CnnTrainingParameters
+
+__all__ = ["MODEL_NAMES", "CnnChapter", "AllCnnCChapter", "PreResNetChapter", "WideResNetChapter",
+           "DecayGridParameters", "check_allcnnc_parameters", "check_preresnet_parameters", "check_wrn_parameters",
+           "check_decay_grid_parameters"]
 
 MODEL_NAMES = {"allcnnc": "All-CNN-C", "preresnet164": "PreResNet-164", "wrn28x10": "WideResNet-28-10"}
 
 
-@dataclass(frozen=True)
-class CnnChapter:
+@dataclass(frozen=True, kw_only=True)
+class CnnChapter(CnnTrainingParameters):
     """A CIFAR-architecture weight-decay chapter's parameters (the notebook's parameters cell, by
     keyword); construction checks them all (ValueError naming the parameter). ``val_every``:
     validate every k epochs (and the last); ``decay_exponents``: when given, the weight decays
     are those whose decay exponent E over this run is each of these values, in place of
     ``weight_decays``."""
 
-    model: str
-    dataset: str
-    train_per_class: int | None
-    image_size: int | None
-    pad_to: int | None
-    model_options: dict
-    epochs: int
-    lr: float
-    batch_size: int
-    momentum: float
-    weight_decays: list
-    lanczos_steps: int
-    probes: int
-    hessian_samples: int | None
+    weight_decays: list | None
     bn_mode: str
-    val_size: int
     workers: int
     seeds: list
     results_dir: str | None = None
@@ -55,30 +45,30 @@ class CnnChapter:
     _weight_decays: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from .checks import positive_int
-        from .seeds import check_seeds
-        from .weight_decay import _check_weight_decays, cnn_chapter_config
+        from .. import checks
+        from .weight_decay import cnn_chapter_config
 
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {sorted(MODEL_NAMES)}, got {self.model!r}")
         if self.decay_exponents is None:
-            _check_weight_decays("weight_decays", self.weight_decays)
-        positive_int("workers", self.workers)
-        seeds = check_seeds(self.seeds)
-        if self.results_dir is not None and not isinstance(self.results_dir, str):
-            raise ValueError(f"results_dir must be null or a path, got {self.results_dir!r}")
-        base = cnn_chapter_config(self.model, self.dataset, self.train_per_class, self.image_size, self.pad_to,
-                                  self.model_options, self.epochs, self.lr, self.batch_size, self.momentum,
-                                  self.lanczos_steps, self.probes, self.hessian_samples, self.bn_mode,
-                                  self.val_size, seeds[0]).replace(val_every=self.val_every)
+            checks.weight_decays("weight_decays", self.weight_decays)
+        checks.positive_int("workers", self.workers)
+        seeds = checks.seed_list(self.seeds)
+        checks.results_dir(self.results_dir)
+        base = cnn_chapter_config(model=self.model, dataset=self.dataset, train_per_class=self.train_per_class,
+                                  image_size=self.image_size, pad_to=self.pad_to, model_options=self.model_options,
+                                  epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
+                                  lanczos_steps=self.lanczos_steps, probes=self.probes,
+                                  hessian_samples=self.hessian_samples, bn_mode=self.bn_mode,
+                                  val_size=self.val_size, seed=seeds[0]).replace(val_every=self.val_every)
         base.resolved()
         object.__setattr__(self, "_base", base)
         wds = list(self.weight_decays or [])
         if self.decay_exponents is not None:
-            from .weight_decay import weight_decays_for_exponents
+            from ..decay import weight_decays_for_exponents
 
             wds = weight_decays_for_exponents(base, self.decay_exponents)
-            _check_weight_decays("the weight decays of decay_exponents", wds)
+            checks.weight_decays("the weight decays of decay_exponents", wds)
         object.__setattr__(self, "_weight_decays", wds)
 
     @property
@@ -88,7 +78,7 @@ class CnnChapter:
     @property
     def weight_decays_used(self) -> list[float]:
         """``weight_decays``, or, when ``decay_exponents`` is given, the weight decays whose decay
-        exponent E over this run is each of them (``weight_decay.weight_decays_for_exponents``)."""
+        exponent E over this run is each of them (``flatbook.decay.weight_decays_for_exponents``)."""
         return list(self._weight_decays)
 
     @property
@@ -98,7 +88,7 @@ class CnnChapter:
 
     def run(self) -> list[Any]:
         """Train (or load from the cache) every weight decay x seed; Results seed-major."""
-        from .seeds import seed_sweep
+        from ..seeds import seed_sweep
 
         return seed_sweep(self.base, self.weight_decays_used, self.seeds, workers=self.workers,
                           results_dir=self.results_dir)
@@ -138,7 +128,7 @@ class CnnChapter:
 
     def cost(self, results: list[Any]) -> dict[str, float]:
         """``weight_decay.paper_cost`` of the paper's three runs, scaled from the first run here."""
-        from .experiments import paper_config
+        from ..experiments import paper_config
         from .weight_decay import paper_cost
 
         return paper_cost(results[0], paper_config(self.model), runs=3)
@@ -151,11 +141,74 @@ class CnnChapter:
                             paper_exponent=paper_decay_exponent(self.model))
 
 
-def check_decay_grid_parameters(model: str, seed: int, weight_decays: Any = None, **parameters: Any) -> None:
-    """Every parameter of the decay-exponent appendix (ValueError naming it): a CnnChapter with one
-    seed and its ``decay_exponents`` grid."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    if parameters.get("decay_exponents") is None:
-        raise ValueError("decay_exponents must be a list of decay exponents (the grid)")
-    CnnChapter(model, weight_decays=weight_decays, seeds=[seed], **parameters)
+@dataclass(frozen=True, kw_only=True)
+class AllCnnCChapter(CnnChapter):
+    """The All-CNN-C chapter (``wd_allcnnc``): a CnnChapter of model "allcnnc"."""
+
+    model: str = field(default="allcnnc", init=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreResNetChapter(CnnChapter):
+    """The PreResNet chapter (``wd_preresnet``): a CnnChapter of model "preresnet164"."""
+
+    model: str = field(default="preresnet164", init=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WideResNetChapter(CnnChapter):
+    """The WideResNet chapter (``wd_wrn``): a CnnChapter of model "wrn28x10"."""
+
+    model: str = field(default="wrn28x10", init=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecayGridParameters(CnnTrainingParameters):
+    """The decay-exponent appendix's parameters (``decay_exponent``): one seed and a grid of decay
+    exponents on one CIFAR architecture; construction checks them all (ValueError naming one) and
+    ``chapter`` is the CnnChapter that runs the grid."""
+
+    decay_exponents: list
+    bn_mode: str
+    val_every: int
+    seed: int
+    workers: int
+    results_dir: str | None = None
+    _chapter: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from .. import checks
+
+        checks.seed(self.seed)
+        if self.decay_exponents is None:
+            raise ValueError("decay_exponents must be a list of decay exponents (the grid)")
+        names = ("model", "dataset", "train_per_class", "image_size", "pad_to", "model_options", "epochs", "lr",
+                 "batch_size", "momentum", "decay_exponents", "lanczos_steps", "probes", "hessian_samples",
+                 "bn_mode", "val_size", "val_every", "workers", "results_dir")
+        chapter = CnnChapter(weight_decays=None, seeds=[self.seed], **{n: getattr(self, n) for n in names})
+        object.__setattr__(self, "_chapter", chapter)
+
+    @property
+    def chapter(self) -> CnnChapter:
+        """The CnnChapter of the grid (its ``weight_decays_used`` are those of ``decay_exponents``)."""
+        return self._chapter
+
+
+def check_decay_grid_parameters(**parameters: Any) -> None:
+    """Every parameter of the decay-exponent appendix, by keyword: ``DecayGridParameters(**parameters)``."""
+    DecayGridParameters(**parameters)
+
+
+def check_allcnnc_parameters(**parameters: Any) -> None:
+    """Every parameter of the All-CNN-C weight-decay chapter, by keyword (ValueError naming it)."""
+    AllCnnCChapter(**parameters)
+
+
+def check_preresnet_parameters(**parameters: Any) -> None:
+    """Every parameter of the PreResNet weight-decay chapter, by keyword (ValueError naming it)."""
+    PreResNetChapter(**parameters)
+
+
+def check_wrn_parameters(**parameters: Any) -> None:
+    """Every parameter of the WideResNet weight-decay chapter, by keyword (ValueError naming it)."""
+    WideResNetChapter(**parameters)

@@ -30,6 +30,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .base import ChapterParameters
+
 __all__ = ["PAPER_REPORTED", "PAPER_SETTINGS", "AdaptiveChapter", "chapter_configs", "check_adaptive_parameters", "comparison_table",
            "run_seeds", "seed_comparison", "claims", "paper_exponents"]
 
@@ -49,7 +51,7 @@ PAPER_SETTINGS = {
 }
 
 
-def chapter_configs(dataset: str, train_per_class: int | None, image_size: int | None, pad_to: int | None,
+def chapter_configs(*, dataset: str, train_per_class: int | None, image_size: int | None, pad_to: int | None,
                     model_options: dict, epochs: int, batch_size: int, sgd_lr: float, sgd_momentum: float,
                     sgd_weight_decay: float, gadam_lr: float, gadam_weight_decay: float, averaging_start: int,
                     gadam_lr_averaging: float, lanczos_steps: int, probes: int, hessian_samples: int | None,
@@ -57,7 +59,7 @@ def chapter_configs(dataset: str, train_per_class: int | None, image_size: int |
     """(sgd, gadam): the chapter's two VGG-16-BN experiments.Configs, identical except for the
     optimiser, its learning rates, weight decay and iterate averaging (``val_every``: validate
     every k epochs and the last)."""
-    from .experiments import Config
+    from ..experiments import Config
 
     common = dict(model="vgg16bn", dataset=dataset, train_per_class=train_per_class, image_size=image_size,
                   pad_to=pad_to, model_options=model_options, epochs=epochs, batch_size=batch_size,
@@ -75,13 +77,13 @@ def check_adaptive_parameters(**parameters: Any) -> None:
     AdaptiveChapter(**parameters)
 
 
-@dataclass(frozen=True)
-class AdaptiveChapter:
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveChapter(ChapterParameters):
     """The adaptive-optimisation chapter's parameters (its parameters cell, by keyword); construction
     checks them all (ValueError naming the chapter's parameter). ``val_every``: validate every k
     epochs (and the last); ``workers``: training processes; ``sgd_decay_exponent`` /
     ``gadam_decay_exponent``: when given, that optimiser's weight decay is the one whose decay
-    exponent E over this run is this value (``weight_decay.weight_decays_for_exponents``), in place
+    exponent E over this run is this value (``flatbook.decay.weight_decays_for_exponents``), in place
     of ``sgd_weight_decay`` / ``gadam_weight_decay``. Every step the notebook shows (training over
     seeds, the regime facts, the figures, the table and the claims) is a method."""
 
@@ -113,29 +115,20 @@ class AdaptiveChapter:
     _configs: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from .checks import positive_int
-        from .experiments import ConfigError
-        from .seeds import check_seeds
+        from .. import checks
+        from ..experiments import ConfigError
 
-        seed = check_seeds(self.seeds)[0]
-        if self.results_dir is not None and not isinstance(self.results_dir, str):
-            raise ValueError(f"results_dir must be null or a path, got {self.results_dir!r}")
-        positive_int("workers", self.workers)
-        positive_int("val_every", self.val_every)
-        if not (isinstance(self.averaging_start, int) and not isinstance(self.averaging_start, bool)
-                and self.averaging_start >= 1):
-            raise ValueError(f"averaging_start must be an integer >= 1 (the first averaged epoch), "
-                             f"got {self.averaging_start!r}")
+        seed = checks.seed_list(self.seeds)[0]
+        checks.results_dir(self.results_dir)
+        checks.positive_int("workers", self.workers)
+        checks.positive_int("val_every", self.val_every)
+        checks.positive_int("averaging_start (the first averaged epoch)", self.averaging_start)
         for name in ("sgd_decay_exponent", "gadam_decay_exponent"):
-            e = getattr(self, name)
-            if e is not None and (isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e)
-                                  or e <= 0):
-                raise ValueError(f"{name} must be null or a finite number > 0, got {e!r}")
-        sgd, gadam = chapter_configs(self.dataset, self.train_per_class, self.image_size, self.pad_to,
-                                     self.model_options, self.epochs, self.batch_size, self.sgd_lr, self.sgd_momentum,
-                                     self.sgd_weight_decay, self.gadam_lr, self.gadam_weight_decay,
-                                     self.averaging_start, self.gadam_lr_averaging, self.lanczos_steps, self.probes,
-                                     self.hessian_samples, self.bn_mode, self.val_size, seed, val_every=self.val_every)
+            checks.finite_number(name, getattr(self, name), minimum=0, strict=True, allow_none=True)
+        names = ("dataset", "train_per_class", "image_size", "pad_to", "model_options", "epochs", "batch_size",
+                 "sgd_lr", "sgd_momentum", "sgd_weight_decay", "gadam_lr", "gadam_weight_decay", "averaging_start",
+                 "gadam_lr_averaging", "lanczos_steps", "probes", "hessian_samples", "bn_mode", "val_size", "val_every")
+        sgd, gadam = chapter_configs(seed=seed, **{n: getattr(self, n) for n in names})
         renames = ({"lr": "sgd_lr", "momentum": "sgd_momentum", "weight_decay": "sgd_weight_decay"},
                    {"lr": "gadam_lr", "weight_decay": "gadam_weight_decay", "lr_averaging": "gadam_lr_averaging"})
         for config, rename in zip((sgd, gadam), renames):
@@ -146,7 +139,7 @@ class AdaptiveChapter:
                 for config_field, parameter in rename.items():
                     message = message.replace(f"config field {config_field!r}", f"parameter {parameter!r}")
                 raise ValueError(message) from None
-        from .weight_decay import weight_decays_for_exponents
+        from ..decay import weight_decays_for_exponents
 
         if self.sgd_decay_exponent is not None:
             sgd = sgd.replace(weight_decay=weight_decays_for_exponents(sgd, [self.sgd_decay_exponent])[0])
@@ -191,7 +184,8 @@ class AdaptiveChapter:
         beside the paper's, the lowest training accuracy and the final losses, the validation images
         and binomial SE, the weight norm's change over the last 20% of epochs, Gadam's averaged
         iterates, and where the models came from and what they cost."""
-        from .weight_decay import run_facts, weight_norm_change
+        from ..decay import weight_norm_change
+        from .weight_decay import run_facts
 
         table = seed_comparison(sgd, gadam)
         paper = paper_exponents(self.dataset) if self.dataset in PAPER_SETTINGS else paper_exponents()
@@ -229,9 +223,9 @@ def comparison_table(sgd: Any, gadam: Any):
     standard error of the validation accuracy."""
     import pandas as pd
 
-    from .scale_aware import _group_key
+    from .scale_aware import group_key
 
-    if _group_key(sgd.config) != _group_key(gadam.config):
+    if group_key(sgd.config) != group_key(gadam.config):
         raise ValueError("the two results must differ only in the optimiser and its settings (same model, "
                          "model options, data and spectrum settings)")
     rows = []
@@ -264,20 +258,21 @@ def run_seeds(sgd_config: Any, gadam_config: Any, seeds: list[int], results_dir:
     """(SGD results, Gadam results), one per seed (training and probe seed = the seed), from the
     cache where present, the uncached ones shared out among ``workers`` processes. Both optimisers
     of one seed start from the same initial weights."""
-    from .experiments import run_many
-    from .seeds import check_seeds, seeded
+    from ..experiments import run_many
+    from ..checks import seed_list
+    from ..seeds import seeded
 
-    seeds = check_seeds(seeds)
-    out = run_many([seeded(c, s) for c in (sgd_config, gadam_config) for s in seeds], results_dir=results_dir,
+    seeds = seed_list(seeds)
+    out = run_many([seeded(c, seed=s) for c in (sgd_config, gadam_config) for s in seeds], results_dir=results_dir,
                    workers=workers)
     return out[:len(seeds)], out[len(seeds):]
 
 
 def paper_exponents(dataset: str = "cifar100") -> dict[str, float]:
-    """The decay exponent E of each optimiser in the paper's own run (``weight_decay.decay_exponent`` of
+    """The decay exponent E of each optimiser in the paper's own run (``flatbook.decay.decay_exponent`` of
     ``experiments.paper_config("vgg16bn", ...)`` with the paper's Section 5 settings)."""
-    from .experiments import paper_config
-    from .weight_decay import decay_exponent
+    from ..experiments import paper_config
+    from ..decay import decay_exponent
 
     if dataset not in PAPER_SETTINGS:
         raise ValueError(f"the paper's Section 5 datasets are {sorted(PAPER_SETTINGS)}, got {dataset!r}")
@@ -295,7 +290,7 @@ def seed_comparison(sgd: list, gadam: list):
     import numpy as np
     import pandas as pd
 
-    from .weight_decay import decay_exponent
+    from ..decay import decay_exponent
 
     for a, b in zip(sgd, gadam):
         comparison_table(a, b)  # the checks: same model, data, seed and spectrum settings
@@ -332,9 +327,9 @@ def claims(sgd: list, gadam: list) -> list[Any]:
     Regime (all but the weight claim, which needs only seeds): each optimiser's decay exponent E >= 1
     (the paper's E beside it), at least 2 seeds, every run interpolating (training accuracy >= 99%)
     and validation accuracies resolved (at least 4,000 validation images)."""
-    from . import claims as cl
-    from . import stats
-    from .seeds import paired_correct, paired_values
+    from .. import claims as cl
+    from .. import stats
+    from ..seeds import paired_correct, paired_values
 
     results = list(sgd) + list(gadam)
     if not sgd or not gadam:

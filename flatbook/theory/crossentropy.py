@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from ..checks import integer
+
 __all__ = ["cross_entropy_per_sample", "logit_derivatives", "chain_rule_split", "logreg_kron_hessian",
            "separable_example", "ScalingLimits", "scaling_limits", "relu_net_example", "RATE_SYMBOL"]
 
@@ -40,8 +42,7 @@ def _softmax(z: sp.Matrix) -> sp.Matrix:
 
 def cross_entropy_per_sample(num_classes: int, correct: int = 0) -> tuple[sp.Matrix, sp.Expr]:
     """(logit symbols z, the loss log(1 + sum_{k != c} exp(z_k - z_c))) for ``num_classes``."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    integer("num_classes", num_classes, 2)
     if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct < num_classes:
         raise ValueError(f"correct must be a class index in [0, {num_classes}), got {correct!r}")
     z = sp.Matrix(sp.symbols(f"z_1:{num_classes + 1}", real=True))
@@ -106,10 +107,8 @@ def chain_rule_split(f: sp.Matrix, w: list[sp.Symbol], correct: int = 0) -> dict
 def logreg_kron_hessian(num_classes: int, num_features: int, correct: int = 0) -> dict[str, sp.Matrix | bool]:
     """Logistic regression on one sample x (symbols): the Hessian of the loss with respect to the
     class-by-class flattened [W b], directly and as (diag p - p p^T) kron (x~ x~^T)."""
-    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-        raise ValueError(f"num_features must be an integer >= 1, got {num_features!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    integer("num_features", num_features, 1)
+    integer("num_classes", num_classes, 2)
     x = sp.Matrix(sp.symbols(f"x_1:{num_features + 1}", real=True))
     xt = x.col_join(sp.Matrix([1]))
     Wt = sp.Matrix(num_classes, num_features + 1,

@@ -35,7 +35,10 @@ from typing import Sequence
 import numpy as np
 import sympy as sp
 
+from ..checks import integer
+
 __all__ = [
+    "check_depth",
     "GedankenDerivation",
     "derive_gedanken",
     "closed_form_hessian",
@@ -54,16 +57,14 @@ __all__ = [
     "PathLimits",
     "unbalanced_path",
     "path_limits",
-    "check_gedanken_parameters",
     "resolve_point",
     "resolve_directions",
 ]
 
 
-def _check_depth(depth: int) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 2:
-        raise ValueError(f"depth must be an integer >= 2 (one weight per layer), got {depth!r}")
-    return int(depth)
+def check_depth(depth: int) -> int:
+    """``depth`` (the deep linear model's number of layers) as an int >= 2, else ValueError."""
+    return integer("depth", depth, 2, why="one weight per layer")
 
 
 def _exact(value: float | int | sp.Expr) -> sp.Expr:
@@ -140,7 +141,7 @@ class GedankenDerivation:
 
 def derive_gedanken(depth: int = 3) -> GedankenDerivation:
     """Differentiate ``exp(X w_1 ... w_n)`` twice with SymPy (the reference derivation)."""
-    depth = _check_depth(depth)
+    depth = check_depth(depth)
     weights = sp.symbols(f"w_1:{depth + 1}", real=True)
     X = sp.Symbol("X", real=True)
     loss = sp.exp(X * sp.Mul(*weights))
@@ -219,7 +220,7 @@ def default_directions(depth: int, X: float = 1.0) -> list[list[float]]:
     Balanced (all magnitudes 1), mildly unbalanced and strongly unbalanced; the last weight
     carries the sign that makes ``X prod(d)`` negative.
     """
-    depth = _check_depth(depth)
+    depth = check_depth(depth)
     if isinstance(X, (bool, np.bool_)) or not isinstance(X, (int, float, np.integer, np.floating)) \
             or not np.isfinite(X) or X == 0:
         raise ValueError(f"X must be a non-zero finite number (X = 0 makes the loss 1 everywhere), got {X!r}")
@@ -246,7 +247,7 @@ def scale_grid(scale_min: float, scale_max: float, num: int) -> np.ndarray:
 def default_counterexample_point(depth: int) -> list[float]:
     """``(2, 1.5, -1)`` for depth 3 (PAPER.md's counter-example), padded with 1s for deeper models;
     ``(2, -1.5)`` for depth 2 (keeping ``prod w < 0``, a point of low loss for ``X > 0``)."""
-    depth = _check_depth(depth)
+    depth = check_depth(depth)
     base = [2.0, 1.5, -1.0]
     if depth >= 3:
         return base + [1.0] * (depth - 3)
@@ -378,7 +379,7 @@ def unbalanced_path(depth: int, X: float, t: sp.Symbol) -> tuple[sp.Expr, ...]:
     """``w(t) = (e^(t^2), -sign(X) t e^(-t^2), 1, ..., 1)``: ``X prod w = -|X| t``, so the loss
     ``e^(-|X| t)`` -> 0, while ``w_1`` grows much faster than the loss decays: the Hessian's
     entry ``X^2 P_2^2 L >= X^2 e^(2 t^2 - |X| t)`` blows up."""
-    depth = _check_depth(depth)
+    depth = check_depth(depth)
     if X == 0:
         raise ValueError("X must be non-zero")
     sign = 1 if X > 0 else -1
@@ -392,33 +393,6 @@ def path_limits(derivation: GedankenDerivation, path: Sequence[sp.Expr], X: floa
     Xv = _exact(X)
     loss_t, trace_t, frob_t, l_lim, t_lim, f_lim = _limits_along(derivation, list(path), Xv, t)
     return PathLimits(tuple(path), Xv, t, loss_t, trace_t, frob_t, l_lim, t_lim, f_lim)
-
-
-def check_gedanken_parameters(
-    depth: int,
-    X: float,
-    counterexample_point: Sequence[float] | None,
-    directions: Sequence[Sequence[float]] | None,
-    scale_min: float,
-    scale_max: float,
-    num_scales: int,
-    verify_depths_up_to: int,
-) -> None:
-    """Every parameter of the Gedanken chapter, checked together (raises ValueError).
-
-    The chapter calls it in its first cell and ``python -m flatbook run`` calls it before it
-    starts a kernel.
-    """
-    _check_depth(depth)
-    if isinstance(X, bool) or not isinstance(X, (int, float)) or not np.isfinite(X) or X == 0:
-        raise ValueError(f"X must be a non-zero finite number (X = 0 makes the loss 1 everywhere), got {X!r}")
-    resolve_point(counterexample_point, depth)
-    resolve_directions(directions, depth, X)
-    scale_grid(scale_min, scale_max, num_scales)
-    if isinstance(verify_depths_up_to, bool) or not isinstance(verify_depths_up_to, int) \
-            or not 2 <= verify_depths_up_to <= 8:
-        raise ValueError(f"verify_depths_up_to must be an integer from 2 to 8 (SymPy time grows fast), "
-                         f"got {verify_depths_up_to!r}")
 
 
 @dataclass(frozen=True)

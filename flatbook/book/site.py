@@ -22,7 +22,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .chapters import chapters, repo_root, toc_files
+from .registry import chapters, repo_root, toc_files
 
 __all__ = ["BuildFailed", "MissingExecutedNotebook", "mathjax_source", "stage_book", "build_html", "external_resources"]
 

@@ -9,25 +9,10 @@ tensor t) and H the Hessian of the mean training loss over them:
   that all feed BatchNorm (scale-invariant: H(c w) = H(w) / c^2); a ReLU network without
   BatchNorm changes its function under such a rescaling, and per-layer rescalings change the
   measure.
-* **layer-normalised** (``LayerNormalizedOperator``): the operator D H D with
-  D = diag(||w_t|| I_t), the Hessian in the coordinates u_t = w_t / ||w_t||. If a
-  reparameterisation multiplies every tensor t by a scalar c_t > 0 and leaves the function (so
-  the loss) unchanged, the Hessian at the new point is C^-1 H C^-1 with C = diag(c_t I_t) and
-  the new D is C D, so D H D is *the same matrix*: its lambda_1, trace
-  (= sum_t ||w_t||^2 Tr(H_tt)) and Frobenius norm are invariant. That covers Dinh et al.'s
-  layer rescaling of a ReLU network (weights x alpha_l, biases x prod_{k<=l} alpha_k, with
-  prod alpha_l = 1) and a weight followed by BatchNorm, which the loss does not see scaled.
-  A tensor of norm 0 (a bias at its initial value) contributes nothing.
-* **relative flatness** (Petzka et al., 2021, Definition 3 with the trace):
-  kappa(W) = sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}) for the weight matrix W (rows w_s, one per
-  output unit s) of one linear layer, H_{s,s'} the Hessian block of rows s and s'. With G = W W^T
-  and the rows laid out one after the other (PyTorch's layout), kappa = Tr((G kron I) H_W),
-  computed exactly from the dense Hessian block of that layer, or estimated by Hutchinson's
-  method for a large layer. Invariant when the layer's
-  weights are multiplied by c and the function is not changed (G -> c^2 G, H_W -> H_W / c^2),
-  and under the neuron-wise rescalings Petzka et al. discuss for the penultimate layer's
-  features. The paper applies it to the last layer (the classifier of the penultimate
-  features), as ``relative_flatness`` does by default.
+* **layer-normalised**: lambda_1 and trace of D H D, D = diag(||w_t||) per tensor
+  (``flatbook.scale_measures.LayerNormalizedOperator``, where the invariance is derived);
+* **relative flatness** (Petzka et al., 2021) of the last linear layer
+  (``flatbook.scale_measures.relative_flatness``).
 
 ``measures_table(results)`` computes all of them for cached experiments.Results (``remeasure``
 stores each measurement beside the weights); ``group_results`` puts results that differ only in
@@ -39,14 +24,14 @@ measure that "works" has tau < 0 (flatter, better); tau > 0 makes it a false fri
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-__all__ = ["LayerNormalizedOperator", "relative_flatness", "last_linear_layer", "tensor_norms", "MEASURES",
-           "group_results", "measures_table", "rank_correlations", "resolved_groups", "check_scale_aware_parameters",
+from .base import ChapterParameters
+
+__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "group_results", "measures_table", "rank_correlations", "resolved_groups", "check_scale_aware_parameters",
            "claims", "resolved_group_summary", "invariance_claims"]
 
 # the measures of ``measures_table``, with how they are computed
@@ -65,116 +50,41 @@ TREATMENT_FIELDS = ("weight_decay", "optimizer", "lr", "momentum", "averaging_st
                     "lr_ratio")
 
 
-def tensor_norms(model: nn.Module, names: list[str]) -> dict[str, float]:
-    """||w_t||_2 (float64) of the named parameter tensors of ``model``."""
-    params = dict(model.named_parameters())
-    unknown = [n for n in names if n not in params]
-    if unknown:
-        raise ValueError(f"not parameters of the model: {unknown}")
-    return {n: float(params[n].detach().double().norm()) for n in names}
+@dataclass(frozen=True, kw_only=True)
+class ScaleAwareParameters(ChapterParameters):
+    """The scale-aware chapter's parameters, by the names of its parameters cell; construction
+    checks them all (ValueError naming one)."""
+
+    lanczos_steps: int | None
+    probes: int
+    min_runs: int
+    models: list | None
+    results_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        from .. import checks
+        from ..models import NAMES
+
+        if self.lanczos_steps is not None:
+            checks.positive_int("lanczos_steps", self.lanczos_steps)
+        checks.positive_int("probes", self.probes)
+        if checks.positive_int("min_runs", self.min_runs) < 2:
+            raise ValueError(f"min_runs must be at least 2 (a rank correlation needs two runs), got {self.min_runs}")
+        models = self.models
+        if models is not None:
+            if not isinstance(models, (list, tuple)) or not models or any(m not in NAMES for m in models):
+                raise ValueError(f"models must be null or a non-empty list of {NAMES}, got {models!r}")
+        checks.results_dir(self.results_dir)
 
 
-class LayerNormalizedOperator:
-    """v -> D H D v for a ``curvature.HessianOperator`` H over parameter tensors t, with
-    D = diag(||w_t|| I_t) from the weights at construction (see the module docstring: every
-    spectral quantity of D H D is invariant to function-preserving per-tensor rescalings)."""
-
-    def __init__(self, hessian: Any, model: nn.Module):
-        names = list(getattr(hessian, "param_names", []))
-        numels = list(getattr(hessian, "numels", []))
-        if not names or len(names) != len(numels):
-            raise ValueError("LayerNormalizedOperator needs a flatbook HessianOperator (param_names, numels)")
-        self.hessian = hessian
-        self.norms = tensor_norms(model, names)
-        self.scale = torch.cat([torch.full((k,), self.norms[n], dtype=torch.float64) for n, k in zip(names, numels)])
-        self.num_params = hessian.num_params
-        self.device = hessian.device
-        self.settings: dict[str, Any] = {**dict(getattr(hessian, "settings", {}) or {}),
-                                         "operator": "layer-normalised Hessian D H D, D = diag(||w_t||)"}
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        d = self.scale.to(V.device, V.dtype)[:, None]
-        return d * self.hessian.matmat(d * V)
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return self.matmat(v[:, None])[:, 0]
+def check_scale_aware_parameters(**parameters: Any) -> None:
+    """Every parameter of the scale-aware chapter, by keyword: ``ScaleAwareParameters(**parameters)``."""
+    ScaleAwareParameters(**parameters)
 
 
-def last_linear_layer(model: nn.Module) -> str:
-    """The parameter name of the weight of the model's last ``nn.Linear`` (or 1x1-kernel
-    ``nn.Conv2d`` acting as the classifier, as in All-CNN-C), in module order."""
-    name = None
-    for module_name, m in model.named_modules():
-        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)):
-            name = f"{module_name}.weight" if module_name else "weight"
-    if name is None:
-        raise ValueError("the model has no nn.Linear (or 1x1 convolution) layer")
-    return name
-
-
-def relative_flatness(model: nn.Module, loss_fn: Callable, data: Any, *, layer: str | None = None,
-                      batch_size: int | None = None, bn_mode: str = "train", dense_up_to: int = 4096,
-                      probes: int = 100, seed: int = 0) -> float:
-    """Petzka et al.'s relative flatness kappa_Tr of the weight matrix ``layer`` (a parameter name;
-    default the last linear layer's weight): sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}) = Tr((G kron I) H_W),
-    G = W W^T, H_W the Hessian block of that layer of the mean loss over ``data`` (see
-    ``curvature.HessianOperator`` for ``data``, ``batch_size``, ``bn_mode``). A 1x1 convolution's
-    kernel is its (out, in) matrix.
-
-    Exact (float64) from the dense block when the layer has at most ``dense_up_to`` weights;
-    otherwise Hutchinson's estimate with ``probes`` Rademacher vectors z (seeded):
-    mean_z z^T (G kron I) H_W z, whose expectation is the trace (one pass over the data for all
-    probes). The products only differentiate through the layer, so they are cheap."""
-    from .checks import positive_int
-    from .curvature import HessianOperator, dense_hessian
-
-    layer = last_linear_layer(model) if layer is None else layer
-    params = dict(model.named_parameters())
-    if layer not in params:
-        raise ValueError(f"layer {layer!r} is not a parameter of the model; names are {list(params)}")
-    positive_int("probes", probes)
-    W = params[layer].detach().double()
-    if W.ndim == 4 and W.shape[2:] == (1, 1):
-        W = W[:, :, 0, 0]
-    if W.ndim != 2:
-        raise ValueError(f"layer {layer!r} has shape {tuple(params[layer].shape)}: relative flatness needs a "
-                         "weight matrix (a linear layer or a 1x1 convolution)")
-    m, d = W.shape
-    G = (W @ W.T).cpu()
-    if m * d <= dense_up_to:
-        H = dense_hessian(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode, params=[layer],
-                          max_params=dense_up_to, block=m * d)  # all columns in one pass over the data
-        # H indexed ((s, j), (s', j')) row-major; Tr(H_{s,s'}) = sum_j H[(s, j), (s', j)]
-        block_traces = H.reshape(m, d, m, d).diagonal(dim1=1, dim2=3).sum(-1)  # (m, m)
-        return float((G * block_traces).sum())
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, bn_mode=bn_mode, params=[layer])
-    g = torch.Generator().manual_seed(seed)
-    Z = torch.randint(0, 2, (m * d, probes), generator=g).double() * 2 - 1
-    HZ = op.matmat(Z).cpu()
-    # z^T (G kron I) u for u = H z: with U, Z as (m, d) matrices, sum(Z * (G @ U))
-    values = [(Z[:, k].reshape(m, d) * (G @ HZ[:, k].reshape(m, d))).sum() for k in range(probes)]
-    return float(torch.stack(values).mean())
-
-
-def check_scale_aware_parameters(lanczos_steps: int | None, probes: int, min_runs: int, models: list[str] | None,
-                                 results_dir: str | None) -> None:
-    """Every parameter of the scale-aware chapter (ValueError naming it)."""
-    from .checks import positive_int
-    from .models import NAMES
-
-    if lanczos_steps is not None:
-        positive_int("lanczos_steps", lanczos_steps)
-    positive_int("probes", probes)
-    if positive_int("min_runs", min_runs) < 2:
-        raise ValueError(f"min_runs must be at least 2 (a rank correlation needs two runs), got {min_runs}")
-    if models is not None:
-        if not isinstance(models, (list, tuple)) or not models or any(m not in NAMES for m in models):
-            raise ValueError(f"models must be null or a non-empty list of {NAMES}, got {models!r}")
-    if results_dir is not None and not isinstance(results_dir, str):
-        raise ValueError(f"results_dir must be null or a path, got {results_dir!r}")
-
-
-def _group_key(config: Any) -> str:
+def group_key(config: Any) -> str:
+    """The config without its treatment fields (``TREATMENT_FIELDS``), as canonical JSON: runs with the
+    same key differ only in the treatment."""
     import json
 
     d = {k: v for k, v in config.to_dict().items() if k not in TREATMENT_FIELDS}
@@ -199,7 +109,7 @@ def group_results(results: list[Any], min_runs: int = 2, models: list[str] | Non
     for r in results:
         if r.spectrum is None or (models is not None and r.config.model not in models):
             continue
-        groups.setdefault(_group_key(r.config), []).append(r)
+        groups.setdefault(group_key(r.config), []).append(r)
     out: dict[str, list[Any]] = {}
     for members in groups.values():
         if len(members) < min_runs:
@@ -223,7 +133,7 @@ def measures_table(groups: dict[str, list[Any]], *, lanczos_steps: int | None = 
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from . import remeasure
+    from .. import remeasure
 
     members = [(label, r) for label, rs in groups.items() for r in rs]
     rows = []
@@ -248,7 +158,7 @@ def rank_correlations(table):
     group's accuracies or a measure's values are all tied)."""
     import pandas as pd
 
-    from .weight_decay import kendall_tau
+    from ..stats import kendall_tau
 
     out = {}
     for label, g in table.groupby("group", sort=False):
@@ -278,8 +188,8 @@ def claims(table, *, seed: int = 0) -> list[Any]:
     probability at most 2.5% each, whatever the number of groups. "contradicted" means the measure
     works here (flatter goes with better). "untestable" when no arrangement of these groups could
     reach p < 0.05 (too few or too small groups)."""
-    from . import claims as cl
-    from . import stats
+    from .. import claims as cl
+    from .. import stats
 
     out = []
     for m, description in MEASURES.items():
@@ -296,7 +206,7 @@ def resolved_group_summary(table, measures: tuple[str, ...] = ("lambda_max", "no
     """One sentence per group whose accuracies are resolved beyond noise (``resolved_groups``): the
     within-group Kendall tau of each of ``measures`` with the validation accuracy, with its exact
     permutation p-value, and what that says (false friend / works / no evidence at 5%)."""
-    from . import stats
+    from .. import stats
 
     resolved = resolved_groups(table, z)
     if not resolved:
@@ -319,7 +229,7 @@ def invariance_claims(invariance) -> list[Any]:
     columns loss, lambda_max, normalized_lambda_max, relative_flatness): the loss, the layer-normalised
     lambda_1 and the relative flatness are unchanged (relative change <= 1e-6: float64 and 30 Lanczos
     steps), while the paper's lambda_1 changes by more than 1% (the non-invariance the chapter is about)."""
-    from . import claims as cl
+    from .. import claims as cl
 
     change = invariance.loc["Dinh x10"] / invariance.loc["trained"]
     out = [cl.exact_claim(f"{q} is unchanged by Dinh's rescaling", abs(float(change[q]) - 1.0), 1e-6,

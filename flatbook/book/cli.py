@@ -1,0 +1,130 @@
+"""Command line: ``python -m flatbook list | run | book | html``.
+
+    python -m flatbook list
+    python -m flatbook run CHAPTER [-p NAME VALUE]... [-y YAML] [--profile ci|laptop|paper] [--output PATH]
+    python -m flatbook book [--profile P] [--chapters NAME ...] [--no-html]
+    python -m flatbook html
+
+Values after ``-p`` are Python literals (``4``, ``1e-3``, ``"[0, 1e-4, 5e-4]"``, ``None``), else
+YAML, else plain strings. ``-y`` takes YAML text or a YAML file of ``name: value`` pairs; ``-p``
+wins over ``-y``, and both win over the profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from .parameters import ParameterError, format_parameters, load_yaml, parse_value
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .registry import profile_names
+
+    try:
+        profiles = profile_names()
+    except FileNotFoundError:
+        profiles = ["ci", "laptop", "paper"]
+    p = argparse.ArgumentParser(prog="python -m flatbook", description="Run the chapters of the flatbook book.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list the chapters with their parameters and profile overrides")
+
+    run = sub.add_parser("run", help="execute one chapter with papermill")
+    run.add_argument("chapter")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    run.add_argument("-y", "--yaml", action="append", default=[], metavar="YAML",
+                     help="YAML text or file of name: value pairs")
+    run.add_argument("--profile", default="paper", choices=profiles,
+                     help="parameter overrides from book/profiles/<profile>.yaml; 'paper' = notebook defaults")
+    run.add_argument("--output", default=None, help="executed notebook path (default _build/executed/CHAPTER.ipynb)")
+    run.add_argument("--log-output", action="store_true", help="echo the notebook's output while it runs")
+
+    book = sub.add_parser("book", help="execute every chapter at a profile, then build the HTML book")
+    book.add_argument("--profile", default="laptop", choices=profiles)
+    book.add_argument("--chapters", nargs="+", default=None, metavar="NAME")
+    book.add_argument("--no-html", action="store_true", help="execute only; do not run jupyter-book")
+
+    sub.add_parser("html", help="build the HTML book from the notebooks already in _build/executed")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    overrides: dict = {}
+    for text in args.yaml:
+        data = load_yaml(text)
+        if not isinstance(data, dict):
+            raise ParameterError(f"-y must give a mapping of name: value, got {data!r}")
+        overrides.update(data)
+    for name, value in args.parameter:
+        overrides[name] = parse_value(value)
+    return overrides
+
+
+def _cmd_list() -> int:
+    from .registry import chapters, load_profile, profile_names
+
+    profiles = [load_profile(n) for n in profile_names()]
+    for ch in chapters():
+        print(f"{ch.name}: {ch.title}  ({ch.path})")
+        print(format_parameters(ch.parameters))
+        for prof in profiles:
+            if prof.name != "paper":
+                print(f"  profile {prof.name}: {prof.overrides.get(ch.name, 'MISSING')}")
+        print()
+    print("profiles: " + ", ".join(f"{p.name} ({p.description})" for p in profiles))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return _cmd_list()
+        if args.command == "run":
+            from .runner import run_chapter
+
+            rep = run_chapter(args.chapter, profile=args.profile, overrides=_overrides(args), output=args.output,
+                              log_output=args.log_output)
+            print(f"{rep.chapter}: executed in {rep.wall_seconds:.1f} s at profile {rep.profile!r} -> {rep.output}")
+            return 0
+        if args.command == "book":
+            from .runner import run_book
+
+            t0 = time.perf_counter()
+            reports, failures = run_book(args.profile, args.chapters)
+            if failures:
+                print(f"\n{len(failures)} chapter(s) failed:", file=sys.stderr)
+                for f in failures:
+                    print(f"  - {f}", file=sys.stderr)
+                print("HTML not built: fix the failures and run again (or `python -m flatbook html`).", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"executed {len(reports)} chapter(s) in {time.perf_counter() - t0:.1f} s")
+            if not args.no_html:
+                from .site import build_html
+
+                build_html()
+            return 0
+        if args.command == "html":
+            from .site import build_html
+
+            build_html()
+            return 0
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a failed chapter or build: one clear message, non-zero exit
+        from .runner import ChapterFailed
+        from .site import BuildFailed, MissingExecutedNotebook
+
+        if isinstance(exc, (ChapterFailed, BuildFailed, MissingExecutedNotebook)):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+    return EXIT_USAGE
+
