@@ -156,6 +156,9 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 
 
 def _is_int(v: Any) -> bool:
+    """A Config field's integer: a plain int only (not a numpy integer, unlike ``flatbook.checks``),
+    because a Config is stored and hashed as JSON, which numpy integers are not; the bad field is
+    then a ConfigError naming it."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
