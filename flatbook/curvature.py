@@ -145,6 +145,14 @@ class HessianOperator:
     block_strategy: how ``matmat`` handles k > 1 columns with double backward: ``"vmap"``
         (batched backward passes), ``"loop"`` (one backward per column, reusing the batch's
         first-order graph) or ``"auto"`` (loop for models with convolutions, else vmap).
+    process_group: None (one process), or a ``torch.distributed`` process group whose ranks
+        all construct this operator with the same model weights and data: the fixed batches are
+        shared out round-robin (batch b on rank b mod world size), each rank sums its batches'
+        weighted products in float64, and one all-reduce (SUM, float64) gives every rank the
+        whole product. The batches are the single-process ones, so the operator is the same
+        (a train-mode BatchNorm batch keeps its own statistics) up to the order of the float64
+        sum; Lanczos and SLQ with the same seed then run identically on every rank and only
+        the products cross the network.
 
     The operator reads the weights at each product: update the model in place (optimiser
     steps, ``load_state_dict``) or even replace a parameter tensor, and the next product uses
@@ -164,6 +172,7 @@ class HessianOperator:
         params: Iterable[str | torch.Tensor] | None = None,
         method: str = "double-backward",
         block_strategy: str = "auto",
+        process_group: Any = None,
     ):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -222,6 +231,9 @@ class HessianOperator:
             raise ValueError(f"bn_mode='train' with a batch of size 1 (batch sizes {sorted(set(self.batch_sizes))}): "
                              "BatchNorm's batch statistics are undefined; choose a batch size that leaves no "
                              "batch of one sample, or bn_mode='eval'")
+        self.process_group, self.rank, self.world_size = _process_group(process_group)
+        if self.process_group is not None:
+            self._check_ranks_agree()
         self._shadow = _shadow_module(model, bn_mode, set(self.param_names))
         self._check_loss()
         self._hvp_block = self._make_block_hvp()
@@ -231,7 +243,7 @@ class HessianOperator:
             "batch_size": int(max(self.batch_sizes)), "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device), "num_params": self.num_params,
             "params": "all" if params is None else list(self.param_names), "method": method,
-            "block_strategy": self.block_strategy,
+            "block_strategy": self.block_strategy, "world_size": self.world_size,
         }
 
     # ------------------------------------------------------------------------------------
@@ -258,8 +270,33 @@ class HessianOperator:
             raise ValueError(f"each batch must be an (x, y) pair, got {type(batch).__name__}")
         return batch[0], batch[1]
 
-    def _batches(self):
-        """One pass over the data, checking that it yields the batches it yielded before."""
+    def _check_ranks_agree(self) -> None:
+        """Every rank of the group must hold the same operator shape and batches (one all-reduce of
+        (P, batches, samples, a checksum of the batch sizes) by MIN and MAX, before any product)."""
+        import torch.distributed as dist
+
+        sizes = torch.tensor(self.batch_sizes, dtype=torch.float64)
+        checksum = float((sizes * torch.arange(1, len(sizes) + 1, dtype=torch.float64)).sum())
+        mine = torch.tensor([self.num_params, len(self.batch_sizes), self.num_samples, checksum], dtype=torch.float64,
+                            device=self._collective_device())
+        low, high = mine.clone(), mine.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN, group=self.process_group)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX, group=self.process_group)
+        if not torch.equal(low, high):
+            raise ValueError(f"the ranks of the process group disagree on the operator (rank {self.rank}: "
+                             f"{self.num_params} parameters, {len(self.batch_sizes)} batches, {self.num_samples} "
+                             "samples): every rank must build it from the same model and the same data")
+
+    def _collective_device(self) -> torch.device:
+        """Where collectives run: the model's CUDA device for NCCL, else the CPU."""
+        import torch.distributed as dist
+
+        backend = str(dist.get_backend(self.process_group))
+        return self.device if backend == "nccl" else torch.device("cpu")
+
+    def _batches(self, mine_only: bool = False):
+        """One pass over the data, checking that it yields the batches it yielded before; with
+        ``mine_only``, only this rank's share (batch b when b mod world size == rank)."""
         count = 0
         for batch in self.data:
             x, y = self._unpack(batch)
@@ -268,6 +305,8 @@ class HessianOperator:
                     "data changed between passes (batch count or sizes differ): the Hessian needs the same "
                     "batches in the same order on every pass (no shuffling, no drop_last randomness)")
             count += 1
+            if mine_only and (count - 1) % self.world_size != self.rank:
+                continue
             if x.device != self.device:
                 x = x.to(self.device, non_blocking=True)
             if y.device != self.device:
@@ -369,11 +408,18 @@ class HessianOperator:
         acc = torch.zeros(k, self.num_params, dtype=torch.float64, device=self.device)
         with warnings.catch_warnings():  # torch's own forward-AD decompositions use torch.jit.script
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-            for x, y in self._batches():
+            for x, y in self._batches(mine_only=True):
                 flat = self._hvp_block(variable, fixed, x, y, tangents)
                 acc.add_(flat, alpha=len(y) / self.num_samples)  # float64 accumulation over batches
         if hasattr(self, "_prepared"):
             self._prepared[:] = [None, None]  # do not hold the tangents between products
+        if self.process_group is not None:  # the other ranks' batches: one float64 all-reduce
+            import torch.distributed as dist
+
+            device = self._collective_device()
+            shared = acc.to(device)
+            dist.all_reduce(shared, op=dist.ReduceOp.SUM, group=self.process_group)
+            acc = shared.to(self.device)
         total = acc.T.contiguous()
         if self.weight_decay:
             total.add_(V.to(device=self.device, dtype=torch.float64), alpha=self.weight_decay)
@@ -391,6 +437,21 @@ class HessianOperator:
     def __repr__(self) -> str:
         return (f"HessianOperator(P={self.num_params}, N={self.num_samples} in {len(self.batch_sizes)} batches, "
                 f"bn_mode={self.bn_mode!r}, weight_decay={self.weight_decay}, dtype={self.dtype}, device={self.device})")
+
+
+def _process_group(group: Any) -> tuple[Any, int, int]:
+    """(group, rank, world size) of a ``torch.distributed`` process group (None: one process)."""
+    if group is None:
+        return None, 0, 1
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("process_group needs torch.distributed initialised in this process "
+                         "(torch.distributed.init_process_group, e.g. under torchrun)")
+    if not isinstance(group, dist.ProcessGroup):
+        raise ValueError(f"process_group must be a torch.distributed ProcessGroup (e.g. "
+                         f"torch.distributed.group.WORLD), got {type(group).__name__}")
+    return group, dist.get_rank(group), dist.get_world_size(group)
 
 
 def dense_hessian(
