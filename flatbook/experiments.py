@@ -62,7 +62,8 @@ from typing import Any
 from . import __version__
 
 __all__ = ["Config", "Result", "run", "sweep", "run_many", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
-           "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS"]
+           "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS",
+           "worker_devices"]
 
 RESULT_FORMAT = 2  # 2: per-image validation correctness (val_correct), Ritz residuals in the spectrum
 MNIST_LIKE_MODELS = ("logreg", "mlp")
@@ -642,10 +643,37 @@ def _measure(c: Config, model, x, y, device, num_params: int, progress: bool):
     return spectrum, time.perf_counter() - t1
 
 
+_WORKER_DEVICE: str | None = None  # the device a run_many worker process was given (one GPU each)
+
+
+def worker_devices(workers: int, device: str | None = None) -> list[str | None]:
+    """The device of each of ``workers`` worker processes of ``run_many``: with several CUDA devices
+    in use (``device`` None or "cuda" on a machine with GPUs), one GPU per worker, round-robin
+    (``cuda:0``, ``cuda:1``, ...: workers = number of GPUs puts one run on each); otherwise (the
+    CPU, or one pinned device such as "cuda:1") ``device`` for every worker."""
+    from .checks import positive_int
+
+    import torch
+
+    workers = positive_int("workers", workers)
+    wants_cuda = device == "cuda" or (device is None and torch.cuda.is_available())
+    count = torch.cuda.device_count() if wants_cuda else 0
+    if count == 0:
+        return [device] * workers
+    return [f"cuda:{i % count}" for i in range(workers)]
+
+
+def _claim_device(devices) -> None:
+    """Worker-process initialiser: take the next device of the shared queue for this process."""
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = devices.get()
+
+
 def _worker(config: dict, results_dir: str, data_root: str | None, device: str | None, threads: int) -> str:
     import torch
 
     torch.set_num_threads(threads)
+    device = _WORKER_DEVICE if _WORKER_DEVICE is not None else device
     r = run(Config.from_dict(config), results_dir=results_dir, data_root=data_root, device=device, progress=False)
     return r.key
 
@@ -671,8 +699,9 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
              data_root: str | Path | None = None, device: str | None = None, progress: bool = True) -> list[Result]:
     """One Result per config (in the given order). Every config is validated before any training.
     Cached results are loaded; with ``workers > 1`` the others run in that many spawned worker
-    processes on the CPU, each with (CPU threads // workers) threads (for small models, whose steps
-    are dominated by single-threaded overhead; on a GPU use workers=1)."""
+    processes, each with (CPU threads // workers) threads: on the CPU for small models, whose
+    steps are dominated by single-threaded overhead; on a machine with N GPUs, workers=N gives
+    each worker its own GPU (``worker_devices``), one run per GPU at a time."""
     from .checks import positive_int
 
     workers = positive_int("workers", workers)
@@ -689,12 +718,17 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
 
         threads = max(1, torch.get_num_threads() // workers)
         ctx = mp.get_context("spawn")  # never fork a process that has run torch ops
+        n_processes = min(workers, len(todo))
+        devices = ctx.Queue()
+        for d in worker_devices(n_processes, device):
+            devices.put(d)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc=f"{configs[0].model}: {len(todo)} runs in {workers} processes", unit="run")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=n_processes, mp_context=ctx, initializer=_claim_device,
+                                 initargs=(devices,)) as pool:
             futures = [pool.submit(_worker, c.to_dict(), str(root), None if data_root is None else str(data_root),
                                    device, threads) for c in todo]
             try:

@@ -430,3 +430,31 @@ def test_hessian_indices_are_all_images_or_a_seeded_sorted_subset():
     assert torch.equal(a, b) and len(a) == 100 and len(set(a.tolist())) == 100
     assert torch.equal(a, a.sort().values) and int(a.max()) < 1000
     assert not torch.equal(a, experiments.hessian_indices(1000, 100, spectrum_seed=2))  # another probe seed, other images
+
+
+def test_worker_devices_put_one_worker_on_each_gpu(monkeypatch):
+    """run_many's worker processes: on the CPU all share the given device; with N GPUs each worker
+    gets its own (round-robin past N); a pinned device is kept."""
+    import queue
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert experiments.worker_devices(2) == [None, None]
+    assert experiments.worker_devices(3, "cpu") == ["cpu"] * 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert experiments.worker_devices(4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert experiments.worker_devices(6, "cuda") == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert experiments.worker_devices(2, "cuda:3") == ["cuda:3", "cuda:3"]  # pinned by the caller
+    assert experiments.worker_devices(2, "cpu") == ["cpu", "cpu"]
+    with pytest.raises(ValueError, match="workers"):
+        experiments.worker_devices(0)
+    # each worker process takes the next device of the shared queue at start-up
+    devices = queue.Queue()
+    for d in ("cuda:0", "cuda:1"):
+        devices.put(d)
+    experiments._claim_device(devices)
+    try:
+        assert experiments._WORKER_DEVICE == "cuda:0"
+    finally:
+        experiments._WORKER_DEVICE = None
