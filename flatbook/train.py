@@ -213,10 +213,6 @@ def _autocast(device: torch.device | str, bf16: bool):
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
 
-def _check_number(name: str, value: Any, *, low: float = 0.0, strict: bool = False, high: float | None = None) -> float:
-    return finite_number(name, value, minimum=low, strict=strict, below=high)
-
-
 def _check_pair(name: str, pair: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, torch.Tensor) for t in pair)):
         raise ValueError(f"{name} must be an (x, y) pair of tensors, got {type(pair).__name__}")
@@ -296,16 +292,16 @@ def fit(
         raise ValueError(f"unknown schedule {schedule!r}; schedules are: {', '.join(SCHEDULES)}")
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
-    lr = _check_number("lr", lr, strict=True)
+    lr = finite_number("lr", lr, minimum=0, strict=True)
     epochs = positive_int("epochs", epochs)
     batch_size = positive_int("batch_size", batch_size)
     if eval_batch_size is not None:
         eval_batch_size = positive_int("eval_batch_size", eval_batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     val_every = positive_int("val_every", val_every)
-    momentum = _check_number("momentum", momentum, high=1.0)
-    weight_decay = _check_number("weight_decay", weight_decay)
-    lr_ratio = _check_number("lr_ratio", lr_ratio, strict=True)
+    momentum = finite_number("momentum", momentum, minimum=0, below=1.0)
+    weight_decay = finite_number("weight_decay", weight_decay, minimum=0)
+    lr_ratio = finite_number("lr_ratio", lr_ratio, minimum=0, strict=True)
     if optimizer == "gadam" and averaging_start is None:
         raise ValueError("optimizer 'gadam' is AdamW with iterate averaging: give averaging_start "
                          "(the first 1-based epoch whose weights are averaged, e.g. 161 of 300)")
@@ -314,7 +310,7 @@ def fit(
         if averaging_start > epochs:
             raise ValueError(f"averaging_start={averaging_start} is after the last epoch (epochs={epochs})")
     if lr_averaging is not None:
-        lr_averaging = _check_number("lr_averaging", lr_averaging, strict=True)
+        lr_averaging = finite_number("lr_averaging", lr_averaging, minimum=0, strict=True)
         if averaging_start is None:
             raise ValueError("lr_averaging is the learning rate of the averaging phase: give averaging_start too")
     if progress not in (True, False, "batches"):

@@ -35,18 +35,18 @@ def test_chapter_configs_are_the_papers_two_recipes():
 
 
 def test_parameters_are_checked_with_the_chapters_names():
-    adaptive.check_adaptive_parameters(results_dir=None, seeds=[0, 1, 2], **CHECKED)
+    adaptive.AdaptiveChapter(results_dir=None, seeds=[0, 1, 2], **CHECKED)
     for change, name in [({"sgd_lr": -0.1}, "sgd_lr"), ({"gadam_lr": 0.0}, "gadam_lr"),
                          ({"sgd_momentum": 1.0}, "sgd_momentum"), ({"gadam_weight_decay": -1.0}, "gadam_weight_decay"),
                          ({"averaging_start": 301}, "averaging_start"), ({"averaging_start": 0}, "averaging_start"),
                          ({"gadam_lr_averaging": -1e-4}, "gadam_lr_averaging"), ({"bn_mode": "x"}, "bn_mode"),
                          ({"dataset": "fashion-mnist"}, "pad_to"), ({"model_options": {"depth": 3}}, "model_options")]:
         with pytest.raises(ValueError, match=name):
-            adaptive.check_adaptive_parameters(results_dir=None, seeds=[0], **{**CHECKED, **change})
+            adaptive.AdaptiveChapter(results_dir=None, seeds=[0], **{**CHECKED, **change})
     with pytest.raises(ValueError, match="results_dir"):
-        adaptive.check_adaptive_parameters(results_dir=5, seeds=[0], **CHECKED)
+        adaptive.AdaptiveChapter(results_dir=5, seeds=[0], **CHECKED)
     with pytest.raises(ValueError, match="seeds"):
-        adaptive.check_adaptive_parameters(results_dir=None, seeds=[0, 0], **CHECKED)
+        adaptive.AdaptiveChapter(results_dir=None, seeds=[0, 0], **CHECKED)
 
 
 def _spectrum(top, probes=1):

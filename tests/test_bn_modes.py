@@ -275,13 +275,13 @@ PAPER = dict(model="wrn28x10", dataset="cifar100", train_per_class=None, image_s
 
 
 def test_parameters_are_checked_and_the_model_needs_batchnorm():
-    bn_modes.check_bn_parameters(**PAPER)
-    bn_modes.check_bn_parameters(**{**PAPER, "model": "vgg16bn", "seeds": [3]})
+    bn_modes.BnModesParameters(**PAPER)
+    bn_modes.BnModesParameters(**{**PAPER, "model": "vgg16bn", "seeds": [3]})
     with pytest.raises(ValueError, match="no BatchNorm"):
-        bn_modes.check_bn_parameters(**{**PAPER, "model": "allcnnc"})
+        bn_modes.BnModesParameters(**{**PAPER, "model": "allcnnc"})
     for change, name in [({"model": "mlp"}, "model"), ({"weight_decays": [0.0]}, "weight_decays"),
                          ({"dataset": "fashion-mnist"}, "pad_to"), ({"results_dir": 1}, "results_dir"),
                          ({"model_options": {"depth": 12}}, "model_options"), ({"seeds": []}, "seeds"),
                          ({"seeds": [0, 0]}, "seeds"), ({"seeds": [-1]}, "seeds"), ({"seeds": 0}, "seeds")]:
         with pytest.raises(ValueError, match=name):
-            bn_modes.check_bn_parameters(**{**PAPER, **change})
+            bn_modes.BnModesParameters(**{**PAPER, **change})

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from flatbook import dense_hessian, models
-from flatbook.chapters.lanczos_checks import (GhostEffect, check_lanczos_parameters, estimator_grid, exact_measures, ghost_count,
+from flatbook.chapters.lanczos_checks import (GhostEffect, LanczosParameters, estimator_grid, exact_measures, ghost_count,
                                      ghost_effect, lanczos_claims, one_probe_spread, quadrature_identity, ritz_history,
                                      smoothed_density_distance, steps_to_converge, summarise_grid)
 from flatbook.spectrum import DiagonalOperator, MatrixOperator, start_vectors, check_operator, lanczos, slq
@@ -282,7 +282,7 @@ def test_matrix_operator_rejects_other_dtypes_and_shapes():
     assert MatrixOperator(np.eye(3, dtype=np.float32)).A.dtype == torch.float64
 
 
-# --- check_lanczos_parameters -------------------------------------------------------------------
+# --- LanczosParameters -------------------------------------------------------------------
 
 GOOD = dict(dataset="mnist", image_size=None, train_per_class=None, epochs=1, lr=0.01, mlp_hidden=[10, 100],
             logreg_samples=100, mlp_samples=100, steps=50, steps_grid=[5, 10], probes_grid=[1, 4], repeats=3,
@@ -290,8 +290,8 @@ GOOD = dict(dataset="mnist", image_size=None, train_per_class=None, epochs=1, lr
 
 
 def test_check_lanczos_parameters_accepts_good_values():
-    check_lanczos_parameters(**GOOD)
-    check_lanczos_parameters(**{**GOOD, "dataset": "fashion-mnist", "image_size": 8, "results_dir": "/tmp/x",
+    LanczosParameters(**GOOD)
+    LanczosParameters(**{**GOOD, "dataset": "fashion-mnist", "image_size": 8, "results_dir": "/tmp/x",
                                 "train_per_class": 10, "steps_grid": (1,), "mlp_hidden": [3]})
 
 
@@ -304,13 +304,13 @@ def test_check_lanczos_parameters_accepts_good_values():
 ])
 def test_check_lanczos_parameters_names_the_bad_one(name, bad):
     with pytest.raises(ValueError, match=name):
-        check_lanczos_parameters(**{**GOOD, name: bad})
+        LanczosParameters(**{**GOOD, name: bad})
 
 
 def test_check_lanczos_parameters_limits_the_mlp_size():
     with pytest.raises(ValueError, match="parameters"):
-        check_lanczos_parameters(**{**GOOD, "mlp_hidden": [100, 100]})  # 784*100 + ... > 20,000
-    check_lanczos_parameters(**{**GOOD, "mlp_hidden": [100, 100], "image_size": 8})  # 64*100 + ... fits
+        LanczosParameters(**{**GOOD, "mlp_hidden": [100, 100]})  # 784*100 + ... > 20,000
+    LanczosParameters(**{**GOOD, "mlp_hidden": [100, 100], "image_size": 8})  # 64*100 + ... fits
 
 
 def test_steps_to_converge_reads_the_history():

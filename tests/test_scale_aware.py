@@ -82,20 +82,20 @@ def test_plot_rank_correlations_and_parameter_checks():
     import pandas as pd
 
     from flatbook.chapters.plots import plot_rank_correlations
-    from flatbook.chapters.scale_aware import check_scale_aware_parameters
+    from flatbook.chapters.scale_aware import ScaleAwareParameters
 
     fig = plot_rank_correlations(pd.DataFrame({"g": [1.0, -1.0, float("nan")]}, index=["a", "b", "c"]))
     assert len(fig.axes) == 2  # the heatmap and its colour bar
     with pytest.raises(ValueError, match="no rank"):
         plot_rank_correlations(pd.DataFrame())
     names = ("lanczos_steps", "probes", "min_runs", "models", "results_dir")
-    check_scale_aware_parameters(**dict(zip(names, (None, 1, 2, None, None))))
-    check_scale_aware_parameters(**dict(zip(names, (10, 2, 3, ["mlp"], "/tmp/x"))))
+    ScaleAwareParameters(**dict(zip(names, (None, 1, 2, None, None))))
+    ScaleAwareParameters(**dict(zip(names, (10, 2, 3, ["mlp"], "/tmp/x"))))
     for args, name in [((0, 1, 2, None, None), "lanczos_steps"), ((None, 0, 2, None, None), "probes"),
                        ((None, 1, 1, None, None), "min_runs"), ((None, 1, 2, ["resnet"], None), "models"),
                        ((None, 1, 2, [], None), "models"), ((None, 1, 2, None, 5), "results_dir")]:
         with pytest.raises(ValueError, match=name):
-            check_scale_aware_parameters(**dict(zip(names, args)))
+            ScaleAwareParameters(**dict(zip(names, args)))
 
 
 def test_false_friend_claims_pool_groups_with_a_stratified_test():

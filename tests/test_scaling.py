@@ -301,7 +301,7 @@ def test_log_grid():
 
 import pandas as pd  # noqa: E402
 
-from flatbook.chapters.theorem import (ROUNDING_LIMIT, check_theorem_parameters, fitted_subset,  # noqa: E402
+from flatbook.chapters.theorem import (ROUNDING_LIMIT, TheoremParameters, fitted_subset,  # noqa: E402
                               monotone_fraction, scaling_verdict)
 
 
@@ -454,8 +454,8 @@ THEOREM_GOOD = dict(dataset="mnist", image_size=None, train_per_class=None, epoc
 
 
 def test_check_theorem_parameters_accepts_good_values():
-    check_theorem_parameters(**THEOREM_GOOD)
-    check_theorem_parameters(**{**THEOREM_GOOD, "dataset": "fashion-mnist", "image_size": 12, "alpha_min": 2,
+    TheoremParameters(**THEOREM_GOOD)
+    TheoremParameters(**{**THEOREM_GOOD, "dataset": "fashion-mnist", "image_size": 12, "alpha_min": 2,
                                 "alpha_max": 2, "mlp_hidden": (5,), "results_dir": "results", "train_per_class": 3})
 
 
@@ -468,9 +468,9 @@ def test_check_theorem_parameters_accepts_good_values():
 ])
 def test_check_theorem_parameters_names_the_bad_one(name, bad):
     with pytest.raises(ValueError, match=name):
-        check_theorem_parameters(**{**THEOREM_GOOD, name: bad})
+        TheoremParameters(**{**THEOREM_GOOD, name: bad})
 
 
 def test_check_theorem_parameters_alpha_order():
     with pytest.raises(ValueError, match="alpha_max .* alpha_min"):
-        check_theorem_parameters(**{**THEOREM_GOOD, "alpha_min": 10.0, "alpha_max": 1.0})
+        TheoremParameters(**{**THEOREM_GOOD, "alpha_min": 10.0, "alpha_max": 1.0})

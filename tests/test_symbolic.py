@@ -619,11 +619,11 @@ def test_unbalanced_path_loss_vanishes_but_hessian_does_not(depth, X):
 
 
 def test_check_gedanken_parameters():
-    from flatbook.chapters.theorem import GedankenParameters, check_gedanken_parameters
+    from flatbook.chapters.theorem import GedankenParameters
 
     ok = dict(depth=3, X=1.0, counterexample_point=None, directions=None, scale_min=0.1, scale_max=3.0,
               num_scales=200, verify_depths_up_to=6)
-    check_gedanken_parameters(**ok)
+    GedankenParameters(**ok)
     assert GedankenParameters.from_namespace({**ok, "unrelated": 1}).depth == 3  # a notebook's globals()
     with pytest.raises(ValueError, match="needs the parameters"):
         GedankenParameters.from_namespace({k: v for k, v in ok.items() if k != "X"})
@@ -641,5 +641,5 @@ def test_check_gedanken_parameters():
         ({"verify_depths_up_to": 9}, "verify_depths_up_to must be an integer from 2 to 8"),
     ):
         with pytest.raises(ValueError) as info:
-            check_gedanken_parameters(**{**ok, **change})
+            GedankenParameters(**{**ok, **change})
         assert message in str(info.value)

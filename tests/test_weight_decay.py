@@ -126,30 +126,30 @@ def test_run_facts_report_the_regime():
 
 
 def test_logreg_chapter_parameters_are_checked_with_the_name():
-    from flatbook.chapters.weight_decay import check_logreg_parameters
+    from flatbook.chapters.weight_decay import LogregParameters
 
     ok = dict(dataset="mnist", train_per_class=None, image_size=None, epochs=1000, lr=0.01, batch_size=128,
               momentum=0.9, weight_decays=[0.0, 1e-4, 5e-4], lanczos_steps=100, probes=1, hessian_samples=None,
               dense_weight_decays=[0.0, 1e-3], exact_samples=5000, workers=1, seeds=[0, 1], results_dir=None)
-    check_logreg_parameters(**ok)
+    LogregParameters(**ok)
     for change, name in [({"weight_decays": [0.0]}, "weight_decays"), ({"weight_decays": [0.0, -1e-4]}, "weight_decays"),
                          ({"dense_weight_decays": [1e-3, 1e-3]}, "dense_weight_decays"),
                          ({"epochs": 0}, "epochs"), ({"dataset": "cifar10"}, "dataset"), ({"workers": 0}, "workers"),
                          ({"lr": -1.0}, "lr"), ({"exact_samples": 0}, "exact_samples"), ({"seeds": []}, "seeds"),
                          ({"seeds": [0, 0]}, "seeds"), ({"seeds": [-1]}, "seeds")]:
         with pytest.raises(ValueError, match=name):
-            check_logreg_parameters(**{**ok, **change})
+            LogregParameters(**{**ok, **change})
 
 
 def test_mlp_chapter_parameters_and_config():
-    from flatbook.chapters.weight_decay import chapter_config, check_mlp_parameters
+    from flatbook.chapters.weight_decay import MlpParameters, chapter_config
 
     ok = dict(dataset="mnist", train_per_class=None, image_size=None, epochs=50, lr=0.01, batch_size=128,
               momentum=0.9, weight_decays=[0.0, 1e-4, 5e-4], lanczos_steps=100, probes=1, hessian_samples=None,
               dense_weight_decays=[0.0, 1e-3], workers=1, seeds=[0], results_dir=None)
-    check_mlp_parameters(**ok)
+    MlpParameters(**ok)
     with pytest.raises(ValueError, match="momentum"):
-        check_mlp_parameters(**{**ok, "momentum": 1.5})
+        MlpParameters(**{**ok, "momentum": 1.5})
     c = chapter_config(model="mlp", dataset="mnist", train_per_class=None, image_size=None, epochs=50, lr=0.01,
                        batch_size=128, momentum=0.9, lanczos_steps=100, probes=1, hessian_samples=None, seed=0).resolved()
     assert (c.model, c.epochs, c.lr, c.weight_decay, c.lanczos_steps, c.probes, c.normalization) == \
@@ -163,12 +163,11 @@ CNN_OK = dict(dataset="cifar100", train_per_class=None, image_size=None, pad_to=
               hessian_samples=None, bn_mode="train", val_size=5000, workers=1, seeds=[0, 1, 2], results_dir=None)
 
 
-@pytest.mark.parametrize("check_name", ["check_allcnnc_parameters", "check_preresnet_parameters",
-                                        "check_wrn_parameters"])
+@pytest.mark.parametrize("check_name", ["AllCnnCChapter", "PreResNetChapter", "WideResNetChapter"])
 def test_cnn_chapter_parameters_are_checked_with_the_name(check_name):
-    import flatbook.chapters.cnn as wd
+    import flatbook.chapters.cnn as cnn
 
-    check = getattr(wd, check_name)
+    check = getattr(cnn, check_name)
     check(**CNN_OK)  # the paper's settings are valid
     check(**{**CNN_OK, "dataset": "fashion-mnist", "image_size": 14, "pad_to": 16, "train_per_class": 10})
     for change, name in [({"weight_decays": [1e-4]}, "weight_decays"), ({"weight_decays": [0.0, math.nan]}, "weight_decays"),
@@ -272,7 +271,7 @@ def test_paper_cost_refuses_bad_inputs():
 
 
 def test_cnn_chapter_with_decay_exponents_and_the_grid_check():
-    from flatbook.chapters.cnn import CnnChapter, DecayGridParameters, WideResNetChapter, check_decay_grid_parameters
+    from flatbook.chapters.cnn import CnnChapter, DecayGridParameters, WideResNetChapter
 
     params = {**CNN_OK, "dataset": "fashion-mnist", "image_size": 14, "pad_to": 16, "train_per_class": 200,
               "model_options": {"depth": 10, "width": 1}, "epochs": 40, "val_size": 4000}
@@ -285,11 +284,10 @@ def test_cnn_chapter_with_decay_exponents_and_the_grid_check():
     grid = {**grid, "model": "wrn28x10", "val_every": 10}
     parameters = DecayGridParameters(seed=0, decay_exponents=[0.0, 1.0, 3.0], **grid)
     assert parameters.chapter.seeds == [0] and len(parameters.chapter.weight_decays_used) == 3
-    check_decay_grid_parameters(seed=0, decay_exponents=[0.0, 1.0, 3.0], **grid)
     with pytest.raises(ValueError, match="decay_exponents"):
-        check_decay_grid_parameters(seed=0, decay_exponents=None, **grid)
+        DecayGridParameters(seed=0, decay_exponents=None, **grid)
     with pytest.raises(ValueError, match="seed"):
-        check_decay_grid_parameters(seed=-1, decay_exponents=[0.0, 1.0], **grid)
+        DecayGridParameters(seed=-1, decay_exponents=[0.0, 1.0], **grid)
     # the three chapters' classes fix the model; a notebook builds them from its own names
     wrn = WideResNetChapter.from_namespace({**params, "unrelated": 1})
     assert wrn.model == "wrn28x10" and wrn.weight_decays_used == [0.0, 1e-4, 5e-4]

@@ -32,7 +32,7 @@ from typing import Any
 
 from .base import ChapterParameters
 
-__all__ = ["PAPER_REPORTED", "PAPER_SETTINGS", "AdaptiveChapter", "chapter_configs", "check_adaptive_parameters", "comparison_table",
+__all__ = ["PAPER_REPORTED", "PAPER_SETTINGS", "AdaptiveChapter", "chapter_configs", "comparison_table",
            "run_seeds", "seed_comparison", "claims", "paper_exponents"]
 
 # The paper's numbers (PAPER.md, "Numbers the paper reports"; its Section 5 text), by dataset and
@@ -70,11 +70,6 @@ def chapter_configs(*, dataset: str, train_per_class: int | None, image_size: in
                    lr_averaging=gadam_lr_averaging, **common)
     return sgd, gadam
 
-
-def check_adaptive_parameters(**parameters: Any) -> None:
-    """Every parameter of the adaptive-optimisation chapter, by keyword (ValueError naming it):
-    ``AdaptiveChapter(**parameters)``."""
-    AdaptiveChapter(**parameters)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,7 +180,7 @@ class AdaptiveChapter(ChapterParameters):
         and binomial SE, the weight norm's change over the last 20% of epochs, Gadam's averaged
         iterates, and where the models came from and what they cost."""
         from ..decay import weight_norm_change
-        from .weight_decay import run_facts
+        from .weight_decay import run_facts, trained_models_fact
 
         table = seed_comparison(sgd, gadam)
         paper = paper_exponents(self.dataset) if self.dataset in PAPER_SETTINGS else paper_exponents()
@@ -203,13 +198,8 @@ class AdaptiveChapter(ChapterParameters):
                    f"{sgd[0].config.val_size:,}, at most {table['val_acc_se'].max():.2f} points"),
                   ("weight norm change over the last 20% of epochs (seed mean)",
                    ", ".join(f"{name}: {100 * v:+.2g}%" for name, v in changes.items())),
-                  ("iterates Gadam averaged", str(gadam[0].history[-1]["averaged"]))]
-        results = list(sgd) + list(gadam)
-        cached = sum(bool(r.cached) for r in results)
-        cost = sum(r.seconds.get("train", 0.0) + r.seconds.get("spectrum", 0.0) for r in results)
-        devices = "; ".join(sorted({r.device for r in results}))
-        facts.append(("trained models", f"{len(results) - cached} trained by this run, {cached} from the cache "
-                                        f"({devices}); {cost / 60:.1f} min of training and Lanczos in all"))
+                  ("iterates Gadam averaged", str(gadam[0].history[-1]["averaged"])),
+                  trained_models_fact(list(sgd) + list(gadam))]
         return facts
 
     def claims(self, sgd: list, gadam: list) -> list[Any]:

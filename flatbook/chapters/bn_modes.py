@@ -24,7 +24,7 @@ the optimiser. Exact when BatchNorm's epsilon is 0; with epsilon > 0 (1e-5 in to
 denominator sqrt(var + eps) breaks it at the order eps / var. In eval mode the statistics are
 constants, the output scales with w, and nothing of this holds.
 
-* ``check_bn_parameters(...)``: every parameter of the appendix, checked together.
+* ``BnModesParameters(...)``: every parameter of the appendix, checked together on construction.
 * ``mode_table(results, eval_spectra)``: one row per (weight decay, mode) with the mean over seeds
   of lambda_1, trace, Frobenius norm and the validation accuracy (and their seed-to-seed SD);
   ``ratio_tables(table)``: the ratios of those means, eval / train per weight decay and most /
@@ -50,7 +50,7 @@ import numpy as np
 from ..claims import values_text
 from .base import CnnTrainingParameters
 
-__all__ = ["PAPER_REPORTED", "MEASURES", "NEGLIGIBLE_EPS", "BnModesParameters", "check_bn_parameters", "mode_table", "ratio_tables", "mode_claims",
+__all__ = ["PAPER_REPORTED", "MEASURES", "NEGLIGIBLE_EPS", "BnModesParameters", "mode_table", "ratio_tables", "mode_claims",
            "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance", "invariance_claims"]
 
 # Appendix C, WRN-28x10 on CIFAR-100 with BatchNorm in eval mode (the paper's numbers, quoted)
@@ -102,10 +102,6 @@ class BnModesParameters(CnnTrainingParameters):
                                   hessian_samples=self.hessian_samples, bn_mode="train",
                                   val_size=self.val_size, seed=int(self.seeds[0])).replace(val_every=self.val_every)
 
-
-def check_bn_parameters(**parameters: Any) -> None:
-    """Every parameter of the BatchNorm appendix, by keyword: ``BnModesParameters(**parameters)``."""
-    BnModesParameters(**parameters)
 
 
 def _paired_spectra(results: Sequence[Any], eval_spectra: Sequence[Any]) -> dict[tuple[float, int], tuple[Any, Any, Any]]:

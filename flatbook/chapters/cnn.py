@@ -20,8 +20,7 @@ from typing import Any
 from .base import CnnTrainingParameters
 
 __all__ = ["MODEL_NAMES", "CnnChapter", "AllCnnCChapter", "PreResNetChapter", "WideResNetChapter",
-           "DecayGridParameters", "check_allcnnc_parameters", "check_preresnet_parameters", "check_wrn_parameters",
-           "check_decay_grid_parameters"]
+           "DecayGridParameters"]
 
 MODEL_NAMES = {"allcnnc": "All-CNN-C", "preresnet164": "PreResNet-164", "wrn28x10": "WideResNet-28-10"}
 
@@ -194,21 +193,5 @@ class DecayGridParameters(CnnTrainingParameters):
         return self._chapter
 
 
-def check_decay_grid_parameters(**parameters: Any) -> None:
-    """Every parameter of the decay-exponent appendix, by keyword: ``DecayGridParameters(**parameters)``."""
-    DecayGridParameters(**parameters)
 
 
-def check_allcnnc_parameters(**parameters: Any) -> None:
-    """Every parameter of the All-CNN-C weight-decay chapter, by keyword (ValueError naming it)."""
-    AllCnnCChapter(**parameters)
-
-
-def check_preresnet_parameters(**parameters: Any) -> None:
-    """Every parameter of the PreResNet weight-decay chapter, by keyword (ValueError naming it)."""
-    PreResNetChapter(**parameters)
-
-
-def check_wrn_parameters(**parameters: Any) -> None:
-    """Every parameter of the WideResNet weight-decay chapter, by keyword (ValueError naming it)."""
-    WideResNetChapter(**parameters)

@@ -49,7 +49,7 @@ from ..spectrum import DiagonalOperator, SymmetricOperator, lanczos
 from .base import SmallModelsParameters
 
 __all__ = ["exact_measures", "ritz_history", "estimator_grid", "summarise_grid", "ghost_count",
-           "LanczosParameters", "check_lanczos_parameters", "steps_to_converge", "quadrature_identity", "GhostEffect", "ghost_effect",
+           "LanczosParameters", "steps_to_converge", "quadrature_identity", "GhostEffect", "ghost_effect",
            "smoothed_density_distance", "one_probe_spread", "lanczos_claims"]
 
 
@@ -177,10 +177,6 @@ class LanczosParameters(SmallModelsParameters):
             raise ValueError(f"the MLP has {n} parameters; its dense Hessian is limited to 20,000 "
                              "(choose a smaller mlp_hidden or image_size)")
 
-
-def check_lanczos_parameters(**parameters: Any) -> None:
-    """Every parameter of the appendix, by keyword: ``LanczosParameters(**parameters)``."""
-    LanczosParameters(**parameters)
 
 
 def steps_to_converge(history: np.ndarray, eigenvalues, k: int = 1, rtol: float = 1e-8) -> int | None:

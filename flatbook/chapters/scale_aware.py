@@ -31,7 +31,7 @@ import numpy as np
 
 from .base import ChapterParameters
 
-__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "group_results", "measures_table", "rank_correlations", "resolved_groups", "check_scale_aware_parameters",
+__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "group_results", "measures_table", "rank_correlations", "resolved_groups",
            "claims", "resolved_group_summary", "invariance_claims"]
 
 # the measures of ``measures_table``, with how they are computed
@@ -76,10 +76,6 @@ class ScaleAwareParameters(ChapterParameters):
                 raise ValueError(f"models must be null or a non-empty list of {NAMES}, got {models!r}")
         checks.results_dir(self.results_dir)
 
-
-def check_scale_aware_parameters(**parameters: Any) -> None:
-    """Every parameter of the scale-aware chapter, by keyword: ``ScaleAwareParameters(**parameters)``."""
-    ScaleAwareParameters(**parameters)
 
 
 def group_key(config: Any) -> str:

@@ -1,7 +1,7 @@
 """The numerical side of the "Theorem 1" chapter: the models, the fitted set, the verdicts.
 
 * ``TheoremParameters`` and ``GedankenParameters``: every parameter of the two chapters, checked
-  together on construction (``check_theorem_parameters(**p)``, ``check_gedanken_parameters(**p)``).
+  together on construction.
 * ``chapter_configs(...)``: the experiments.Config of the logistic regression and of the MLP the
   chapter trains (no spectrum at training time; the chapter measures its own).
 * ``fitted_subset(model, x, y, n)``: the first ``n`` training images the model classifies
@@ -40,7 +40,7 @@ ROUNDING_LIMIT = 1e-3  # relative asymmetry of the computed Hessian products (sp
 ROUNDING_LOSS = 1e-12  # mean loss below which 1 - p_c nears float64's rounding unit on the fitted images
 
 __all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "MEASURED", "TheoremParameters", "GedankenParameters",
-           "check_theorem_parameters", "check_gedanken_parameters", "check_training_parameters",
+           "check_training_parameters",
            "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict", "checked_claim",
            "theorem1_claims", "gedanken_claims"]
 
@@ -74,10 +74,6 @@ class TheoremParameters(SmallModelsParameters):
                                   mlp_hidden=self.mlp_hidden, seed=self.seed, results_dir=self.results_dir)
 
 
-def check_theorem_parameters(**parameters: Any) -> None:
-    """Every parameter of the Theorem 1 chapter, by keyword: ``TheoremParameters(**parameters)``."""
-    TheoremParameters(**parameters)
-
 
 @dataclass(frozen=True, kw_only=True)
 class GedankenParameters(ChapterParameters):
@@ -105,10 +101,6 @@ class GedankenParameters(ChapterParameters):
         symbolic.scale_grid(self.scale_min, self.scale_max, self.num_scales)
         checks.integer("verify_depths_up_to", self.verify_depths_up_to, 2, 8, why="SymPy time grows fast")
 
-
-def check_gedanken_parameters(**parameters: Any) -> None:
-    """Every parameter of the Gedanken chapter, by keyword: ``GedankenParameters(**parameters)``."""
-    GedankenParameters(**parameters)
 
 
 def check_training_parameters(*, dataset: str, image_size: int | None, train_per_class: int | None, epochs: int,

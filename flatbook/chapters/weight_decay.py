@@ -30,9 +30,9 @@ from ..decay import decay_exponent, decay_exponent_of, train_split_size, weight_
 from .base import TrainingParameters
 
 __all__ = ["PAPER_REPORTED", "PAPER_WEIGHT_DECAYS", "paper_numbers", "paper_dataset", "paper_decay_exponent",
-           "seed_table", "sweep_claims", "grid_claims", "run_facts", "paper_num_params",
-           "LogregParameters", "MlpParameters", "SweepParameters", "check_logreg_parameters",
-           "check_mlp_parameters", "chapter_config", "CNN_MODELS",
+           "seed_table", "sweep_claims", "grid_claims", "run_facts", "trained_models_fact", "paper_num_params",
+           "LogregParameters", "MlpParameters", "SweepParameters",
+           "chapter_config", "CNN_MODELS",
            "cnn_chapter_config", "forward_flops", "paper_cost"]
 
 # The paper's reported numbers (PAPER.md, "Numbers the paper reports"), accuracies in percent, keyed
@@ -135,14 +135,6 @@ class MlpParameters(SweepParameters):
     MODEL: ClassVar[str] = "mlp"
 
 
-def check_logreg_parameters(**parameters: Any) -> None:
-    """Every parameter of the logistic-regression chapter, by keyword: ``LogregParameters(**parameters)``."""
-    LogregParameters(**parameters)
-
-
-def check_mlp_parameters(**parameters: Any) -> None:
-    """Every parameter of the MLP chapter, by keyword: ``MlpParameters(**parameters)``."""
-    MlpParameters(**parameters)
 
 
 def chapter_config(*, model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
@@ -437,12 +429,18 @@ def run_facts(results: Sequence[Any], paper_model: str | None = None) -> list[tu
                   f"{first.config.val_size:,}, at most {table['val_acc_se'].max():.2f} points"))
     facts.append(("weight norm change over the last 20% of epochs (seed mean)",
                   ", ".join(f"{wd:g}: {100 * v:+.2g}%" for wd, v in table["weight_norm_change"].items())))
+    facts.append(trained_models_fact(results))
+    return facts
+
+
+def trained_models_fact(results: Sequence[Any]) -> tuple[str, str]:
+    """The run box's "trained models" row: how many of ``results`` this run trained and how many came
+    from the cache, on which devices, and their training and Lanczos time in all."""
     cached = [r for r in results if r.cached]
     cost = sum(r.seconds.get("train", 0.0) + r.seconds.get("spectrum", 0.0) for r in results)
     devices = sorted({r.device for r in results})
-    facts.append(("trained models", f"{len(results) - len(cached)} trained by this run, {len(cached)} from the cache "
-                                    f"({'; '.join(devices)}); {cost / 60:.1f} min of training and Lanczos in all"))
-    return facts
+    return ("trained models", f"{len(results) - len(cached)} trained by this run, {len(cached)} from the cache "
+                              f"({'; '.join(devices)}); {cost / 60:.1f} min of training and Lanczos in all")
 
 
 def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, interpolation: bool = False,
