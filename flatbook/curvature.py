@@ -45,6 +45,7 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from .batching import TensorBatches
 from .checks import finite_number, positive_int
+from .distributed import collective_device, ranks
 
 __all__ = ["HessianOperator", "dense_hessian", "BN_MODES"]
 
@@ -231,7 +232,8 @@ class HessianOperator:
             raise ValueError(f"bn_mode='train' with a batch of size 1 (batch sizes {sorted(set(self.batch_sizes))}): "
                              "BatchNorm's batch statistics are undefined; choose a batch size that leaves no "
                              "batch of one sample, or bn_mode='eval'")
-        self.process_group, self.rank, self.world_size = _process_group(process_group)
+        group = ranks(process_group)
+        self.process_group, self.rank, self.world_size = group.group, group.rank, group.world_size
         if self.process_group is not None:
             self._check_ranks_agree()
         self._shadow = _shadow_module(model, bn_mode, set(self.param_names))
@@ -289,10 +291,7 @@ class HessianOperator:
 
     def _collective_device(self) -> torch.device:
         """Where collectives run: the model's CUDA device for NCCL, else the CPU."""
-        import torch.distributed as dist
-
-        backend = str(dist.get_backend(self.process_group))
-        return self.device if backend == "nccl" else torch.device("cpu")
+        return collective_device(self.process_group, self.device)
 
     def _batches(self, mine_only: bool = False):
         """One pass over the data, checking that it yields the batches it yielded before; with
@@ -437,21 +436,6 @@ class HessianOperator:
     def __repr__(self) -> str:
         return (f"HessianOperator(P={self.num_params}, N={self.num_samples} in {len(self.batch_sizes)} batches, "
                 f"bn_mode={self.bn_mode!r}, weight_decay={self.weight_decay}, dtype={self.dtype}, device={self.device})")
-
-
-def _process_group(group: Any) -> tuple[Any, int, int]:
-    """(group, rank, world size) of a ``torch.distributed`` process group (None: one process)."""
-    if group is None:
-        return None, 0, 1
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        raise ValueError("process_group needs torch.distributed initialised in this process "
-                         "(torch.distributed.init_process_group, e.g. under torchrun)")
-    if not isinstance(group, dist.ProcessGroup):
-        raise ValueError(f"process_group must be a torch.distributed ProcessGroup (e.g. "
-                         f"torch.distributed.group.WORLD), got {type(group).__name__}")
-    return group, dist.get_rank(group), dist.get_world_size(group)
 
 
 def dense_hessian(

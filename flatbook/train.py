@@ -57,6 +57,8 @@ from .batching import AUGMENTATIONS, TensorBatches
 from .checks import finite_number, positive_int
 from .checks import seed as check_seed
 from .device import default_device
+from .distributed import (Ranks, agree, broadcast_object, check_batch_split, collective_device, global_batchnorm,
+                          ranks, shard_slice)
 from .schedules import averaging_lr, paper_lr
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "History", "NonFiniteLoss", "fit", "evaluate", "recompute_bn",
@@ -175,12 +177,17 @@ def default_eval_batch_size(device: torch.device | str) -> int:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int | None = None,
-             bf16: bool = False, per_example: bool = False):
+             bf16: bool = False, per_example: bool = False, process_group: Any = None):
     """(mean cross-entropy, accuracy) of ``model`` in eval mode over all of (x, y), in data order,
     in batches of ``batch_size`` (None: ``default_eval_batch_size`` of the model's device).
     With ``per_example`` a third element: a bool CPU tensor, whether each example was classified
     correctly (paired comparisons of two models on the same images). The model's train/eval
-    flag is restored."""
+    flag is restored. With a ``process_group`` every rank (holding the same model and data)
+    evaluates its contiguous share of the examples and the sums are all-reduced (float64 loss,
+    int64 counts; the per-example record gathered), so every rank returns the whole answer."""
+    group = ranks(process_group)
+    if group.distributed:
+        return _evaluate_shared(model, x, y, group, batch_size=batch_size, bf16=bf16, per_example=per_example)
     device = next(model.parameters()).device
     batch_size = default_eval_batch_size(device) if batch_size is None else positive_int("batch_size", batch_size)
     was_training = model.training
@@ -194,7 +201,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
             yb = y[start:start + batch_size].to(device, non_blocking=True)
             with _autocast(device, bf16):
                 logits = model(xb)
-            total_loss += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+            total_loss += F.cross_entropy(_at_least_float32(logits), yb, reduction="sum").double()
             hit = logits.argmax(1) == yb
             correct += hit.sum()
             if per_example:
@@ -205,6 +212,40 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     if per_example:
         return float(total_loss) / n, float(correct) / n, torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
     return float(total_loss) / n, float(correct) / n
+
+
+def _evaluate_shared(model: nn.Module, x: torch.Tensor, y: torch.Tensor, group: Ranks, *, batch_size: int | None,
+                     bf16: bool, per_example: bool):
+    import torch.distributed as dist
+
+    device = next(model.parameters()).device
+    where = collective_device(group.group, device)
+    mine = shard_slice(len(x), group.rank, group.world_size)
+    n_mine = mine.stop - mine.start
+    if n_mine:
+        out = evaluate(model, x[mine], y[mine], batch_size=batch_size, bf16=bf16, per_example=True)
+        loss_sum, correct, hits = out[0] * n_mine, round(out[1] * n_mine), out[2]
+    else:
+        loss_sum, correct, hits = 0.0, 0, torch.zeros(0, dtype=torch.bool)
+    totals = torch.tensor([loss_sum, float(correct)], dtype=torch.float64, device=where)
+    dist.all_reduce(totals, group=group.group)
+    n = len(x)
+    loss, acc = float(totals[0]) / n, float(totals[1]) / n
+    if not per_example:
+        return loss, acc
+    longest = shard_slice(len(x), 0, group.world_size)
+    padded = torch.zeros(longest.stop - longest.start, dtype=torch.uint8, device=where)
+    padded[:n_mine] = hits.to(where, torch.uint8)
+    parts = [torch.empty_like(padded) for _ in range(group.world_size)]
+    dist.all_gather(parts, padded, group=group.group)
+    record = torch.cat([p[:s.stop - s.start].cpu() for p, s in
+                        zip(parts, (shard_slice(n, r, group.world_size) for r in range(group.world_size)))])
+    return loss, acc, record.bool()
+
+
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """bf16/half logits (autocast) go up to float32 for the loss; float32 and float64 stay as they are."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
 def _autocast(device: torch.device | str, bf16: bool):
@@ -270,6 +311,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     progress: bool | str = True,
+    process_group: Any = None,
 ) -> History:
     """Train ``model`` in place (see the module docstring) and return its per-epoch History.
 
@@ -279,6 +321,20 @@ def fit(
     statistics the validation uses) after every ``val_every``-th epoch and after the last; the
     other history rows have NaN validation loss and accuracy. The training trajectory does not
     depend on it: the BatchNorm recompute runs with its own copy of the random state.
+
+    ``process_group``: None (one process), or a ``torch.distributed`` group whose ranks all call
+    ``fit`` with the same arguments, model and data (checked first): data-parallel training of the
+    same run (``flatbook.distributed``). Each step's global batch of ``batch_size`` is the
+    single-process batch cut into world-size shares (the world size must divide ``batch_size``);
+    DistributedDataParallel averages the gradients, BatchNorm layers use the global batch's
+    statistics (in training, the epoch's recompute and the averaged weights' recompute), and
+    validation is shared out. The weights and history equal one process's up to the order of
+    floating-point sums, except that dropout masks are drawn per rank (rank r's generator is
+    seeded with seed + 1,000,003 r). Rank 0 alone reads and writes the checkpoint (the state
+    is broadcast to the others when resuming; every rank's random state is in it, so a resume
+    needs the same world size) and shows progress. ``device`` defaults to the rank's GPU
+    (``torch.cuda.current_device()``, set by ``distributed.init_from_env``) with NCCL, else the
+    CPU.
     """
     # --- validate everything before any work
     if not isinstance(model, nn.Module):
@@ -315,6 +371,11 @@ def fit(
             raise ValueError("lr_averaging is the learning rate of the averaging phase: give averaging_start too")
     if progress not in (True, False, "batches"):
         raise ValueError(f"progress must be True, False or 'batches', got {progress!r}")
+    group = ranks(process_group)
+    if group.distributed:
+        check_batch_split(batch_size, group.world_size, len(x_train))
+        if device is None:
+            device = (f"cuda:{torch.cuda.current_device()}" if str(_backend(group)) == "nccl" else "cpu")
     device = torch.device(device if device is not None else default_device())
     if bf16 and device.type != "cuda":
         raise ValueError(f"bf16 autocast is for CUDA; the device is {device}")
@@ -325,14 +386,21 @@ def fit(
                     weight_decay=weight_decay, schedule=schedule, lr_ratio=lr_ratio,
                     averaging_start=averaging_start, lr_averaging=lr_averaging, augment=augment, seed=check_seed(seed),
                     bf16=bool(bf16), val_every=val_every)
+    if group.distributed:
+        settings["world_size"] = group.world_size  # the checkpoint holds one random state per rank
     fingerprint = _fingerprint(settings, model, len(x_train))
+    if group.distributed:
+        agree(group.group, "the training run (settings, model shapes, number and sum of the training data)",
+              (fingerprint, _data_checksum(x_train, y_train), None if val is None else _data_checksum(x_val, y_val)))
 
     model.to(device)
     x_train, y_train = x_train.to(device), y_train.to(device)
     if val is not None:
         x_val, y_val = x_val.to(device), y_val.to(device)
-    batches = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed, augment=augment)
-    bn_batches = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed + 7919, augment=augment)
+    shard = (group.rank, group.world_size) if group.distributed else None
+    batches = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed, augment=augment, shard=shard)
+    bn_batches = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed + 7919, augment=augment,
+                               shard=shard)
     bn = has_batchnorm(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer("adamw" if optimizer == "gadam" else optimizer, params, lr=lr, momentum=momentum,
@@ -341,18 +409,13 @@ def fit(
     n_averaged = 0
     history = History()
     start_epoch = 0
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))  # dropout and other global-RNG draws
+    rank_seed = int(seed) + RANK_SEED_STRIDE * group.rank
+    gen = torch.Generator(device="cpu").manual_seed(rank_seed)  # dropout and other global-RNG draws
     cuda_rng: list[torch.Tensor] | None = None
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt_path is not None and ckpt_path.exists():
-        try:
-            state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
-            raise RuntimeError(f"checkpoint {ckpt_path} is unreadable ({exc}); delete it to start afresh") from exc
-        if state.get("fingerprint") != fingerprint:
-            raise ValueError(f"checkpoint {ckpt_path} belongs to a different run (other settings, model or data): "
-                             f"its settings are {state.get('settings')}; delete it or use another checkpoint_dir")
+    state = _read_checkpoint(ckpt_path, fingerprint, device, group)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if state["averaged"] is not None:
@@ -360,8 +423,8 @@ def fit(
         n_averaged = state["n_averaged"]
         history = History([dict(r) for r in state["history"]])
         start_epoch = state["epoch"]
-        gen.set_state(state["rng"])
-        cuda_rng = state.get("cuda_rng")
+        gen.set_state(state["rng"] if not group.distributed else state["rng_ranks"][group.rank])
+        cuda_rng = state.get("cuda_rng") if not group.distributed else state["cuda_rng_ranks"][group.rank]
 
     def evaluated_state(keep: bool) -> tuple[float, float, float]:
         """val loss, val acc, weight norm of the weights to report (averaged when averaging);
@@ -382,29 +445,32 @@ def fit(
     def _val_metrics() -> tuple[float, float]:
         if val is None:
             return math.nan, math.nan
-        return evaluate(model, x_val, y_val, batch_size=eval_batch_size, bf16=bf16)
+        return evaluate(model, x_val, y_val, batch_size=eval_batch_size, bf16=bf16, process_group=group.group)
 
     bar = None
-    if progress:
+    if progress and group.is_writer:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start_epoch, desc=f"{optimizer} lr={lr:g} wd={weight_decay:g}", unit="epoch")
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                global_batchnorm(model, group.group):
+            forward = _data_parallel(model, group, device)
             torch.set_rng_state(gen.get_state())
             if device.type == "cuda":
                 if cuda_rng is not None:
                     torch.cuda.set_rng_state(cuda_rng[0].cpu(), device)
                 else:
-                    torch.cuda.manual_seed(int(seed))
+                    torch.cuda.manual_seed(rank_seed)
             for epoch in range(start_epoch, epochs):
                 t0 = time.perf_counter()
                 rate = learning_rate(epoch, epochs=epochs, lr=lr, schedule=schedule, lr_ratio=lr_ratio,
                                      averaging_start=averaging_start, lr_averaging=lr_averaging)
-                for group in opt.param_groups:
-                    group["lr"] = rate
+                for param_group in opt.param_groups:
+                    param_group["lr"] = rate
                 batches.set_epoch(epoch)
-                train_loss, train_acc = _train_epoch(model, opt, batches, bf16, epoch, rate, progress == "batches")
+                train_loss, train_acc = _train_epoch(forward, opt, batches, bf16, epoch, rate,
+                                                     progress == "batches" and group.is_writer, group)
                 last = epoch + 1 == epochs
                 validate = (epoch + 1) % val_every == 0 or last
                 if bn and validate:
@@ -441,17 +507,79 @@ def fit(
                                     **({"val_acc": f"{val_acc:.4f}"} if val is not None else {}))
                     bar.update(1)
                 if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
-                    _atomic_torch_save({
+                    cuda_state = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else None
+                    state = {
                         "fingerprint": fingerprint, "settings": settings, "epoch": epoch + 1,
                         "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "averaged": averaged, "n_averaged": n_averaged, "history": history.to_list(),
-                        "rng": torch.get_rng_state(),
-                        "cuda_rng": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else None,
-                    }, ckpt_path)
+                        "rng": torch.get_rng_state(), "cuda_rng": cuda_state,
+                    }
+                    if group.distributed:  # every rank's random state, gathered (all ranks take part)
+                        state["rng_ranks"] = _gather(group, torch.get_rng_state())
+                        state["cuda_rng_ranks"] = _gather(group, None if cuda_state is None else
+                                                          [cuda_state[0].cpu()])
+                    if group.is_writer:
+                        _atomic_torch_save(state, ckpt_path)
     finally:
         if bar is not None:
             bar.close()
     return history
+
+
+RANK_SEED_STRIDE = 1_000_003  # rank r of a distributed run seeds its dropout generator with seed + r * this
+
+
+def _backend(group: Ranks) -> str:
+    import torch.distributed as dist
+
+    return str(dist.get_backend(group.group))
+
+
+def _data_checksum(x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """(shape, float64 sum of x, sum of y): cheap evidence that two ranks hold the same data."""
+    return (tuple(x.shape), float(torch.sum(x, dtype=torch.float64)), int(y.sum()))
+
+
+def _gather(group: Ranks, value: Any) -> list[Any]:
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * group.world_size
+    dist.all_gather_object(out, value, group=group.group)
+    return out
+
+
+def _read_checkpoint(path: Path | None, fingerprint: str, device: torch.device, group: Ranks) -> dict | None:
+    """The checkpoint at ``path`` if there is one (None otherwise), checked against this run's
+    fingerprint. Distributed: rank 0 reads it and broadcasts it (or its error) to every rank."""
+    outcome: tuple[str, Any] = ("none", None)
+    if group.is_writer and path is not None and path.exists():
+        try:
+            state = torch.load(path, map_location="cpu" if group.distributed else device, weights_only=False)
+            outcome = ("state", state)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
+            outcome = ("error", RuntimeError(f"checkpoint {path} is unreadable ({exc}); delete it to start afresh"))
+        if outcome[0] == "state" and outcome[1].get("fingerprint") != fingerprint:
+            outcome = ("error", ValueError(
+                f"checkpoint {path} belongs to a different run (other settings, model, data or world size): its "
+                f"settings are {outcome[1].get('settings')}; delete it or use another checkpoint_dir"))
+    if group.distributed:
+        outcome = broadcast_object(group.group, outcome)
+    kind, value = outcome
+    if kind == "error":
+        raise value
+    return value if kind == "state" else None
+
+
+def _data_parallel(model: nn.Module, group: Ranks, device: torch.device) -> nn.Module:
+    """What a training step calls: ``model`` itself, or (distributed) a DistributedDataParallel
+    wrapper that averages the gradients over the ranks (buffers are not broadcast: the global
+    BatchNorm keeps them equal on every rank)."""
+    if not group.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   process_group=group.group, forward_sync_buffers=False)
 
 
 def _isolated_rng(device: torch.device):
@@ -467,10 +595,15 @@ def _copy_into(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
 
 
 def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: TensorBatches, bf16: bool, epoch: int,
-                 rate: float, batch_bar: bool) -> tuple[float, float]:
+                 rate: float, batch_bar: bool, group: Ranks | None = None) -> tuple[float, float]:
     """One pass over ``batches``: returns the running-mean loss and accuracy over the epoch.
     Raises NonFiniteLoss naming the first non-finite mini-batch (checked once per epoch, so a
-    GPU is not synchronised every step)."""
+    GPU is not synchronised every step). Distributed (``group``): ``model`` is the DDP wrapper,
+    each rank's loss is its share's cross-entropy SUM times W / B (B the global batch), so the
+    averaged gradient is that of the global batch's mean; the per-batch sums and hits are
+    all-reduced once, at the end of the epoch."""
+    if group is not None and group.distributed:
+        return _train_epoch_shared(model, opt, batches, bf16, epoch, rate, batch_bar, group)
     model.train()
     device = next(model.parameters()).device
     losses: list[torch.Tensor] = []
@@ -484,7 +617,7 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: TensorBa
     for xb, yb in iterator:
         with _autocast(device, bf16):
             logits = model(xb)
-        loss = F.cross_entropy(logits if logits.dtype == torch.float32 else logits.float(), yb)
+        loss = F.cross_entropy(_at_least_float32(logits), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -500,4 +633,41 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: TensorBa
                             f"of {len(batches)} (learning rate {rate:g}); lower the learning rate or check the data")
     weights = torch.tensor(sizes, dtype=torch.float64, device=device)
     return float((losses.double() * weights).sum()) / seen, float(torch.stack(hits).sum()) / seen
+
+
+def _train_epoch_shared(model: nn.Module, opt: torch.optim.Optimizer, batches: TensorBatches, bf16: bool, epoch: int,
+                        rate: float, batch_bar: bool, group: Ranks) -> tuple[float, float]:
+    import torch.distributed as dist
+
+    model.train()
+    device = next(model.parameters()).device
+    global_sizes = batches.global_batch_sizes()
+    sums: list[torch.Tensor] = []
+    hits: list[torch.Tensor] = []
+    iterator: Iterable = batches
+    if batch_bar:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}", leave=False, unit="batch")
+    for step, (xb, yb) in enumerate(iterator):
+        with _autocast(device, bf16):
+            logits = model(xb)
+        loss_sum = F.cross_entropy(_at_least_float32(logits), yb, reduction="sum")
+        opt.zero_grad(set_to_none=True)
+        (loss_sum * (group.world_size / global_sizes[step])).backward()
+        opt.step()
+        sums.append(loss_sum.detach().double())
+        hits.append((logits.detach().argmax(1) == yb).sum().double())
+    where = collective_device(group.group, device)
+    totals = torch.stack([torch.stack(sums), torch.stack(hits)]).to(where)
+    dist.all_reduce(totals, group=group.group)
+    sizes = torch.tensor(global_sizes, dtype=torch.float64, device=where)
+    losses = totals[0] / sizes
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        step = int((~finite).nonzero()[0])
+        raise NonFiniteLoss(f"non-finite training loss {float(losses[step])} at epoch {epoch + 1}, step {step + 1} "
+                            f"of {len(global_sizes)} (learning rate {rate:g}); lower the learning rate or check the data")
+    seen = float(sizes.sum())
+    return float(totals[0].sum()) / seen, float(totals[1].sum()) / seen
 

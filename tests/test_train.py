@@ -155,9 +155,9 @@ def record_rates(monkeypatch):
     seen = []
     real = train._train_epoch
 
-    def spy(model, opt, batches, bf16, epoch, rate, bar):
+    def spy(model, opt, batches, bf16, epoch, rate, *rest):
         seen.append((rate, [g["lr"] for g in opt.param_groups]))
-        return real(model, opt, batches, bf16, epoch, rate, bar)
+        return real(model, opt, batches, bf16, epoch, rate, *rest)
 
     monkeypatch.setattr(train, "_train_epoch", spy)
     return seen

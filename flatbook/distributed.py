@@ -1,0 +1,317 @@
+"""Several processes as one: the pieces of ``torch.distributed`` data parallelism flatbook uses.
+
+A run on W ranks (processes, one per GPU, launched by ``torchrun``) is the single-process run
+with its work shared out; the maths does not change:
+
+* **Training** (``train.fit(process_group=...)``): every global mini-batch of B samples (the
+  single-process batch, from the single-process permutation) is cut into W contiguous shares
+  (``shard_slice``: B/W each; a last partial batch as evenly as possible); each rank computes the
+  cross-entropy SUM over its share scaled by W/B, DistributedDataParallel averages the gradients
+  over the ranks, so every rank steps with the gradient of the global batch's MEAN loss.
+* **BatchNorm** (``global_batchnorm``): in train mode a layer normalises with the mean and
+  (biased) variance of the GLOBAL batch, mean = sum_r S_r / n, var = sum_r Q_r / n with
+  S_r = sum of the rank's activations and Q_r = sum of its squared deviations from the global
+  mean (two all-reduces, differentiable: autograd carries the gradient through them), and
+  updates its running statistics with the unbiased global variance, exactly as one BatchNorm
+  on the whole batch. (PyTorch's SyncBatchNorm does the same on CUDA only; this one also runs
+  on CPU ranks with gloo, where the tests check it.)
+* **Hessian products** (``curvature.HessianOperator(process_group=...)``): the fixed batches are
+  shared out round-robin and each product is all-reduced in float64.
+
+``init_from_env`` joins the group a launcher such as ``torchrun`` describes in the environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): NCCL when the
+ranks have GPUs (rank r uses ``cuda:LOCAL_RANK``), gloo otherwise. ``agree`` checks that every
+rank holds the same value (a config, a checkpoint) before any work, naming the ranks that differ.
+``torchrun_command`` builds the launch command (one node, or several through ``extra`` options).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import positive_int
+
+__all__ = ["RENDEZVOUS_VARIABLES", "DistributedError", "Ranks", "ranks", "current_group", "init_from_env",
+           "agree", "broadcast_object", "collective_device", "shard_slice", "GlobalBatchNorm", "global_batchnorm",
+           "torchrun_command", "check_batch_split"]
+
+RENDEZVOUS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class DistributedError(RuntimeError):
+    """A distributed run that cannot start or go on (missing rendezvous, disagreeing ranks)."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """A process group as flatbook uses it: ``group`` (None: one process), this process's
+    ``rank`` and the ``world_size``."""
+
+    group: Any
+    rank: int
+    world_size: int
+
+    @property
+    def distributed(self) -> bool:
+        return self.group is not None
+
+    @property
+    def is_writer(self) -> bool:
+        """Rank 0 alone writes files (checkpoints, the results cache) and shows progress."""
+        return self.rank == 0
+
+
+def ranks(group: Any) -> Ranks:
+    """``Ranks`` of a ``torch.distributed`` process group; None is one process (rank 0 of 1)."""
+    if group is None:
+        return Ranks(None, 0, 1)
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("process_group needs torch.distributed initialised in this process "
+                         "(torch.distributed.init_process_group, e.g. under torchrun)")
+    if not isinstance(group, dist.ProcessGroup):
+        raise ValueError(f"process_group must be a torch.distributed ProcessGroup (e.g. "
+                         f"torch.distributed.group.WORLD), got {type(group).__name__}")
+    return Ranks(group, dist.get_rank(group), dist.get_world_size(group))
+
+
+def current_group() -> Any:
+    """The default (world) group when this process belongs to an initialised group of more than
+    one rank (e.g. under torchrun after ``init_from_env``), else None (one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.group.WORLD
+    return None
+
+
+def init_from_env(*, backend: str | None = None, timeout_s: float | None = None) -> str:
+    """Join the process group that ``torchrun`` (or another launcher) describes in the environment
+    and return this rank's device (``cuda:LOCAL_RANK`` with NCCL, else ``cpu`` with gloo).
+
+    Missing variables are an error naming them, before any connection is tried; ranks that do not
+    all arrive within ``timeout_s`` (default ``$FLATBOOK_RENDEZVOUS_TIMEOUT``, else 600 s) are an
+    error naming the address, the rank and the world size. Idempotent: an initialised group is
+    kept."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return _rank_device(str(dist.get_backend()))
+    missing = [v for v in RENDEZVOUS_VARIABLES if not os.environ.get(v)]
+    if missing:
+        raise DistributedError(
+            f"no rendezvous: the environment variable(s) {', '.join(missing)} are not set, so this process "
+            "cannot join a distributed run. Launch it with torchrun, e.g. "
+            "`torchrun --standalone --nproc-per-node=2 -m flatbook train CONFIG` (one node), "
+            "or run without torchrun for one process")
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("FLATBOOK_RENDEZVOUS_TIMEOUT", "600"))
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend not in ("nccl", "gloo"):
+        raise ValueError(f"backend must be 'nccl' or 'gloo', got {backend!r}")
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    device = _rank_device(backend)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    except Exception as exc:  # noqa: BLE001 - the store's timeouts have several exception types
+        raise DistributedError(
+            f"rendezvous failed: rank {rank} of {world} could not meet the other ranks at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout_s:g} s ({exc}). Start every "
+            "rank (every node's torchrun) with the same --nnodes, --nproc-per-node and rendezvous endpoint") from exc
+    return device
+
+
+def _rank_device(backend: str) -> str:
+    if backend == "nccl":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def collective_device(group: Any, device: torch.device | str) -> torch.device:
+    """Where a collective's tensors must live: ``device`` (a GPU) for NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    backend = str(dist.get_backend(group))
+    return torch.device(device) if backend == "nccl" else torch.device("cpu")
+
+
+def agree(group: Any, what: str, value: Any) -> None:
+    """Raise DistributedError on EVERY rank unless all ranks of ``group`` hold an equal ``value``
+    (any picklable object; compared with ==); the message names ``what`` and each rank's value."""
+    import torch.distributed as dist
+
+    if group is None:
+        return
+    values: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(values, value, group=group)
+    if any(v != values[0] for v in values[1:]):
+        shown = "; ".join(f"rank {r}: {_short(v)}" for r, v in enumerate(values))
+        raise DistributedError(f"the ranks disagree on {what} ({shown}); every rank must be started with the "
+                               "same arguments")
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def broadcast_object(group: Any, value: Any, src: int = 0) -> Any:
+    """``value`` of rank ``src`` on every rank (pickled; for small objects and one-off states)."""
+    import torch.distributed as dist
+
+    if group is None:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=dist.get_global_rank(group, src), group=group)
+    return box[0]
+
+
+def check_batch_split(batch_size: int, world_size: int, n_samples: int | None = None) -> None:
+    """A global batch of ``batch_size`` must split evenly over ``world_size`` ranks, and a last
+    partial batch of ``n_samples`` must give every rank at least one sample (ValueError)."""
+    positive_int("batch_size", batch_size)
+    positive_int("world_size", world_size)
+    if batch_size % world_size:
+        raise ValueError(f"the global batch of {batch_size} does not split over {world_size} ranks: the world size "
+                         f"must divide the batch size (e.g. {_divisors(batch_size)} ranks for {batch_size})")
+    if n_samples is not None:
+        rest = n_samples % batch_size
+        if 0 < rest < world_size:
+            raise ValueError(f"{n_samples} samples leave a last batch of {rest}, fewer than the {world_size} ranks "
+                             "that share it; use another batch size, subset or world size")
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, min(n, 16) + 1) if n % d == 0)
+
+
+def shard_slice(n: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``n`` items cut into ``world_size`` parts as evenly as
+    possible (the first n mod W parts one longer, as ``torch.tensor_split``)."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """y = sum over ranks of x (every rank gets y); the gradient of x on each rank is the sum over
+    ranks of the gradients of y, since every rank's loss depends on y."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group: Any) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.group = group
+        y = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(y, group=group)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        import torch.distributed as dist
+
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def _summed_over_ranks(x: torch.Tensor, group: Any) -> torch.Tensor:
+    return _SumOverRanks.apply(x, group)
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """A BatchNorm layer that, in train mode, normalises with the statistics of the batch summed
+    over all ranks of ``group`` (see the module docstring); in eval mode it is the ordinary layer.
+    Built by ``global_batchnorm`` around an existing layer, sharing its parameters and buffers."""
+
+    def __init__(self, layer: nn.modules.batchnorm._BatchNorm, group: Any):
+        nn.Module.__init__(self)
+        self.num_features, self.eps, self.momentum = layer.num_features, layer.eps, layer.momentum
+        self.affine, self.track_running_stats = layer.affine, layer.track_running_stats
+        for name in ("weight", "bias"):
+            setattr(self, name, getattr(layer, name))  # the same Parameter objects (or None)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, getattr(layer, name))  # the same tensors
+        self.training = layer.training
+        self.group = group
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        use_batch = self.training or not self.track_running_stats
+        if not use_batch:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        device = collective_device(self.group, x.device)
+        count = torch.tensor([float(x.numel() // x.shape[1])], dtype=torch.float64, device=device)
+        import torch.distributed as dist
+
+        dist.all_reduce(count, group=self.group)
+        n = float(count)
+        if n <= 1:
+            raise ValueError(f"expected more than 1 value per channel over all ranks in training, got {n:g}")
+        total = _summed_over_ranks(x.sum(dims).to(device), self.group).to(x.device)
+        mean = total / n
+        centred = x - mean.reshape(shape)
+        var = _summed_over_ranks(centred.pow(2).sum(dims).to(device), self.group).to(x.device) / n
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)), alpha=factor)
+        out = centred * torch.rsqrt(var + self.eps).reshape(shape)
+        if self.affine:
+            out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return out
+
+
+@contextmanager
+def global_batchnorm(model: nn.Module, group: Any) -> Iterator[nn.Module]:
+    """Inside, every BatchNorm layer of ``model`` is a ``GlobalBatchNorm`` over ``group`` sharing the
+    layer's parameters and buffers (state_dict keys unchanged); on exit the original layers are
+    back, holding whatever the training did to those tensors. No-op for ``group`` None."""
+    if group is None:
+        yield model
+        return
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
+                swapped.append((parent, name, child))
+                setattr(parent, name, GlobalBatchNorm(child, group))
+    try:
+        yield model
+    finally:
+        for parent, name, child in swapped:
+            child.train(getattr(parent, name).training)
+            setattr(parent, name, child)
+
+
+def torchrun_command(nproc: int, module_args: Sequence[str], *, extra: Sequence[str] | None = None) -> list[str]:
+    """The command that runs ``python -m <module_args>`` on ``nproc`` ranks of this node through
+    ``torchrun`` (``python -m torch.distributed.run``, this interpreter): ``--standalone`` (one node,
+    a free local port) unless ``extra`` gives rendezvous options for several nodes (``--nnodes``,
+    ``--rdzv-backend``, ``--rdzv-endpoint``, ``--rdzv-id``)."""
+    nproc = positive_int("nproc", nproc)
+    extra = list(extra or [])
+    rendezvous = [] if any(a.startswith(("--nnodes", "--rdzv", "--master")) for a in extra) else ["--standalone"]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc-per-node={nproc}", *extra, "-m",
+            *module_args]
