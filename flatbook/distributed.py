@@ -15,6 +15,9 @@ with its work shared out; the maths does not change:
   updates its running statistics with the unbiased global variance, exactly as one BatchNorm
   on the whole batch. (PyTorch's SyncBatchNorm does the same on CUDA only; this one also runs
   on CPU ranks with gloo, where the tests check it.)
+* **Dropout** (``global_batchnorm`` swaps these too): a layer draws the mask of the WHOLE global
+  batch, as one process would (every rank's generator is seeded alike and consumed alike), and
+  applies the rows of its share: the same masks as one process, bit for bit.
 * **Hessian products** (``curvature.HessianOperator(process_group=...)``): the fixed batches are
   shared out round-robin and each product is all-reduced in float64.
 
@@ -42,7 +45,7 @@ from .checks import positive_int
 
 __all__ = ["RENDEZVOUS_VARIABLES", "DistributedError", "Ranks", "ranks", "current_group", "init_from_env",
            "agree", "broadcast_object", "collective_device", "shard_slice", "GlobalBatchNorm", "global_batchnorm",
-           "torchrun_command", "check_batch_split"]
+           "ShardedDropout", "torchrun_command", "check_batch_split"]
 
 RENDEZVOUS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -283,11 +286,46 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         return out
 
 
+def _global_batch_size(local: int, device: torch.device, group: Any) -> int:
+    import torch.distributed as dist
+
+    count = torch.tensor([float(local)], dtype=torch.float64, device=collective_device(group, device))
+    dist.all_reduce(count, group=group)
+    return int(count)
+
+
+class ShardedDropout(nn.Dropout):
+    """Dropout whose training-mode mask is drawn for the whole global batch (the sum of the ranks'
+    shares, one all-reduce of the share sizes) exactly as one process's ``nn.Dropout`` would draw
+    it, and applied to this rank's rows (``shard_slice``); in eval mode it is the identity."""
+
+    def __init__(self, layer: nn.Dropout, group: Any):
+        super().__init__(layer.p, inplace=False)
+        self.training = layer.training
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        import torch.distributed as dist
+
+        total = _global_batch_size(len(x), x.device, self.group)
+        mine = shard_slice(total, dist.get_rank(self.group), dist.get_world_size(self.group))
+        if mine.stop - mine.start != len(x):
+            raise ValueError(f"dropout on a share of {len(x)} rows, but rank {dist.get_rank(self.group)}'s share of a "
+                             f"global batch of {total} is {mine.stop - mine.start}: shares must come from shard_slice")
+        # F.dropout of ones is the scaled mask (1/(1-p) or 0) one process would multiply its batch by
+        noise = F.dropout(torch.ones((total, *x.shape[1:]), dtype=x.dtype, device=x.device), self.p, True)
+        return x * noise[mine]
+
+
 @contextmanager
 def global_batchnorm(model: nn.Module, group: Any) -> Iterator[nn.Module]:
     """Inside, every BatchNorm layer of ``model`` is a ``GlobalBatchNorm`` over ``group`` sharing the
-    layer's parameters and buffers (state_dict keys unchanged); on exit the original layers are
-    back, holding whatever the training did to those tensors. No-op for ``group`` None."""
+    layer's parameters and buffers (state_dict keys unchanged) and every ``nn.Dropout`` a
+    ``ShardedDropout``; on exit the original layers are back, holding whatever the training did to
+    those tensors. Other dropout layers (Dropout2d, AlphaDropout, ...) are refused (ValueError):
+    their masks would differ from one process's. No-op for ``group`` None."""
     if group is None:
         yield model
         return
@@ -296,7 +334,14 @@ def global_batchnorm(model: nn.Module, group: Any) -> Iterator[nn.Module]:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
                 swapped.append((parent, name, child))
-                setattr(parent, name, GlobalBatchNorm(child, group))
+            elif type(child) is nn.Dropout:
+                swapped.append((parent, name, child))
+            elif isinstance(child, nn.modules.dropout._DropoutNd) and not isinstance(child, ShardedDropout):
+                raise ValueError(f"layer {name!r} is a {type(child).__name__}: distributed training reproduces "
+                                 "nn.Dropout and BatchNorm layers exactly, not this one")
+    for parent, name, child in swapped:
+        wrapper = ShardedDropout if isinstance(child, nn.Dropout) else GlobalBatchNorm
+        setattr(parent, name, wrapper(child, group))
     try:
         yield model
     finally:

@@ -61,7 +61,7 @@ from typing import Any
 
 from . import __version__
 
-__all__ = ["Config", "Result", "run", "sweep", "run_many", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
+__all__ = ["Config", "Result", "run", "sweep", "run_many", "default_nproc", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
            "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS",
            "worker_devices"]
 
@@ -500,34 +500,76 @@ def build_model(c: Config):
 
 def run(config: Config | dict, *, results_dir: str | Path | None = None, data_root: str | Path | None = None,
         device: str | None = None, recompute: bool = False, progress: bool = True,
-        checkpoint_every: int = 10) -> Result:
+        checkpoint_every: int = 10, nproc: int | None = None) -> Result:
     """The Result of ``config``: from the cache, or computed and cached (module docstring). Training,
-    evaluation and the spectrum run with CPU denormals flushed to zero (``device.flush_denormals``)."""
+    evaluation and the spectrum run with CPU denormals flushed to zero (``device.flush_denormals``).
+
+    Distributed (``flatbook.distributed``), two ways, the same result:
+
+    * inside a process group of several ranks (e.g. under ``torchrun`` after
+      ``distributed.init_from_env``; ``python -m flatbook train`` does both), every rank calls
+      ``run`` with the same config (checked: a rank with another config is an error naming the
+      fields), training is data-parallel (``train.fit(process_group=...)``), evaluation and the
+      Hessian products are shared out, and rank 0 alone reads and writes the cache and the
+      checkpoints; every rank returns the Result;
+    * ``nproc`` > 1 (default ``$FLATBOOK_NPROC``, else 1) in a single process: an uncached config
+      is computed by a ``torchrun`` job of ``nproc`` ranks on this node (``python -m flatbook train``;
+      ``$FLATBOOK_TORCHRUN_ARGS`` adds options, e.g. several nodes' rendezvous) and then read from
+      the cache. A failed job raises ``DistributedError`` with torchrun's report of the failed rank;
+      its checkpoints stay, so running again resumes.
+    """
     from .device import flush_denormals
 
     with flush_denormals():
         return _run(config, results_dir=results_dir, data_root=data_root, device=device, recompute=recompute,
-                    progress=progress, checkpoint_every=checkpoint_every)
+                    progress=progress, checkpoint_every=checkpoint_every, nproc=nproc)
+
+
+def default_nproc() -> int:
+    """``$FLATBOOK_NPROC`` (ranks for a torchrun job per uncached run), else 1."""
+    from .checks import positive_int
+
+    text = os.environ.get("FLATBOOK_NPROC", "").strip()
+    if not text:
+        return 1
+    try:
+        return positive_int("FLATBOOK_NPROC", int(text))
+    except ValueError as exc:
+        raise ValueError(f"FLATBOOK_NPROC must be a positive integer (ranks per run), got {text!r}") from exc
 
 
 def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: str | Path | None,
-         device: str | None, recompute: bool, progress: bool, checkpoint_every: int) -> Result:
+         device: str | None, recompute: bool, progress: bool, checkpoint_every: int, nproc: int | None) -> Result:
     import torch
 
     from . import train as training
     from .device import default_device, describe_device
+    from .distributed import current_group, ranks
 
     c = Config.from_dict(config).resolved()
     key = c.key()
     root = globals()["results_dir"](results_dir)
+    team = ranks(current_group())
+    if team.distributed:
+        _check_same_config(team, c)
+        if c.bf16 and _backend(team) != "nccl":
+            _fail("bf16", True, "bf16 autocast needs CUDA ranks (NCCL); these ranks use gloo")
     entry = root / key
-    if entry.exists() and not recompute:
-        try:
-            return _load_entry(entry, c, key)
-        except _CorruptEntry as exc:
-            warnings.warn(f"flatbook: cache entry {entry} is corrupt ({exc}); recomputing it", stacklevel=2)
-            shutil.rmtree(entry, ignore_errors=True)
+    cached = _cached_entry(entry, c, key, recompute) if team.is_writer else None
+    if team.distributed:
+        cached = _shared_outcome(team, cached)
+    if cached is not None:
+        return cached
+    nproc = default_nproc() if nproc is None else nproc
+    from .checks import positive_int
 
+    nproc = positive_int("nproc", nproc)
+    if nproc > 1 and not team.distributed:
+        return _run_with_torchrun(c, key, root, data_root=data_root, device=device, recompute=recompute,
+                                  nproc=nproc, checkpoint_every=checkpoint_every)
+
+    if team.distributed and device is None:
+        device = f"cuda:{torch.cuda.current_device()}" if _backend(team) == "nccl" else "cpu"
     device = device or default_device()
     if c.bf16 and not str(device).startswith("cuda"):
         _fail("bf16", True, f"bf16 autocast needs CUDA; the device is {device}")
@@ -542,18 +584,32 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
         _fail("hessian_samples", c.hessian_samples,
               f"{n_hessian} Hessian samples in batches of {c.hessian_batch_size} leave a last batch of 1, which "
               "BatchNorm cannot normalise in train mode; change hessian_samples or hessian_batch_size")
-    donor = None if recompute else _trained_with_same_settings(root, c)
+    if team.distributed:
+        from .distributed import check_batch_split
+
+        try:
+            check_batch_split(c.batch_size, team.world_size, len(y_train))
+        except ValueError as exc:
+            _fail("batch_size", c.batch_size, str(exc))
+    donor = None if recompute or not team.is_writer else _trained_with_same_settings(root, c)
+    if team.distributed:
+        from .distributed import broadcast_object
+
+        donor_state = None if donor is None else torch.load(donor.path / "weights.pt", map_location="cpu",
+                                                            weights_only=True)
+        donor, donor_state = broadcast_object(team.group, (donor, donor_state))
     if donor is not None:
         # the same training, other spectrum settings: reuse the trained weights and measure again
-        model = donor.load_model(device)
+        state = donor_state if team.distributed else torch.load(donor.path / "weights.pt", map_location="cpu",
+                                                                weights_only=True)
+        model.load_state_dict(state)
+        model.to(device).eval()
         spectrum, spectrum_seconds = _measure(c, model, x_train[h_idx], y_train[h_idx], device,
-                                              donor.metrics["num_params"], progress)
+                                              donor.metrics["num_params"], progress and team.is_writer, team.group)
         result = Result(config=c, key=key, metrics=dict(donor.metrics), history=list(donor.history),
                         spectrum=spectrum, seconds={"train": donor.seconds["train"], "spectrum": spectrum_seconds},
                         device=donor.device, version=__version__, val_correct=donor.val_correct)
-        state = torch.load(donor.path / "weights.pt", map_location="cpu", weights_only=True)
-        result.path = _write_entry(root, key, result, state)
-        return result
+        return _store(team, root, key, result, state)
     x_val, y_val = prepare_data(c, "val", data_root)  # only training and evaluation need these
     x_test, y_test = prepare_data(c, "test", data_root)
     t0 = time.perf_counter()
@@ -564,30 +620,150 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
         lr_ratio=c.lr_ratio, averaging_start=c.averaging_start, lr_averaging=c.lr_averaging, augment=c.augment,
         seed=c.seed, device=device, bf16=c.bf16, val_every=c.val_every, checkpoint_dir=partial,
         checkpoint_every=checkpoint_every,
-        progress=progress)
+        progress=progress and team.is_writer, process_group=team.group)
     train_seconds = time.perf_counter() - t0
     metrics: dict[str, float] = {}
     for name, (x, y) in (("train", (x_train, y_train)), ("test", (x_test, y_test))):
-        loss, acc = training.evaluate(model, x.to(device), y.to(device), bf16=c.bf16)
+        loss, acc = training.evaluate(model, x.to(device), y.to(device), bf16=c.bf16, process_group=team.group)
         metrics[f"{name}_loss"], metrics[f"{name}_acc"] = loss, acc
     metrics["val_loss"], metrics["val_acc"], val_correct = training.evaluate(
-        model, x_val.to(device), y_val.to(device), bf16=c.bf16, per_example=True)
+        model, x_val.to(device), y_val.to(device), bf16=c.bf16, per_example=True, process_group=team.group)
     metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
     metrics["weight_norm"] = training.weight_norm(model)
     metrics["num_params"] = sum(p.numel() for p in model.parameters())
     metrics["train_samples"] = len(y_train)
 
     spectrum, spectrum_seconds = _measure(c, model, x_train[h_idx], y_train[h_idx], device,
-                                          metrics["num_params"], progress)
+                                          metrics["num_params"], progress and team.is_writer, team.group)
 
+    described = describe_device() if device == default_device() else str(device)
+    if team.distributed:
+        described = f"{team.world_size} ranks ({_backend(team)}), rank 0 on {described}"
     result = Result(config=c, key=key, metrics=metrics, history=history.to_list(), spectrum=spectrum,
-                    seconds={"train": train_seconds, "spectrum": spectrum_seconds}, device=describe_device()
-                    if device == default_device() else str(device), version=__version__,
-                    val_correct=val_correct.numpy())
+                    seconds={"train": train_seconds, "spectrum": spectrum_seconds}, device=described,
+                    version=__version__, val_correct=val_correct.numpy())
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    result.path = _write_entry(root, key, result, state)
-    shutil.rmtree(partial, ignore_errors=True)
+    return _store(team, root, key, result, state, partial=partial)
+
+
+def _backend(team) -> str:
+    import torch.distributed as dist
+
+    return str(dist.get_backend(team.group))
+
+
+def _cached_entry(entry: Path, c: Config, key: str, recompute: bool) -> Result | None:
+    """The cached Result at ``entry``, or None (absent, ``recompute``, or corrupt: warned and removed)."""
+    if not entry.exists() or recompute:
+        return None
+    try:
+        return _load_entry(entry, c, key)
+    except _CorruptEntry as exc:
+        warnings.warn(f"flatbook: cache entry {entry} is corrupt ({exc}); recomputing it", stacklevel=3)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+
+def _shared_outcome(team, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank; if rank 0's value is an exception, every rank raises it."""
+    from .distributed import broadcast_object
+
+    value = broadcast_object(team.group, value)
+    if isinstance(value, BaseException):
+        raise value
+    return value
+
+
+def _check_same_config(team, c: Config) -> None:
+    """Every rank must run the same (resolved) config: DistributedError naming the differing fields."""
+    import torch.distributed as dist
+
+    from .distributed import DistributedError
+
+    configs: list[Any] = [None] * team.world_size
+    dist.all_gather_object(configs, c.to_dict(), group=team.group)
+    differing = []
+    for r, other in enumerate(configs[1:], start=1):
+        fields = [f"{k}={other[k]!r} (rank 0: {configs[0][k]!r})" for k in configs[0] if other[k] != configs[0][k]]
+        if fields:
+            differing.append(f"rank {r}: " + ", ".join(fields))
+    if differing:
+        raise DistributedError("the ranks were given different experiment configs (" + "; ".join(differing)
+                               + "); every rank must run the same config")
+
+
+def _store(team, root: Path, key: str, result: Result, state: dict, partial: Path | None = None) -> Result:
+    """Rank 0 writes the cache entry (and removes the run's checkpoints); every rank gets its path
+    (a failed write raises on every rank)."""
+    path: Any = None
+    if team.is_writer:
+        try:
+            path = _write_entry(root, key, result, state)
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)
+        except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised
+            path = exc
+    if team.distributed:
+        path = _shared_outcome(team, path)
+    elif isinstance(path, BaseException):
+        raise path
+    result.path = path
     return result
+
+
+def _run_with_torchrun(c: Config, key: str, root: Path, *, data_root: str | Path | None, device: str | None,
+                       recompute: bool, nproc: int, checkpoint_every: int) -> Result:
+    """Compute ``c`` by a torchrun job of ``nproc`` ranks (``python -m flatbook train``), then read
+    the entry it wrote. The job's output is passed through; a failure raises DistributedError with
+    torchrun's summary (which rank failed, how) and the checkpoint directory to resume from."""
+    import shlex
+    import subprocess
+    import sys
+
+    from .distributed import DistributedError, torchrun_command
+
+    root.mkdir(parents=True, exist_ok=True)
+    config_file = root / f".{key}.config.json"
+    tmp = config_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(c.to_dict()))
+    os.replace(tmp, config_file)
+    args = ["flatbook", "train", str(config_file), "--results-dir", str(root),
+            "--checkpoint-every", str(checkpoint_every)]
+    if data_root is not None:
+        args += ["--data-root", str(data_root)]
+    if device is not None and not str(device).startswith("cuda"):
+        args += ["--device", str(device)]
+    if recompute:
+        args += ["--recompute"]
+    extra = shlex.split(os.environ.get("FLATBOOK_TORCHRUN_ARGS", ""))
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("FLATBOOK_NPROC", None)
+    proc = subprocess.Popen(torchrun_command(nproc, args, extra=extra), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stderr.write(line)
+        tail = (tail + [line])[-200:]
+    code = proc.wait()
+    config_file.unlink(missing_ok=True)
+    if code != 0:
+        raise DistributedError(f"the torchrun job of {nproc} ranks for config {key} failed (exit code {code}): "
+                               f"{_torchrun_failure(tail)}. Its checkpoints in {root / (key + '.partial')} are kept: "
+                               "run again to resume")
+    result = _load_entry(root / key, c, key)
+    result.cached = False  # computed by this call (in the torchrun job), not found in the cache
+    return result
+
+
+def _torchrun_failure(lines: list[str]) -> str:
+    """The failed rank, exit code and cause from torchrun's error summary (or the last lines)."""
+    wanted = ("rank", "exitcode", "traceback", "error")
+    picked = [ln.strip() for ln in lines if ln.strip().split(":")[0].strip() in wanted]
+    text = "; ".join(picked[-4:]) if picked else " | ".join(ln.strip() for ln in lines[-5:])
+    return text or "no output"
 
 
 def hessian_indices(n_train: int, hessian_samples: int | None, *, spectrum_seed: int):
@@ -625,8 +801,9 @@ def _trained_with_same_settings(root: Path, c: Config) -> Result | None:
     return None
 
 
-def _measure(c: Config, model, x, y, device, num_params: int, progress: bool):
-    """(Spectrum or None, seconds): SLQ as ``c`` says over (x, y) (see the module docstring)."""
+def _measure(c: Config, model, x, y, device, num_params: int, progress: bool, process_group: Any = None):
+    """(Spectrum or None, seconds): SLQ as ``c`` says over (x, y) (see the module docstring); with a
+    ``process_group`` the Hessian products are shared out over its ranks."""
     import torch
 
     from .curvature import HessianOperator
@@ -636,7 +813,7 @@ def _measure(c: Config, model, x, y, device, num_params: int, progress: bool):
         return None, 0.0
     t1 = time.perf_counter()
     op = HessianOperator(model, torch.nn.functional.cross_entropy, (x.to(device), y.to(device)),
-                         batch_size=c.hessian_batch_size, bn_mode=c.bn_mode)
+                         batch_size=c.hessian_batch_size, bn_mode=c.bn_mode, process_group=process_group)
     big = num_params * c.lanczos_steps * c.probes > 2**28  # keep a large Lanczos basis on the CPU in float32
     spectrum = slq(op, steps=c.lanczos_steps, probes=c.probes, seed=c.spectrum_seed, progress=progress,
                    basis_device="cpu" if big else None, basis_dtype=torch.float32 if big else torch.float64)
@@ -701,12 +878,20 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
     Cached results are loaded; with ``workers > 1`` the others run in that many spawned worker
     processes, each with (CPU threads // workers) threads: on the CPU for small models, whose
     steps are dominated by single-threaded overhead; on a machine with N GPUs, workers=N gives
-    each worker its own GPU (``worker_devices``), one run per GPU at a time."""
+    each worker its own GPU (``worker_devices``), one run per GPU at a time. Under a distributed
+    job (torchrun, or ``$FLATBOOK_NPROC`` > 1) each run takes every rank, so ``workers`` is set to 1
+    (with a warning)."""
     from .checks import positive_int
+
+    from .distributed import current_group
 
     workers = positive_int("workers", workers)
     if not isinstance(configs, (list, tuple)) or not configs:
         raise ConfigError(f"configs must be a non-empty list of configs, got {configs!r}")
+    if workers > 1 and (current_group() is not None or default_nproc() > 1):
+        warnings.warn(f"workers={workers} is not used: every uncached run already takes all the ranks of a "
+                      "distributed job (torchrun, or $FLATBOOK_NPROC), so the runs go one after another", stacklevel=2)
+        workers = 1
     configs = [Config.from_dict(c).resolved() for c in configs]
     root = globals()["results_dir"](results_dir)
     todo = list({c.key(): c for c in configs if not (root / c.key() / "result.json").exists()}.values())

@@ -328,11 +328,11 @@ def fit(
     single-process batch cut into world-size shares (the world size must divide ``batch_size``);
     DistributedDataParallel averages the gradients, BatchNorm layers use the global batch's
     statistics (in training, the epoch's recompute and the averaged weights' recompute), and
-    validation is shared out. The weights and history equal one process's up to the order of
-    floating-point sums, except that dropout masks are drawn per rank (rank r's generator is
-    seeded with seed + 1,000,003 r). Rank 0 alone reads and writes the checkpoint (the state
-    is broadcast to the others when resuming; every rank's random state is in it, so a resume
-    needs the same world size) and shows progress. ``device`` defaults to the rank's GPU
+    validation is shared out; dropout applies one process's masks (every rank draws the global
+    batch's mask from an identically seeded generator and keeps its rows). The weights and
+    history equal one process's up to the order of floating-point sums. Rank 0 alone reads and
+    writes the checkpoint (broadcast to the others when resuming) and shows progress; the
+    checkpoint is the single-process one, so a run may resume on another number of ranks. ``device`` defaults to the rank's GPU
     (``torch.cuda.current_device()``, set by ``distributed.init_from_env``) with NCCL, else the
     CPU.
     """
@@ -386,8 +386,6 @@ def fit(
                     weight_decay=weight_decay, schedule=schedule, lr_ratio=lr_ratio,
                     averaging_start=averaging_start, lr_averaging=lr_averaging, augment=augment, seed=check_seed(seed),
                     bf16=bool(bf16), val_every=val_every)
-    if group.distributed:
-        settings["world_size"] = group.world_size  # the checkpoint holds one random state per rank
     fingerprint = _fingerprint(settings, model, len(x_train))
     if group.distributed:
         agree(group.group, "the training run (settings, model shapes, number and sum of the training data)",
@@ -409,8 +407,7 @@ def fit(
     n_averaged = 0
     history = History()
     start_epoch = 0
-    rank_seed = int(seed) + RANK_SEED_STRIDE * group.rank
-    gen = torch.Generator(device="cpu").manual_seed(rank_seed)  # dropout and other global-RNG draws
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))  # dropout and other global-RNG draws
     cuda_rng: list[torch.Tensor] | None = None
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
@@ -423,8 +420,8 @@ def fit(
         n_averaged = state["n_averaged"]
         history = History([dict(r) for r in state["history"]])
         start_epoch = state["epoch"]
-        gen.set_state(state["rng"] if not group.distributed else state["rng_ranks"][group.rank])
-        cuda_rng = state.get("cuda_rng") if not group.distributed else state["cuda_rng_ranks"][group.rank]
+        gen.set_state(state["rng"])
+        cuda_rng = state.get("cuda_rng")
 
     def evaluated_state(keep: bool) -> tuple[float, float, float]:
         """val loss, val acc, weight norm of the weights to report (averaged when averaging);
@@ -461,7 +458,7 @@ def fit(
                 if cuda_rng is not None:
                     torch.cuda.set_rng_state(cuda_rng[0].cpu(), device)
                 else:
-                    torch.cuda.manual_seed(rank_seed)
+                    torch.cuda.manual_seed(int(seed))
             for epoch in range(start_epoch, epochs):
                 t0 = time.perf_counter()
                 rate = learning_rate(epoch, epochs=epochs, lr=lr, schedule=schedule, lr_ratio=lr_ratio,
@@ -514,19 +511,12 @@ def fit(
                         "averaged": averaged, "n_averaged": n_averaged, "history": history.to_list(),
                         "rng": torch.get_rng_state(), "cuda_rng": cuda_state,
                     }
-                    if group.distributed:  # every rank's random state, gathered (all ranks take part)
-                        state["rng_ranks"] = _gather(group, torch.get_rng_state())
-                        state["cuda_rng_ranks"] = _gather(group, None if cuda_state is None else
-                                                          [cuda_state[0].cpu()])
                     if group.is_writer:
                         _atomic_torch_save(state, ckpt_path)
     finally:
         if bar is not None:
             bar.close()
     return history
-
-
-RANK_SEED_STRIDE = 1_000_003  # rank r of a distributed run seeds its dropout generator with seed + r * this
 
 
 def _backend(group: Ranks) -> str:
@@ -538,14 +528,6 @@ def _backend(group: Ranks) -> str:
 def _data_checksum(x: torch.Tensor, y: torch.Tensor) -> tuple:
     """(shape, float64 sum of x, sum of y): cheap evidence that two ranks hold the same data."""
     return (tuple(x.shape), float(torch.sum(x, dtype=torch.float64)), int(y.sum()))
-
-
-def _gather(group: Ranks, value: Any) -> list[Any]:
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * group.world_size
-    dist.all_gather_object(out, value, group=group.group)
-    return out
 
 
 def _read_checkpoint(path: Path | None, fingerprint: str, device: torch.device, group: Ranks) -> dict | None:
@@ -560,7 +542,7 @@ def _read_checkpoint(path: Path | None, fingerprint: str, device: torch.device, 
             outcome = ("error", RuntimeError(f"checkpoint {path} is unreadable ({exc}); delete it to start afresh"))
         if outcome[0] == "state" and outcome[1].get("fingerprint") != fingerprint:
             outcome = ("error", ValueError(
-                f"checkpoint {path} belongs to a different run (other settings, model, data or world size): its "
+                f"checkpoint {path} belongs to a different run (other settings, model or data): its "
                 f"settings are {outcome[1].get('settings')}; delete it or use another checkpoint_dir"))
     if group.distributed:
         outcome = broadcast_object(group.group, outcome)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m flatbook list | run | book | html``.
+"""Command line: ``python -m flatbook list | run | book | html`` (``train`` is ``flatbook.launch``).
 
     python -m flatbook list
     python -m flatbook run CHAPTER [-p NAME VALUE]... [-y YAML] [--profile ci|laptop|paper] [--output PATH]
@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         profiles = profile_names()
     except FileNotFoundError:
         profiles = ["ci", "laptop", "paper"]
-    p = argparse.ArgumentParser(prog="python -m flatbook", description="Run the chapters of the flatbook book.")
+    p = argparse.ArgumentParser(prog="python -m flatbook", description="Run the chapters of the flatbook book.",
+                                epilog="python -m flatbook train CONFIG computes experiments from JSON configs, in one "
+                                "process or under torchrun (see python -m flatbook train --help).")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list the chapters with their parameters and profile overrides")
