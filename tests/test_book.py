@@ -3,6 +3,7 @@ with math, figures and the run reports, loading nothing from the network."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -29,6 +30,7 @@ def executed(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("executed")
     saved = os.environ.get("FLATBOOK_RESULTS")
     os.environ["FLATBOOK_RESULTS"] = str(tmp_path_factory.mktemp("results"))  # trained models: not the user's cache
+    (folder / "results_dir.txt").write_text(os.environ["FLATBOOK_RESULTS"])
     try:
         for name in CHAPTERS:
             run_chapter(name, profile="ci", root=ROOT, output=folder / f"{name}.ipynb", progress=False)
@@ -271,3 +273,33 @@ def test_adaptive_and_scale_aware_claims_at_ci(executed):
     assert len(false_friend) == len(MEASURES)
 
 
+
+
+def test_each_chapters_plan_is_what_it_trained(executed):
+    """``python -m flatbook plan``'s configs are the chapters' own: after the ci run, every planned
+    config is in the cache the chapters filled (same cache key), and the CLI writes them as JSON."""
+    from flatbook.book.plan import chapter_plan, plan_cost
+
+    cached = {p.name for p in Path((executed / "results_dir.txt").read_text()).iterdir() if (p / "result.json").exists()}
+    planned = {}
+    for name in CHAPTERS:
+        for config in chapter_plan(name, "ci", root=ROOT):
+            planned[config.key()] = name
+    assert len(planned) >= 20
+    missing = {k: n for k, n in planned.items() if k not in cached}
+    assert not missing, f"planned but not trained by the chapter: {missing}"
+    cost = plan_cost(chapter_plan("wd_wrn", "ci", root=ROOT), tflops=1.0)
+    assert cost["runs"] > 0 and cost["flops"] == cost["train_flops"] + cost["hessian_flops"] > 0
+    assert cost["hours"] == pytest.approx(cost["flops"] / 1e12 / 3600)
+
+
+def test_plan_cli_writes_configs_that_train_reads(tmp_path):
+    out = tmp_path / "plan.json"
+    res = run_cli("plan", "wd_mlp", "--profile", "ci", "-p", "seeds", "[0, 1, 2]", "--output", str(out))
+    assert res.returncode == 0, res.stderr
+    configs = json.loads(out.read_text())
+    assert len(configs) >= 3 and {c["seed"] for c in configs} == {0, 1, 2}
+    assert "wd_mlp" in res.stderr and "PFLOP" in res.stderr
+    from flatbook.launch import read_configs
+
+    assert read_configs(str(out)) == configs

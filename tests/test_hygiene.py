@@ -44,7 +44,7 @@ def test_every_toc_entry_exists_and_every_chapter_is_listed():
     assert [c.path for c in chapters(ROOT)] == [ROOT / f"{e}.ipynb" for e in entries if (ROOT / f"{e}.ipynb").is_file()]
 
 
-@pytest.mark.parametrize("profile", ["ci", "laptop"])
+@pytest.mark.parametrize("profile", ["ci", "laptop", "gpu"])
 def test_profiles_cover_every_chapter_with_valid_overrides(profile):
     prof = load_profile(profile, ROOT)
     assert prof.description

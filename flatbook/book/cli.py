@@ -4,6 +4,7 @@
     python -m flatbook run CHAPTER [-p NAME VALUE]... [-y YAML] [--profile ci|laptop|paper] [--output PATH]
     python -m flatbook book [--profile P] [--chapters NAME ...] [--no-html]
     python -m flatbook html
+    python -m flatbook plan [CHAPTER ...] [--profile P] [-p NAME VALUE]... [--output configs.json] [--tflops R]
 
 Values after ``-p`` are Python literals (``4``, ``1e-3``, ``"[0, 1e-4, 5e-4]"``, ``None``), else
 YAML, else plain strings. ``-y`` takes YAML text or a YAML file of ``name: value`` pairs; ``-p``
@@ -53,7 +54,54 @@ def _parser() -> argparse.ArgumentParser:
     book.add_argument("--no-html", action="store_true", help="execute only; do not run jupyter-book")
 
     sub.add_parser("html", help="build the HTML book from the notebooks already in _build/executed")
+
+    plan = sub.add_parser("plan", help="the experiment configs chapters train at a profile, and their cost")
+    plan.add_argument("chapters", nargs="*", metavar="CHAPTER", help="default: every chapter")
+    plan.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    plan.add_argument("-y", "--yaml", action="append", default=[], metavar="YAML")
+    plan.add_argument("--profile", default="paper", choices=profiles)
+    plan.add_argument("--output", default=None, help="write the configs as a JSON list (for python -m flatbook train)")
+    plan.add_argument("--tflops", type=float, default=None,
+                      help="sustained rate for the time estimate, in TFLOP/s (default: an assumed 20)")
     return p
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import tempfile
+
+    from .plan import DEFAULT_TFLOPS, chapter_plan, plan_cost
+    from .registry import chapters
+
+    names = args.chapters or [c.name for c in chapters()]
+    overrides = _overrides(args)
+    tflops = DEFAULT_TFLOPS if args.tflops is None else args.tflops
+    everything: dict[str, object] = {}
+    print(f"{'chapter':<16} {'runs':>5} {'PFLOP':>10} {'hours':>8}   (at {tflops:g} TFLOP/s sustained"
+          f"{', assumed' if args.tflops is None else ''})", file=sys.stderr)
+    for name in names:
+        configs = chapter_plan(name, args.profile, overrides if args.chapters else {})
+        cost = plan_cost(configs, tflops)
+        print(f"{name:<16} {int(cost['runs']):>5} {cost['flops'] / 1e15:>10.3f} {cost['hours']:>8.3f}", file=sys.stderr)
+        for c in configs:
+            everything.setdefault(c.key(), c.to_dict())
+    from ..experiments import Config
+
+    distinct = plan_cost([Config.from_dict(c) for c in everything.values()], tflops)
+    print(f"{'all chapters':<16} {int(distinct['runs']):>5} {distinct['flops'] / 1e15:>10.3f} {distinct['hours']:>8.3f}"
+          f"   (distinct configs: a run shared by chapters is computed once)", file=sys.stderr)
+    text = json.dumps(list(everything.values()), indent=1)
+    if args.output is None:
+        print(text)
+    else:
+        out = os.path.abspath(args.output)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), prefix=".plan.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+        print(f"wrote {len(everything)} configs to {args.output}", file=sys.stderr)
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -112,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 build_html()
             return 0
+        if args.command == "plan":
+            return _cmd_plan(args)
         if args.command == "html":
             from .site import build_html
 

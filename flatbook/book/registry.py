@@ -95,13 +95,18 @@ class Chapter:
         ValueError for values the chapter cannot use. The notebook builds the same object in its
         first cell, so plain papermill runs get the same check.
         """
+        self.build_parameters(values)
+
+    def build_parameters(self, values: dict[str, Any]) -> Any:
+        """What ``check`` calls, returned: the chapter's parameter object (None when the notebook
+        names no check)."""
         target = self.notebook.metadata.get("flatbook", {}).get("check")
         if not target:
-            return
+            return None
         module, _, function = target.partition(":")
         check = getattr(importlib.import_module(module), function)
         try:
-            check(**values)
+            return check(**values)
         except (ValueError, TypeError) as exc:
             raise ParameterError(
                 f"chapter {self.name!r}: {exc}\nallowed parameters of {self.name!r} (name = default):\n"

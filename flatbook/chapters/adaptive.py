@@ -147,6 +147,12 @@ class AdaptiveChapter(ChapterParameters):
         """(SGD, Gadam) experiments.Configs of the first seed, with the weight decays used."""
         return self._configs
 
+    def training_plan(self) -> list[Any]:
+        """Every experiments.Config ``run`` trains (SGD then Gadam, each seed), in its order."""
+        from ..seeds import seeded
+
+        return [seeded(c, seed=s) for c in self._configs for s in self.seeds]
+
     @property
     def weight_decays_used(self) -> dict[str, float]:
         """{"sgd": .., "gadam": ..}: the weight decays given, or those of the decay exponents."""

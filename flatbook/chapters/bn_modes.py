@@ -91,6 +91,14 @@ class BnModesParameters(CnnTrainingParameters):
                 raise ValueError(f"model {self.model!r} has no BatchNorm layer: train and eval mode give the same "
                                  "Hessian")
 
+    def training_plan(self) -> list:
+        """Every experiments.Config the chapter trains (weight decays x seeds; the eval-mode spectra
+        measure the same weights again)."""
+        from ..seeds import seeded
+
+        return [seeded(self.base_config(), seed=s).replace(weight_decay=float(wd)) for s in self.seeds
+                for wd in self.weight_decays]
+
     def base_config(self):
         """The experiments.Config of the first seed at weight decay 0 (train-mode BatchNorm Hessian)."""
         from .weight_decay import cnn_chapter_config

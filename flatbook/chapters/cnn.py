@@ -92,6 +92,13 @@ class CnnChapter(CnnTrainingParameters):
         return seed_sweep(self.base, self.weight_decays_used, self.seeds, workers=self.workers,
                           results_dir=self.results_dir)
 
+    def training_plan(self) -> list[Any]:
+        """Every experiments.Config ``run`` trains (weight decays x seeds), in its order."""
+        from ..seeds import seeded
+
+        return [seeded(self.base, seed=s).replace(weight_decay=float(wd)) for s in self.seeds
+                for wd in self.weight_decays_used]
+
     def first_seed(self, results: list[Any]) -> list[Any]:
         return [r for r in results if r.config.seed == self.seeds[0]]
 
@@ -191,6 +198,10 @@ class DecayGridParameters(CnnTrainingParameters):
     def chapter(self) -> CnnChapter:
         """The CnnChapter of the grid (its ``weight_decays_used`` are those of ``decay_exponents``)."""
         return self._chapter
+
+    def training_plan(self) -> list[Any]:
+        """Every experiments.Config the grid trains (one seed, each decay exponent's weight decay)."""
+        return self._chapter.training_plan()
 
 
 

@@ -73,6 +73,12 @@ class TheoremParameters(SmallModelsParameters):
                                   train_per_class=self.train_per_class, epochs=self.epochs, lr=self.lr,
                                   mlp_hidden=self.mlp_hidden, seed=self.seed, results_dir=self.results_dir)
 
+    def training_plan(self) -> list:
+        """The two experiments.Configs the chapter trains (logistic regression, MLP)."""
+        return list(chapter_configs(dataset=self.dataset, image_size=self.image_size,
+                                    train_per_class=self.train_per_class, epochs=self.epochs, lr=self.lr,
+                                    mlp_hidden=self.mlp_hidden, seed=self.seed))
+
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -107,6 +107,16 @@ class SweepParameters(TrainingParameters):
         checks.results_dir(self.results_dir)
         self.base_config().resolved()  # ConfigError (a ValueError) names the field: epochs, lr, ...
 
+    def training_plan(self) -> list:
+        """Every experiments.Config the chapter trains (each seed x weight decay, and the first
+        seed's dense grid), in the order it runs them."""
+        from ..seeds import seeded
+
+        base = self.base_config()
+        plan = [seeded(base, seed=s).replace(weight_decay=float(wd)) for s in self.seeds for wd in self.weight_decays]
+        plan += [seeded(base, seed=self.seeds[0]).replace(weight_decay=float(wd)) for wd in self.dense_weight_decays]
+        return _unique(plan)
+
     def base_config(self):
         """The sweep's experiments.Config for the first seed at weight decay 0."""
         return chapter_config(model=self.MODEL, dataset=self.dataset, train_per_class=self.train_per_class,
@@ -135,6 +145,14 @@ class MlpParameters(SweepParameters):
     MODEL: ClassVar[str] = "mlp"
 
 
+
+
+def _unique(configs: list) -> list:
+    """``configs`` without repeats (by cache key), in order."""
+    seen: dict[str, Any] = {}
+    for c in configs:
+        seen.setdefault(c.key(), c)
+    return list(seen.values())
 
 
 def chapter_config(*, model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
@@ -224,18 +242,33 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
     ratio = f_paper / f_measured
     cpu = (measured.seconds["train"] / m_train_images * p_train_images
            + measured.seconds["spectrum"] / m_hessian_images * p_hessian_images) * ratio
-    import torch
-
-    from ..experiments import build_model
-    from ..train import has_batchnorm
-
-    with torch.device("meta"):
-        bn_pass = 1.0 if has_batchnorm(build_model(p_cfg)) else 0.0
-    per_epoch = (3.0 + bn_pass) * n_train + p_cfg.val_size
-    train_flops = f_paper * per_epoch * p_cfg.epochs * runs
-    hessian_flops = 6.0 * f_paper * p_hessian_images
+    one = run_flops(p_cfg)
+    train_flops, hessian_flops = one["train_flops"] * runs, one["hessian_flops"] * runs
     return {"forward_flops": float(f_paper), "flop_ratio": ratio, "train_flops": train_flops,
             "hessian_flops": hessian_flops, "flops": train_flops + hessian_flops, "cpu_seconds": cpu}
+
+
+def run_flops(config: Any) -> dict[str, float]:
+    """Floating-point operations of ONE experiment ``config`` (``forward_flops`` per image): the
+    training, (3 + 1 BatchNorm-statistics pass when the network has BatchNorm) forward passes per
+    training image and epoch plus a forward pass over the validation split every epoch; the
+    Hessian, about 6 forward passes per image and product (gradient and its derivative) over the
+    Hessian images, ``lanczos_steps`` x ``probes`` products (none with ``spectrum`` false)."""
+    import torch
+
+    from ..experiments import Config, build_model
+    from ..train import has_batchnorm
+
+    c = Config.from_dict(config).resolved()
+    f = forward_flops(c)
+    n_train = train_split_size(c)
+    n_hessian = n_train if c.hessian_samples is None else min(c.hessian_samples, n_train)
+    with torch.device("meta"):
+        bn_pass = 1.0 if has_batchnorm(build_model(c)) else 0.0
+    train_flops = f * ((3.0 + bn_pass) * n_train + c.val_size) * c.epochs
+    hessian_flops = 6.0 * f * n_hessian * c.lanczos_steps * c.probes if c.spectrum else 0.0
+    return {"forward_flops": float(f), "train_flops": train_flops, "hessian_flops": hessian_flops,
+            "flops": train_flops + hessian_flops}
 
 
 # --- several seeds: the table and the claims ---------------------------------------------------

@@ -1,0 +1,54 @@
+"""What a chapter will train at a profile, before running it: its experiment configs and their cost.
+
+``chapter_plan(name, profile, overrides)`` resolves the chapter's parameters exactly as
+``python -m flatbook run`` does (notebook defaults, then the profile, then the overrides, checked
+by the chapter's parameter class) and asks the parameter object for its ``training_plan()``: the
+``experiments.Config`` of every model the chapter trains (chapters that train nothing, or reuse
+the cache of others, plan none). ``plan_cost`` counts their floating-point operations
+(``chapters.weight_decay.run_flops``: training passes and Hessian products) and converts them to
+hours at a sustained rate.
+
+``python -m flatbook plan [CHAPTER ...] --profile P --output configs.json`` writes the configs as
+a JSON list that ``python -m flatbook train configs.json`` computes (in one process, or under
+torchrun on one node or several); the chapter then renders from the filled cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = ["chapter_plan", "plan_cost", "DEFAULT_TFLOPS"]
+
+DEFAULT_TFLOPS = 20.0  # an assumed sustained rate for one modern GPU (float32/TF32 training); not measured here
+
+
+def chapter_plan(name: str, profile: str = "paper", overrides: Mapping[str, Any] | None = None,
+                 root: Path | None = None) -> list[Any]:
+    """The experiments.Configs chapter ``name`` trains at ``profile`` with ``overrides``."""
+    from .registry import get_chapter
+    from .runner import resolve_parameters
+
+    chapter = get_chapter(name, root)
+    merged = resolve_parameters(chapter, profile, overrides, root)
+    values = {**{n: p.default for n, p in chapter.parameters.items()}, **merged}
+    built = chapter.build_parameters(values)
+    plan = getattr(built, "training_plan", None)
+    return list(plan()) if plan is not None else []
+
+
+def plan_cost(configs: Sequence[Any], tflops: float = DEFAULT_TFLOPS) -> dict[str, float]:
+    """Total training and Hessian FLOPs of ``configs`` and the hours they take at ``tflops``
+    (10^12 floating-point operations a second, sustained)."""
+    from ..checks import finite_number
+    from ..chapters.weight_decay import run_flops
+
+    tflops = finite_number("tflops", tflops, minimum=0, strict=True)
+    totals = {"runs": float(len(configs)), "train_flops": 0.0, "hessian_flops": 0.0}
+    for c in configs:
+        one = run_flops(c)
+        totals["train_flops"] += one["train_flops"]
+        totals["hessian_flops"] += one["hessian_flops"]
+    totals["flops"] = totals["train_flops"] + totals["hessian_flops"]
+    totals["hours"] = totals["flops"] / (tflops * 1e12) / 3600
+    return totals
