@@ -15,10 +15,10 @@ Sections (each timed; a failure is reported and the next section still runs):
    gradient, and the largest difference between the two methods;
 5. SLQ: 20 Lanczos steps, 2 probes, seconds;
 6. two chapters executed at the ``ci`` profile (wd_mlp, wd_wrn), seconds each;
-7. distributed Hessian products on all visible GPUs (``torchrun``, NCCL, one rank per GPU):
-   seconds per product from 1 to N GPUs (strong scaling) and the largest difference from one GPU.
-
-Distributed training (DistributedDataParallel) is not built yet, so it is not measured here.
+7. distributed Hessian products and training on all visible GPUs (``torchrun``, NCCL, one rank per
+   GPU): seconds per product and training images per second (``train.fit`` with
+   DistributedDataParallel, global-batch BatchNorm, global batch 128) from 1 to N GPUs (strong
+   scaling), and the largest differences from one GPU.
 ``--device cpu --quick`` runs every section small on the CPU (a dry run of this script; section 7
 then uses gloo with 2 ranks).
 """
@@ -188,11 +188,10 @@ def rank_hvp(args) -> None:
     """One rank of section 7 (under torchrun)."""
     import torch.distributed as dist
 
+    from flatbook.distributed import init_from_env
+
     cuda = args.device.startswith("cuda")
-    dist.init_process_group("nccl" if cuda else "gloo")
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
-    if cuda:
-        torch.cuda.set_device(device)
+    device = init_from_env(backend="nccl" if cuda else "gloo")
     n = 512 if args.quick else 8192
     x, y = images(n, 32)
     model = wrn(device).eval()
@@ -207,15 +206,21 @@ def rank_hvp(args) -> None:
     out = op.matmat(v)
     sync(device)
     seconds = time.perf_counter() - t0
+    # data-parallel training of the same network: the last of two epochs is timed
+    model = wrn(device)
+    history = train.fit(model, (x, y), lr=0.05, epochs=2, batch_size=128, augment="crop-flip",
+                        progress=False, device=device, process_group=dist.group.WORLD)
+    weights = torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
     if dist.get_rank() == 0:
-        torch.save({"seconds": seconds, "product": out.cpu(), "world": dist.get_world_size()}, args.rank_out)
+        torch.save({"seconds": seconds, "product": out.cpu(), "world": dist.get_world_size(),
+                    "train_images_per_s": n / history[-1]["seconds"], "weights": weights}, args.rank_out)
     dist.destroy_process_group()
 
 
 def section_distributed(args) -> list[str]:
     gpus = torch.cuda.device_count() if args.device.startswith("cuda") else 0
     counts = [k for k in (1, 2, 4, 8, 16) if k <= gpus] if gpus else [1, 2]
-    lines, base, reference = [], None, None
+    lines, base, reference, base_train, reference_weights = [], None, None, None, None
     with tempfile.TemporaryDirectory() as tmp:
         for k in counts:
             out = Path(tmp) / f"k{k}.pt"
@@ -231,13 +236,19 @@ def section_distributed(args) -> list[str]:
             diff = float((r["product"] - reference).abs().max() / reference.abs().max())
             lines.append(f"{k} rank(s) ({'GPUs, NCCL' if gpus else 'CPU, gloo'}): {r['seconds']:.3f} s per product of 4 "
                          f"columns, speed-up {base / r['seconds']:.2f}, largest difference from 1 rank {diff:.1e}")
+            base_train = base_train or r["train_images_per_s"]
+            reference_weights = r["weights"] if reference_weights is None else reference_weights
+            drift = float((r["weights"] - reference_weights).abs().max())
+            lines.append(f"{k} rank(s) training: {r['train_images_per_s']:.0f} images/s, speed-up "
+                         f"{r['train_images_per_s'] / base_train:.2f}, largest weight difference from 1 rank after "
+                         f"2 epochs {drift:.1e}")
     return lines
 
 
 SECTIONS = [("The machine", section_machine), ("Training speed", section_training),
             ("Checkpoint and resume", section_resume), ("Hessian-vector products", section_hvp),
             ("SLQ", section_slq), ("Chapters at the ci profile", section_chapters),
-            ("Distributed Hessian products", section_distributed)]
+            ("Distributed Hessian products and training", section_distributed)]
 
 
 def main() -> None:
@@ -261,7 +272,7 @@ def main() -> None:
             lines = ["FAILED:"] + ["    " + s for s in traceback.format_exc().strip().splitlines()[-6:]]
         report += [f"## {title} ({time.perf_counter() - t0:.0f} s)", ""] + [f"- {s}" for s in lines] + [""]
         print("\n".join(report[-(len(lines) + 3):]), flush=True)
-    report.append(f"Total {time.perf_counter() - start:.0f} s. DistributedDataParallel training is not built yet.")
+    report.append(f"Total {time.perf_counter() - start:.0f} s.")
     Path(args.out).write_text("\n".join(report) + "\n")
     print(f"report: {args.out}")
 

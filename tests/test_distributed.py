@@ -288,7 +288,6 @@ def test_a_world_size_that_does_not_divide_the_batch_is_refused_before_training(
 def test_ranks_with_different_configs_are_refused(tmp_path, fashion_root):
     import os
 
-    os.environ.setdefault("FLATBOOK_DATA", str(fashion_root))
     config = json.dumps({**CONFIG, "epochs": 1})
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                            str(WORKER), "config", str(tmp_path), config], capture_output=True, text=True,
