@@ -23,7 +23,9 @@ with its work shared out; the maths does not change:
 
 ``init_from_env`` joins the group a launcher such as ``torchrun`` describes in the environment
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): NCCL when the
-ranks have GPUs (rank r uses ``cuda:LOCAL_RANK``), gloo otherwise. ``agree`` checks that every
+ranks have GPUs (rank r uses ``cuda:LOCAL_RANK``), gloo otherwise. Its timeout
+(``$FLATBOOK_RENDEZVOUS_TIMEOUT``, default 600 s) bounds the rendezvous AND every later
+collective: a rank that waits longer than that for the others fails. ``agree`` checks that every
 rank holds the same value (a config, a checkpoint) before any work, naming the ranks that differ.
 ``torchrun_command`` builds the launch command (one node, or several through ``extra`` options).
 """
@@ -118,14 +120,29 @@ def init_from_env(*, backend: str | None = None, timeout_s: float | None = None)
             "`torchrun --standalone --nproc-per-node=2 -m flatbook train CONFIG` (one node), "
             "or run without torchrun for one process")
     if timeout_s is None:
-        timeout_s = float(os.environ.get("FLATBOOK_RENDEZVOUS_TIMEOUT", "600"))
+        text = os.environ.get("FLATBOOK_RENDEZVOUS_TIMEOUT", "600")
+        try:
+            timeout_s = float(text)
+        except ValueError:
+            raise DistributedError(f"FLATBOOK_RENDEZVOUS_TIMEOUT must be a number of seconds, got {text!r}") from None
+    if not timeout_s > 0:
+        raise DistributedError(f"the rendezvous timeout must be > 0 seconds, got {timeout_s!r}")
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend not in ("nccl", "gloo"):
         raise ValueError(f"backend must be 'nccl' or 'gloo', got {backend!r}")
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    try:
+        rank, world, local = (int(os.environ[v]) for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    except ValueError:
+        raise DistributedError("RANK, WORLD_SIZE and LOCAL_RANK must be integers, got "
+                               + ", ".join(f"{v}={os.environ[v]!r}" for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))) from None
+    if not 0 <= rank < world:
+        raise DistributedError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
     device = _rank_device(backend)
     if device.startswith("cuda"):
+        if local >= torch.cuda.device_count():
+            raise DistributedError(f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} GPU(s): start "
+                                   "at most one rank per GPU (--nproc-per-node)")
         torch.cuda.set_device(torch.device(device))
     try:
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
@@ -135,6 +152,11 @@ def init_from_env(*, backend: str | None = None, timeout_s: float | None = None)
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout_s:g} s ({exc}). Start every "
             "rank (every node's torchrun) with the same --nnodes, --nproc-per-node and rendezvous endpoint") from exc
     return device
+
+
+def local_rank() -> int:
+    """This process's rank on its node (``$LOCAL_RANK``; 0 outside a launcher)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _rank_device(backend: str) -> str:
@@ -257,33 +279,30 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        use_batch = self.training or not self.track_running_stats
-        if not use_batch:
+        if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         device = collective_device(self.group, x.device)
-        count = torch.tensor([float(x.numel() // x.shape[1])], dtype=torch.float64, device=device)
-        import torch.distributed as dist
-
-        dist.all_reduce(count, group=self.group)
-        n = float(count)
-        if n <= 1:
-            raise ValueError(f"expected more than 1 value per channel over all ranks in training, got {n:g}")
-        total = _summed_over_ranks(x.sum(dims).to(device), self.group).to(x.device)
+        # one all-reduce for the channel sums and the sample count (the count carries no gradient),
+        # kept on the device: no host synchronisation
+        local = x.sum(dims)
+        count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=local.dtype, device=x.device)
+        summed = _summed_over_ranks(torch.cat([local, count]).to(device), self.group).to(x.device)
+        total, n = summed[:-1], summed[-1].detach()
         mean = total / n
         centred = x - mean.reshape(shape)
         var = _summed_over_ranks(centred.pow(2).sum(dims).to(device), self.group).to(x.device) / n
-        if self.training and self.track_running_stats:
+        if self.training:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
-                self.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)), alpha=factor)
+                self.running_mean.mul_(1 - factor).add_(mean.detach() * factor)
+                self.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)) * factor)
         out = centred * torch.rsqrt(var + self.eps).reshape(shape)
         if self.affine:
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return out
+        return out.to(x.dtype)
 
 
 def _global_batch_size(local: int, device: torch.device, group: Any) -> int:
@@ -333,6 +352,9 @@ def global_batchnorm(model: nn.Module, group: Any) -> Iterator[nn.Module]:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
+                if not child.track_running_stats:
+                    raise ValueError(f"layer {name!r} is a BatchNorm without running statistics (track_running_stats="
+                                     "False): distributed training needs the running statistics for evaluation")
                 swapped.append((parent, name, child))
             elif type(child) is nn.Dropout:
                 swapped.append((parent, name, child))

@@ -514,9 +514,9 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
       checkpoints; every rank returns the Result;
     * ``nproc`` > 1 (default ``$FLATBOOK_NPROC``, else 1) in a single process: an uncached config
       is computed by a ``torchrun`` job of ``nproc`` ranks on this node (``python -m flatbook train``;
-      ``$FLATBOOK_TORCHRUN_ARGS`` adds options, e.g. several nodes' rendezvous) and then read from
-      the cache. A failed job raises ``DistributedError`` with torchrun's report of the failed rank;
-      its checkpoints stay, so running again resumes.
+      ``$FLATBOOK_TORCHRUN_ARGS`` adds torchrun options) and then read from the cache. A failed job
+      raises ``DistributedError`` with torchrun's report of the failed rank; its checkpoints stay,
+      so running again resumes. Stopping the caller (an interrupted notebook) stops the job.
     """
     from .device import flush_denormals
 
@@ -554,10 +554,9 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
         _check_same_config(team, c)
         if c.bf16 and _backend(team) != "nccl":
             _fail("bf16", True, "bf16 autocast needs CUDA ranks (NCCL); these ranks use gloo")
+        _check_split(c, team.world_size)
     entry = root / key
-    cached = _cached_entry(entry, c, key, recompute) if team.is_writer else None
-    if team.distributed:
-        cached = _shared_outcome(team, cached)
+    cached = _on_writer(team, lambda: _cached_entry(entry, c, key, recompute))
     if cached is not None:
         return cached
     nproc = default_nproc() if nproc is None else nproc
@@ -565,15 +564,19 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
 
     nproc = positive_int("nproc", nproc)
     if nproc > 1 and not team.distributed:
-        return _run_with_torchrun(c, key, root, data_root=data_root, device=device, recompute=recompute,
-                                  nproc=nproc, checkpoint_every=checkpoint_every)
+        _check_split(c, nproc)
+        _run_with_torchrun([c], root, data_root=data_root, device=device, recompute=recompute, nproc=nproc,
+                           checkpoint_every=checkpoint_every, progress=progress)
+        result = _load_entry(entry, c, key)
+        result.cached = False  # computed by this call (in the torchrun job), not found in the cache
+        return result
 
     if team.distributed and device is None:
         device = f"cuda:{torch.cuda.current_device()}" if _backend(team) == "nccl" else "cpu"
     device = device or default_device()
     if c.bf16 and not str(device).startswith("cuda"):
         _fail("bf16", True, f"bf16 autocast needs CUDA; the device is {device}")
-    x_train, y_train = prepare_data(c, "train", data_root)
+    x_train, y_train = _prepared_on_every_rank(team, c, data_root)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(c.seed)
@@ -591,13 +594,13 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
             check_batch_split(c.batch_size, team.world_size, len(y_train))
         except ValueError as exc:
             _fail("batch_size", c.batch_size, str(exc))
-    donor = None if recompute or not team.is_writer else _trained_with_same_settings(root, c)
-    if team.distributed:
-        from .distributed import broadcast_object
+    def find_donor():
+        found = None if recompute else _trained_with_same_settings(root, c)
+        weights = None if found is None or not team.distributed else torch.load(
+            found.path / "weights.pt", map_location="cpu", weights_only=True)
+        return found, weights
 
-        donor_state = None if donor is None else torch.load(donor.path / "weights.pt", map_location="cpu",
-                                                            weights_only=True)
-        donor, donor_state = broadcast_object(team.group, (donor, donor_state))
+    donor, donor_state = _on_writer(team, find_donor) or (None, None)
     if donor is not None:
         # the same training, other spectrum settings: reuse the trained weights and measure again
         state = donor_state if team.distributed else torch.load(donor.path / "weights.pt", map_location="cpu",
@@ -644,6 +647,42 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
                     version=__version__, val_correct=val_correct.numpy())
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return _store(team, root, key, result, state, partial=partial)
+
+
+def _check_split(c: Config, world_size: int) -> None:
+    """ConfigError (naming batch_size) unless ``world_size`` ranks can share ``c``'s global batch."""
+    from .distributed import check_batch_split
+
+    try:
+        check_batch_split(c.batch_size, world_size)
+    except ValueError as exc:
+        _fail("batch_size", c.batch_size, str(exc))
+
+
+def _on_writer(team, compute) -> Any:
+    """``compute()`` on rank 0, its value (or the exception it raised) on every rank."""
+    if not team.distributed:
+        return compute()
+    try:
+        value = compute() if team.is_writer else None
+    except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised on each
+        value = exc
+    return _shared_outcome(team, value)
+
+
+def _prepared_on_every_rank(team, c: Config, data_root: str | Path | None):
+    """The training split on every rank; distributed, each node's local rank 0 loads it first (the
+    only one that may download it), then the others read the files it left."""
+    if not team.distributed:
+        return prepare_data(c, "train", data_root)
+    import torch.distributed as dist
+
+    from .distributed import local_rank
+
+    first = local_rank() == 0
+    out = prepare_data(c, "train", data_root) if first else None
+    dist.barrier(group=team.group)
+    return out if first else prepare_data(c, "train", data_root)
 
 
 def _backend(team) -> str:
@@ -693,29 +732,25 @@ def _check_same_config(team, c: Config) -> None:
 
 
 def _store(team, root: Path, key: str, result: Result, state: dict, partial: Path | None = None) -> Result:
-    """Rank 0 writes the cache entry (and removes the run's checkpoints); every rank gets its path
-    (a failed write raises on every rank)."""
-    path: Any = None
-    if team.is_writer:
-        try:
-            path = _write_entry(root, key, result, state)
-            if partial is not None:
-                shutil.rmtree(partial, ignore_errors=True)
-        except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised
-            path = exc
-    if team.distributed:
-        path = _shared_outcome(team, path)
-    elif isinstance(path, BaseException):
-        raise path
-    result.path = path
-    return result
+    """Rank 0 writes the cache entry (and removes the run's checkpoints); every rank gets rank 0's
+    Result with its path (a failed write raises on every rank)."""
+
+    def write() -> Result:
+        result.path = _write_entry(root, key, result, state)
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        return result
+
+    return _on_writer(team, write)
 
 
-def _run_with_torchrun(c: Config, key: str, root: Path, *, data_root: str | Path | None, device: str | None,
-                       recompute: bool, nproc: int, checkpoint_every: int) -> Result:
-    """Compute ``c`` by a torchrun job of ``nproc`` ranks (``python -m flatbook train``), then read
-    the entry it wrote. The job's output is passed through; a failure raises DistributedError with
-    torchrun's summary (which rank failed, how) and the checkpoint directory to resume from."""
+def _run_with_torchrun(configs: list[Config], root: Path, *, data_root: str | Path | None, device: str | None,
+                       recompute: bool, nproc: int, checkpoint_every: int, progress: bool) -> None:
+    """Compute ``configs`` (one after another) in ONE torchrun job of ``nproc`` ranks on this node
+    (``python -m flatbook train``), which writes their cache entries. The job's output is passed
+    through as it comes (progress bars included, unless ``progress`` is false); stopping this
+    process (KeyboardInterrupt) stops the job. A failure raises DistributedError with the job's
+    error lines and torchrun's summary (which rank failed, how); checkpoints stay for a rerun."""
     import shlex
     import subprocess
     import sys
@@ -723,10 +758,10 @@ def _run_with_torchrun(c: Config, key: str, root: Path, *, data_root: str | Path
     from .distributed import DistributedError, torchrun_command
 
     root.mkdir(parents=True, exist_ok=True)
-    config_file = root / f".{key}.config.json"
-    tmp = config_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(c.to_dict()))
-    os.replace(tmp, config_file)
+    fd, name = tempfile.mkstemp(dir=root, prefix=".torchrun.", suffix=".json")
+    config_file = Path(name)
+    with os.fdopen(fd, "w") as f:
+        json.dump([c.to_dict() for c in configs], f)
     args = ["flatbook", "train", str(config_file), "--results-dir", str(root),
             "--checkpoint-every", str(checkpoint_every)]
     if data_root is not None:
@@ -735,35 +770,47 @@ def _run_with_torchrun(c: Config, key: str, root: Path, *, data_root: str | Path
         args += ["--device", str(device)]
     if recompute:
         args += ["--recompute"]
+    if not progress:
+        args += ["--no-progress"]
     extra = shlex.split(os.environ.get("FLATBOOK_TORCHRUN_ARGS", ""))
     env = dict(os.environ)
     package_parent = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, [env.get("PYTHONPATH")])])
     env.pop("FLATBOOK_NPROC", None)
     proc = subprocess.Popen(torchrun_command(nproc, args, extra=extra), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stderr.write(line)
-        tail = (tail + [line])[-200:]
-    code = proc.wait()
-    config_file.unlink(missing_ok=True)
+                            stderr=subprocess.STDOUT)
+    tail = b""
+    try:
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read1(1 << 16), b""):
+            sys.stderr.write(chunk.decode(errors="replace"))  # carriage returns kept: bars redraw in place
+            sys.stderr.flush()
+            tail = (tail + chunk)[-(1 << 16):]
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: stop the job rather than leave it training
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        config_file.unlink(missing_ok=True)
     if code != 0:
-        raise DistributedError(f"the torchrun job of {nproc} ranks for config {key} failed (exit code {code}): "
-                               f"{_torchrun_failure(tail)}. Its checkpoints in {root / (key + '.partial')} are kept: "
-                               "run again to resume")
-    result = _load_entry(root / key, c, key)
-    result.cached = False  # computed by this call (in the torchrun job), not found in the cache
-    return result
+        keys = ", ".join(c.key() for c in configs)
+        raise DistributedError(f"the torchrun job of {nproc} ranks for config(s) {keys} failed (exit code {code}): "
+                               f"{_torchrun_failure(tail.decode(errors='replace'))}. Checkpoints of unfinished runs "
+                               f"stay in {root}/<key>.partial: run again to resume")
 
 
-def _torchrun_failure(lines: list[str]) -> str:
-    """The failed rank, exit code and cause from torchrun's error summary (or the last lines)."""
-    wanted = ("rank", "exitcode", "traceback", "error")
-    picked = [ln.strip() for ln in lines if ln.strip().split(":")[0].strip() in wanted]
-    text = "; ".join(picked[-4:]) if picked else " | ".join(ln.strip() for ln in lines[-5:])
-    return text or "no output"
+def _torchrun_failure(text: str) -> str:
+    """The job's own error lines (``error: ...``) and torchrun's summary of the failed ranks (their
+    rank, exit code and cause), or the last lines."""
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    errors = list(dict.fromkeys(ln for ln in lines if ln.startswith("error:")))
+    summary = [ln for ln in lines if ln.split(":")[0].strip() in ("rank", "exitcode", "traceback")]
+    picked = errors[-2:] + summary[-6:]
+    return "; ".join(picked) if picked else " | ".join(lines[-5:]) or "no output"
 
 
 def hessian_indices(n_train: int, hessian_samples: int | None, *, spectrum_seed: int):
@@ -873,14 +920,16 @@ def sweep(base: Config | dict, weight_decays: list[float], *, workers: int = 1,
 
 
 def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str | Path | None = None,
-             data_root: str | Path | None = None, device: str | None = None, progress: bool = True) -> list[Result]:
+             data_root: str | Path | None = None, device: str | None = None, progress: bool = True,
+             nproc: int | None = None, checkpoint_every: int = 10) -> list[Result]:
     """One Result per config (in the given order). Every config is validated before any training.
     Cached results are loaded; with ``workers > 1`` the others run in that many spawned worker
     processes, each with (CPU threads // workers) threads: on the CPU for small models, whose
     steps are dominated by single-threaded overhead; on a machine with N GPUs, workers=N gives
     each worker its own GPU (``worker_devices``), one run per GPU at a time. Under a distributed
-    job (torchrun, or ``$FLATBOOK_NPROC`` > 1) each run takes every rank, so ``workers`` is set to 1
-    (with a warning)."""
+    job (torchrun, or ``nproc`` > 1, default ``$FLATBOOK_NPROC``) each run takes every rank, so
+    ``workers`` is set to 1 (with a warning); with ``nproc`` > 1 the uncached configs are computed
+    in ONE torchrun job of ``nproc`` ranks (``run``), one after another."""
     from .checks import positive_int
 
     from .distributed import current_group
@@ -888,14 +937,20 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
     workers = positive_int("workers", workers)
     if not isinstance(configs, (list, tuple)) or not configs:
         raise ConfigError(f"configs must be a non-empty list of configs, got {configs!r}")
-    if workers > 1 and (current_group() is not None or default_nproc() > 1):
+    nproc = positive_int("nproc", default_nproc() if nproc is None else nproc)
+    if workers > 1 and (current_group() is not None or nproc > 1):
         warnings.warn(f"workers={workers} is not used: every uncached run already takes all the ranks of a "
                       "distributed job (torchrun, or $FLATBOOK_NPROC), so the runs go one after another", stacklevel=2)
         workers = 1
     configs = [Config.from_dict(c).resolved() for c in configs]
     root = globals()["results_dir"](results_dir)
     todo = list({c.key(): c for c in configs if not (root / c.key() / "result.json").exists()}.values())
-    if workers > 1 and len(todo) > 1:
+    if nproc > 1 and current_group() is None and todo:  # one torchrun job for all the uncached runs
+        for c in todo:
+            _check_split(c, nproc)
+        _run_with_torchrun(todo, root, data_root=data_root, device=device, recompute=False, nproc=nproc,
+                           checkpoint_every=checkpoint_every, progress=progress)
+    elif workers > 1 and len(todo) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -924,7 +979,8 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
             finally:
                 if bar is not None:
                     bar.close()
-    out = [run(c, results_dir=root, data_root=data_root, device=device, progress=progress) for c in configs]
+    out = [run(c, results_dir=root, data_root=data_root, device=device, progress=progress, nproc=1)
+           for c in configs]
     trained_here = {c.key() for c in todo}
     for r in out:
         if r.key in trained_here:

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=10, help="epochs between training checkpoints")
     p.add_argument("--recompute", action="store_true", help="compute even when the cache has the result")
     p.add_argument("--nproc", type=int, default=None,
-                   help="launch a torchrun job of N ranks on this node for each uncached config")
+                   help="launch one torchrun job of N ranks on this node for the uncached configs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -83,26 +84,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     distributed = _under_launcher()
+    usage = None
     if distributed and args.nproc is not None:
-        print("error: --nproc launches torchrun itself; under torchrun give the ranks with --nproc-per-node instead",
-              file=sys.stderr)
+        usage = "--nproc launches torchrun itself; under torchrun give the ranks with --nproc-per-node instead"
+    elif distributed and args.device not in (None, "cpu", "cuda"):
+        usage = (f"--device {args.device} would put every rank on one device; under torchrun each rank takes its "
+                 "own GPU (cuda:LOCAL_RANK): give --device cuda, cpu or nothing")
+    elif args.checkpoint_every < 1:
+        usage = f"--checkpoint-every must be an integer >= 1, got {args.checkpoint_every}"
+    elif args.nproc is not None and args.nproc < 1:
+        usage = f"--nproc must be an integer >= 1, got {args.nproc}"
+    if usage:
+        print(f"error: {usage}", file=sys.stderr)
         return EXIT_USAGE
     try:
         device = args.device
         if distributed:
-            from .distributed import init_from_env
+            import torch.distributed as dist
 
-            rank_device = init_from_env()
-            device = device or rank_device
+            from .distributed import agree, init_from_env
+
+            rank_device = init_from_env(backend="gloo" if device == "cpu" else None)
+            device = rank_device if device in (None, "cuda") else device
+            agree(dist.group.WORLD, "the list of configs (cache keys)", [c.key() for c in configs])
         rank = int(os.environ.get("RANK", "0")) if distributed else 0
-        for i, c in enumerate(configs):
-            r = run(c, results_dir=args.results_dir, data_root=args.data_root, device=device,
-                    recompute=args.recompute, checkpoint_every=args.checkpoint_every, nproc=args.nproc)
+
+        def report(i: int, r: Any) -> None:
             if rank == 0:
                 acc = r.metrics.get("train_acc", float("nan"))
                 lam = r.spectrum.lambda_max if r.spectrum is not None else float("nan")
                 print(f"[{i + 1}/{len(configs)}] {r.key} {'cached' if r.cached else 'computed'}: train acc "
                       f"{acc:.4f}, lambda_max {lam:.4g}, {r.device} -> {r.path}", flush=True)
+
+        progress = not args.no_progress
+        if not distributed and (args.nproc or 0) > 1 and not args.recompute:
+            from .experiments import run_many  # the uncached configs in one torchrun job
+
+            for i, r in enumerate(run_many(configs, results_dir=args.results_dir, data_root=args.data_root,
+                                           device=device, progress=progress, nproc=args.nproc,
+                                           checkpoint_every=args.checkpoint_every)):
+                report(i, r)
+        else:
+            for i, c in enumerate(configs):
+                report(i, run(c, results_dir=args.results_dir, data_root=args.data_root, device=device,
+                              recompute=args.recompute, checkpoint_every=args.checkpoint_every, progress=progress,
+                              nproc=args.nproc))
     except (ConfigError, DistributedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED if isinstance(exc, DistributedError) else EXIT_USAGE

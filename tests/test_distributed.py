@@ -265,12 +265,16 @@ def test_a_killed_rank_is_named_leaves_no_entry_and_the_relaunch_resumes(tmp_pat
     assert code != 0
     assert "rank      : 1" in text and ("-9" in text or "SIGKILL" in text), text[-3000:]
     assert not (tmp_path / key).exists()  # no cache entry from a killed job
-    epoch = torch.load(checkpoint, weights_only=False)["epoch"]
+    saved = torch.load(checkpoint, weights_only=False)
+    epoch = saved["epoch"]
     assert 1 <= epoch < CONFIG["epochs"]
     # the relaunch from a single process: run(..., nproc=2) starts the torchrun job, which resumes
     result = experiments.run(CONFIG, results_dir=tmp_path, data_root=fashion_root, device="cpu", nproc=2,
                              checkpoint_every=1, progress=False)
     assert not result.cached and result.path == tmp_path / key
+    # resumed, not restarted: the checkpointed epochs keep the interrupted job's own timings
+    assert [row["seconds"] for row in result.history[:epoch]] == [row["seconds"] for row in saved["history"]]
+    assert len(result.history) == CONFIG["epochs"]
     resumed, reference = _weights(tmp_path / key), _weights(uninterrupted)
     for name in reference:
         assert torch.equal(resumed[name], reference[name]), name

@@ -74,14 +74,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from .plan import DEFAULT_TFLOPS, chapter_plan, plan_cost
     from .registry import chapters
 
-    names = args.chapters or [c.name for c in chapters()]
     overrides = _overrides(args)
+    if overrides and not args.chapters:
+        raise ParameterError("-p and -y set one chapter's parameters: name the chapter(s) to plan")
+    names = args.chapters or [c.name for c in chapters()]
     tflops = DEFAULT_TFLOPS if args.tflops is None else args.tflops
     everything: dict[str, object] = {}
     print(f"{'chapter':<16} {'runs':>5} {'PFLOP':>10} {'hours':>8}   (at {tflops:g} TFLOP/s sustained"
           f"{', assumed' if args.tflops is None else ''})", file=sys.stderr)
     for name in names:
-        configs = chapter_plan(name, args.profile, overrides if args.chapters else {})
+        configs = chapter_plan(name, args.profile, overrides)
         cost = plan_cost(configs, tflops)
         print(f"{name:<16} {int(cost['runs']):>5} {cost['flops'] / 1e15:>10.3f} {cost['hours']:>8.3f}", file=sys.stderr)
         for c in configs:

@@ -250,10 +250,12 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
 
 def run_flops(config: Any) -> dict[str, float]:
     """Floating-point operations of ONE experiment ``config`` (``forward_flops`` per image): the
-    training, (3 + 1 BatchNorm-statistics pass when the network has BatchNorm) forward passes per
-    training image and epoch plus a forward pass over the validation split every epoch; the
-    Hessian, about 6 forward passes per image and product (gradient and its derivative) over the
-    Hessian images, ``lanczos_steps`` x ``probes`` products (none with ``spectrum`` false)."""
+    training, 3 forward passes per training image and epoch, and on each validated epoch (every
+    ``val_every``-th and the last) a forward pass over the validation split and, for a network
+    with BatchNorm, one statistics pass over the training images (two once iterate averaging has
+    begun: the averaged weights get their own); the Hessian, about 6 forward passes per image and
+    product (gradient and its derivative) over the Hessian images, ``lanczos_steps`` x ``probes``
+    products (none with ``spectrum`` false)."""
     import torch
 
     from ..experiments import Config, build_model
@@ -265,7 +267,13 @@ def run_flops(config: Any) -> dict[str, float]:
     n_hessian = n_train if c.hessian_samples is None else min(c.hessian_samples, n_train)
     with torch.device("meta"):
         bn_pass = 1.0 if has_batchnorm(build_model(c)) else 0.0
-    train_flops = f * ((3.0 + bn_pass) * n_train + c.val_size) * c.epochs
+    passes = 0.0  # forward passes over one image, summed over the run
+    for epoch in range(1, c.epochs + 1):
+        passes += 3.0 * n_train
+        if epoch % c.val_every == 0 or epoch == c.epochs:
+            averaging = c.averaging_start is not None and epoch >= c.averaging_start
+            passes += c.val_size + bn_pass * n_train * (2.0 if averaging else 1.0)
+    train_flops = f * passes
     hessian_flops = 6.0 * f * n_hessian * c.lanczos_steps * c.probes if c.spectrum else 0.0
     return {"forward_flops": float(f), "train_flops": train_flops, "hessian_flops": hessian_flops,
             "flops": train_flops + hessian_flops}
