@@ -281,6 +281,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        dtype = x.dtype
+        if dtype not in (torch.float32, torch.float64):  # bf16/half under autocast: statistics in float32
+            x = x.float()
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         device = collective_device(self.group, x.device)
@@ -302,7 +305,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         out = centred * torch.rsqrt(var + self.eps).reshape(shape)
         if self.affine:
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return out.to(x.dtype)
+        return out.to(dtype)
 
 
 def _global_batch_size(local: int, device: torch.device, group: Any) -> int:
