@@ -160,12 +160,9 @@ class TensorBatches:
         for start in range(0, stop, self.batch_size):
             size = min(self.batch_size, n - start)
             mine = shard_slice(size, rank, world)
-            if order is None:
-                idx = slice(start + mine.start, start + mine.stop)
-                xb, yb = self.x[idx], self.y[idx]
-            else:
-                idx = order[start + mine.start:start + mine.stop].to(self.x.device)
-                xb, yb = self.x[idx], self.y[idx]
+            rows = slice(start + mine.start, start + mine.stop)
+            idx = rows if order is None else order[rows].to(self.x.device)
+            xb, yb = self.x[idx], self.y[idx]
             if self.augment == "crop-flip":
                 offsets, flips = _crop_flip_draws(size, gen, 4)
                 xb = _apply_crop_flip(xb, offsets[mine], flips[mine], 4)

@@ -46,7 +46,7 @@ from torch import nn
 from .checks import positive_int
 
 __all__ = ["RENDEZVOUS_VARIABLES", "DistributedError", "Ranks", "ranks", "current_group", "init_from_env",
-           "agree", "broadcast_object", "collective_device", "shard_slice", "GlobalBatchNorm", "global_batchnorm",
+           "local_rank", "backend_of", "rank_device", "agree", "broadcast_object", "on_rank_zero", "collective_device", "shard_slice", "GlobalBatchNorm", "global_batchnorm",
            "ShardedDropout", "torchrun_command", "check_batch_split"]
 
 RENDEZVOUS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -111,7 +111,7 @@ def init_from_env(*, backend: str | None = None, timeout_s: float | None = None)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        return _rank_device(str(dist.get_backend()))
+        return _rank_device(backend_of(None))
     missing = [v for v in RENDEZVOUS_VARIABLES if not os.environ.get(v)]
     if missing:
         raise DistributedError(
@@ -160,17 +160,25 @@ def local_rank() -> int:
 
 
 def _rank_device(backend: str) -> str:
-    if backend == "nccl":
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"
+    return f"cuda:{local_rank()}" if backend == "nccl" else "cpu"
+
+
+def backend_of(group: Any) -> str:
+    """The backend of an initialised process group (None: the default group): "nccl" or "gloo"."""
+    import torch.distributed as dist
+
+    return str(dist.get_backend(group))
+
+
+def rank_device(group: Any) -> str:
+    """This rank's default device in ``group``: its current GPU with NCCL (``init_from_env`` set it
+    to ``cuda:LOCAL_RANK``), else the CPU."""
+    return f"cuda:{torch.cuda.current_device()}" if backend_of(group) == "nccl" else "cpu"
 
 
 def collective_device(group: Any, device: torch.device | str) -> torch.device:
     """Where a collective's tensors must live: ``device`` (a GPU) for NCCL, else the CPU."""
-    import torch.distributed as dist
-
-    backend = str(dist.get_backend(group))
-    return torch.device(device) if backend == "nccl" else torch.device("cpu")
+    return torch.device(device) if backend_of(group) == "nccl" else torch.device("cpu")
 
 
 def agree(group: Any, what: str, value: Any) -> None:
@@ -202,6 +210,22 @@ def broadcast_object(group: Any, value: Any, src: int = 0) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=dist.get_global_rank(group, src), group=group)
     return box[0]
+
+
+def on_rank_zero(team: Ranks, compute: Any) -> Any:
+    """``compute()`` run on rank 0 of ``team`` alone, its value on every rank; if it raised, every
+    rank raises that exception (so no rank waits in a collective for one that failed). One
+    process: just ``compute()``."""
+    if not team.distributed:
+        return compute()
+    try:
+        value = compute() if team.is_writer else None
+    except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised on each
+        value = exc
+    value = broadcast_object(team.group, value)
+    if isinstance(value, BaseException):
+        raise value
+    return value
 
 
 def check_batch_split(batch_size: int, world_size: int, n_samples: int | None = None) -> None:

@@ -63,7 +63,7 @@ from . import __version__
 
 __all__ = ["Config", "Result", "run", "sweep", "run_many", "default_nproc", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
            "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS",
-           "worker_devices"]
+           "worker_devices", "unique_configs"]
 
 RESULT_FORMAT = 2  # 2: per-image validation correctness (val_correct), Ritz residuals in the spectrum
 MNIST_LIKE_MODELS = ("logreg", "mlp")
@@ -544,7 +544,7 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
 
     from . import train as training
     from .device import default_device, describe_device
-    from .distributed import current_group, ranks
+    from .distributed import backend_of, current_group, on_rank_zero, rank_device, ranks
 
     c = Config.from_dict(config).resolved()
     key = c.key()
@@ -552,11 +552,11 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
     team = ranks(current_group())
     if team.distributed:
         _check_same_config(team, c)
-        if c.bf16 and _backend(team) != "nccl":
+        if c.bf16 and backend_of(team.group) != "nccl":
             _fail("bf16", True, "bf16 autocast needs CUDA ranks (NCCL); these ranks use gloo")
         _check_split(c, team.world_size)
     entry = root / key
-    cached = _on_writer(team, lambda: _cached_entry(entry, c, key, recompute))
+    cached = on_rank_zero(team, lambda: _cached_entry(entry, c, key, recompute))
     if cached is not None:
         return cached
     nproc = default_nproc() if nproc is None else nproc
@@ -572,7 +572,7 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
         return result
 
     if team.distributed and device is None:
-        device = f"cuda:{torch.cuda.current_device()}" if _backend(team) == "nccl" else "cpu"
+        device = rank_device(team.group)
     device = device or default_device()
     if c.bf16 and not str(device).startswith("cuda"):
         _fail("bf16", True, f"bf16 autocast needs CUDA; the device is {device}")
@@ -600,7 +600,7 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
             found.path / "weights.pt", map_location="cpu", weights_only=True)
         return found, weights
 
-    donor, donor_state = _on_writer(team, find_donor) or (None, None)
+    donor, donor_state = on_rank_zero(team, find_donor)
     if donor is not None:
         # the same training, other spectrum settings: reuse the trained weights and measure again
         state = donor_state if team.distributed else torch.load(donor.path / "weights.pt", map_location="cpu",
@@ -641,7 +641,7 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
 
     described = describe_device() if device == default_device() else str(device)
     if team.distributed:
-        described = f"{team.world_size} ranks ({_backend(team)}), rank 0 on {described}"
+        described = f"{team.world_size} ranks ({backend_of(team.group)}), rank 0 on {described}"
     result = Result(config=c, key=key, metrics=metrics, history=history.to_list(), spectrum=spectrum,
                     seconds={"train": train_seconds, "spectrum": spectrum_seconds}, device=described,
                     version=__version__, val_correct=val_correct.numpy())
@@ -659,17 +659,6 @@ def _check_split(c: Config, world_size: int) -> None:
         _fail("batch_size", c.batch_size, str(exc))
 
 
-def _on_writer(team, compute) -> Any:
-    """``compute()`` on rank 0, its value (or the exception it raised) on every rank."""
-    if not team.distributed:
-        return compute()
-    try:
-        value = compute() if team.is_writer else None
-    except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised on each
-        value = exc
-    return _shared_outcome(team, value)
-
-
 def _prepared_on_every_rank(team, c: Config, data_root: str | Path | None):
     """The training split on every rank; distributed, each node's local rank 0 loads it first (the
     only one that may download it), then the others read the files it left."""
@@ -685,12 +674,6 @@ def _prepared_on_every_rank(team, c: Config, data_root: str | Path | None):
     return out if first else prepare_data(c, "train", data_root)
 
 
-def _backend(team) -> str:
-    import torch.distributed as dist
-
-    return str(dist.get_backend(team.group))
-
-
 def _cached_entry(entry: Path, c: Config, key: str, recompute: bool) -> Result | None:
     """The cached Result at ``entry``, or None (absent, ``recompute``, or corrupt: warned and removed)."""
     if not entry.exists() or recompute:
@@ -701,16 +684,6 @@ def _cached_entry(entry: Path, c: Config, key: str, recompute: bool) -> Result |
         warnings.warn(f"flatbook: cache entry {entry} is corrupt ({exc}); recomputing it", stacklevel=3)
         shutil.rmtree(entry, ignore_errors=True)
         return None
-
-
-def _shared_outcome(team, value: Any) -> Any:
-    """Rank 0's ``value`` on every rank; if rank 0's value is an exception, every rank raises it."""
-    from .distributed import broadcast_object
-
-    value = broadcast_object(team.group, value)
-    if isinstance(value, BaseException):
-        raise value
-    return value
 
 
 def _check_same_config(team, c: Config) -> None:
@@ -741,7 +714,9 @@ def _store(team, root: Path, key: str, result: Result, state: dict, partial: Pat
             shutil.rmtree(partial, ignore_errors=True)
         return result
 
-    return _on_writer(team, write)
+    from .distributed import on_rank_zero
+
+    return on_rank_zero(team, write)
 
 
 def _run_with_torchrun(configs: list[Config], root: Path, *, data_root: str | Path | None, device: str | None,
@@ -811,6 +786,14 @@ def _torchrun_failure(text: str) -> str:
     summary = [ln for ln in lines if ln.split(":")[0].strip() in ("rank", "exitcode", "traceback")]
     picked = errors[-2:] + summary[-6:]
     return "; ".join(picked) if picked else " | ".join(lines[-5:]) or "no output"
+
+
+def unique_configs(configs: list[Config]) -> list[Config]:
+    """``configs`` without repeats (equal cache keys), in their first order."""
+    seen: dict[str, Config] = {}
+    for c in configs:
+        seen.setdefault(c.key(), c)
+    return list(seen.values())
 
 
 def hessian_indices(n_train: int, hessian_samples: int | None, *, spectrum_seed: int):
@@ -944,7 +927,7 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
         workers = 1
     configs = [Config.from_dict(c).resolved() for c in configs]
     root = globals()["results_dir"](results_dir)
-    todo = list({c.key(): c for c in configs if not (root / c.key() / "result.json").exists()}.values())
+    todo = [c for c in unique_configs(configs) if not (root / c.key() / "result.json").exists()]
     if nproc > 1 and current_group() is None and todo:  # one torchrun job for all the uncached runs
         for c in todo:
             _check_split(c, nproc)

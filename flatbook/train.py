@@ -57,8 +57,8 @@ from .batching import AUGMENTATIONS, TensorBatches
 from .checks import finite_number, positive_int
 from .checks import seed as check_seed
 from .device import default_device
-from .distributed import (Ranks, agree, broadcast_object, check_batch_split, collective_device, global_batchnorm,
-                          ranks, shard_slice)
+from .distributed import (Ranks, agree, check_batch_split, collective_device, global_batchnorm, on_rank_zero,
+                          rank_device, ranks, shard_slice)
 from .schedules import averaging_lr, paper_lr
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "History", "NonFiniteLoss", "fit", "evaluate", "recompute_bn",
@@ -188,6 +188,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     group = ranks(process_group)
     if group.distributed:
         return _evaluate_shared(model, x, y, group, batch_size=batch_size, bf16=bf16, per_example=per_example)
+    total_loss, correct, hits = _evaluation_sums(model, x, y, batch_size, bf16, per_example)
+    n = len(x)
+    if per_example:
+        return float(total_loss) / n, float(correct) / n, hits
+    return float(total_loss) / n, float(correct) / n
+
+
+def _evaluation_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None, bf16: bool,
+                     per_example: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Over (x, y) in eval mode: the float64 cross-entropy SUM, the int64 count of correct
+    predictions (both on the model's device) and, with ``per_example``, the bool CPU record."""
     device = next(model.parameters()).device
     batch_size = default_eval_batch_size(device) if batch_size is None else positive_int("batch_size", batch_size)
     was_training = model.training
@@ -208,10 +219,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
                 hits.append(hit.cpu())
     finally:
         model.train(was_training)
-    n = len(x)
-    if per_example:
-        return float(total_loss) / n, float(correct) / n, torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
-    return float(total_loss) / n, float(correct) / n
+    record = (torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)) if per_example else None
+    return total_loss, correct, record
 
 
 def _evaluate_shared(model: nn.Module, x: torch.Tensor, y: torch.Tensor, group: Ranks, *, batch_size: int | None,
@@ -222,12 +231,8 @@ def _evaluate_shared(model: nn.Module, x: torch.Tensor, y: torch.Tensor, group: 
     where = collective_device(group.group, device)
     mine = shard_slice(len(x), group.rank, group.world_size)
     n_mine = mine.stop - mine.start
-    if n_mine:
-        out = evaluate(model, x[mine], y[mine], batch_size=batch_size, bf16=bf16, per_example=True)
-        loss_sum, correct, hits = out[0] * n_mine, round(out[1] * n_mine), out[2]
-    else:
-        loss_sum, correct, hits = 0.0, 0, torch.zeros(0, dtype=torch.bool)
-    totals = torch.tensor([loss_sum, float(correct)], dtype=torch.float64, device=where)
+    loss_sum, correct, hits = _evaluation_sums(model, x[mine], y[mine], batch_size, bf16, per_example=True)
+    totals = torch.stack([loss_sum, correct.double()]).to(where)
     dist.all_reduce(totals, group=group.group)
     n = len(x)
     loss, acc = float(totals[0]) / n, float(totals[1]) / n
@@ -375,7 +380,7 @@ def fit(
     if group.distributed:
         check_batch_split(batch_size, group.world_size, len(x_train))
         if device is None:
-            device = (f"cuda:{torch.cuda.current_device()}" if str(_backend(group)) == "nccl" else "cpu")
+            device = rank_device(group.group)
     device = torch.device(device if device is not None else default_device())
     if bf16 and device.type != "cuda":
         raise ValueError(f"bf16 autocast is for CUDA; the device is {device}")
@@ -519,12 +524,6 @@ def fit(
     return history
 
 
-def _backend(group: Ranks) -> str:
-    import torch.distributed as dist
-
-    return str(dist.get_backend(group.group))
-
-
 def _data_checksum(x: torch.Tensor, y: torch.Tensor) -> tuple:
     """(shape, float64 sum of x, sum of y): cheap evidence that two ranks hold the same data."""
     return (tuple(x.shape), float(torch.sum(x, dtype=torch.float64)), int(y.sum()))
@@ -533,23 +532,20 @@ def _data_checksum(x: torch.Tensor, y: torch.Tensor) -> tuple:
 def _read_checkpoint(path: Path | None, fingerprint: str, device: torch.device, group: Ranks) -> dict | None:
     """The checkpoint at ``path`` if there is one (None otherwise), checked against this run's
     fingerprint. Distributed: rank 0 reads it and broadcasts it (or its error) to every rank."""
-    outcome: tuple[str, Any] = ("none", None)
-    if group.is_writer and path is not None and path.exists():
+
+    def read() -> dict | None:
+        if path is None or not path.exists():
+            return None
         try:
             state = torch.load(path, map_location="cpu" if group.distributed else device, weights_only=False)
-            outcome = ("state", state)
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
-            outcome = ("error", RuntimeError(f"checkpoint {path} is unreadable ({exc}); delete it to start afresh"))
-        if outcome[0] == "state" and outcome[1].get("fingerprint") != fingerprint:
-            outcome = ("error", ValueError(
-                f"checkpoint {path} belongs to a different run (other settings, model or data): its "
-                f"settings are {outcome[1].get('settings')}; delete it or use another checkpoint_dir"))
-    if group.distributed:
-        outcome = broadcast_object(group.group, outcome)
-    kind, value = outcome
-    if kind == "error":
-        raise value
-    return value if kind == "state" else None
+            raise RuntimeError(f"checkpoint {path} is unreadable ({exc}); delete it to start afresh") from exc
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"checkpoint {path} belongs to a different run (other settings, model or data): its "
+                             f"settings are {state.get('settings')}; delete it or use another checkpoint_dir")
+        return state
+
+    return on_rank_zero(group, read)
 
 
 def _data_parallel(model: nn.Module, group: Ranks, device: torch.device) -> nn.Module:

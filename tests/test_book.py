@@ -308,12 +308,12 @@ def test_plan_cli_writes_configs_that_train_reads(tmp_path):
 def test_the_gpu_profile_is_about_two_hours_by_its_flop_count():
     """The README and the profile say "about 2 hours at an assumed 20 TFLOP/s": keep it true."""
     from flatbook.book.plan import DEFAULT_TFLOPS, chapter_plan, plan_cost
-    from flatbook.experiments import Config
+    from flatbook.experiments import unique_configs
 
-    distinct = {}
+    planned = []
     for name in CHAPTERS:
         for config in chapter_plan(name, "gpu", root=ROOT):
-            distinct[config.key()] = config
+            planned.append(config)
             assert config.dataset in ("mnist", "cifar100"), (name, config.dataset)
-    hours = plan_cost([Config.from_dict(c) for c in distinct.values()], DEFAULT_TFLOPS)["hours"]
+    hours = plan_cost(unique_configs(planned), DEFAULT_TFLOPS)["hours"]
     assert 1.5 <= hours <= 2.5, hours

@@ -79,21 +79,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         raise ParameterError("-p and -y set one chapter's parameters: name the chapter(s) to plan")
     names = args.chapters or [c.name for c in chapters()]
     tflops = DEFAULT_TFLOPS if args.tflops is None else args.tflops
-    everything: dict[str, object] = {}
+    planned: list = []
     print(f"{'chapter':<16} {'runs':>5} {'PFLOP':>10} {'hours':>8}   (at {tflops:g} TFLOP/s sustained"
           f"{', assumed' if args.tflops is None else ''})", file=sys.stderr)
     for name in names:
         configs = chapter_plan(name, args.profile, overrides)
         cost = plan_cost(configs, tflops)
         print(f"{name:<16} {int(cost['runs']):>5} {cost['flops'] / 1e15:>10.3f} {cost['hours']:>8.3f}", file=sys.stderr)
-        for c in configs:
-            everything.setdefault(c.key(), c.to_dict())
-    from ..experiments import Config
+        planned += configs
+    from ..experiments import unique_configs
 
-    distinct = plan_cost([Config.from_dict(c) for c in everything.values()], tflops)
+    everything = unique_configs(planned)
+    distinct = plan_cost(everything, tflops)
     print(f"{'all chapters':<16} {int(distinct['runs']):>5} {distinct['flops'] / 1e15:>10.3f} {distinct['hours']:>8.3f}"
           f"   (distinct configs: a run shared by chapters is computed once)", file=sys.stderr)
-    text = json.dumps(list(everything.values()), indent=1)
+    text = json.dumps([c.to_dict() for c in everything], indent=1)
     if args.output is None:
         print(text)
     else:

@@ -110,12 +110,13 @@ class SweepParameters(TrainingParameters):
     def training_plan(self) -> list:
         """Every experiments.Config the chapter trains (each seed x weight decay, and the first
         seed's dense grid), in the order it runs them."""
+        from ..experiments import unique_configs
         from ..seeds import seeded
 
         base = self.base_config()
         plan = [seeded(base, seed=s).replace(weight_decay=float(wd)) for s in self.seeds for wd in self.weight_decays]
         plan += [seeded(base, seed=self.seeds[0]).replace(weight_decay=float(wd)) for wd in self.dense_weight_decays]
-        return _unique(plan)
+        return unique_configs(plan)
 
     def base_config(self):
         """The sweep's experiments.Config for the first seed at weight decay 0."""
@@ -145,14 +146,6 @@ class MlpParameters(SweepParameters):
     MODEL: ClassVar[str] = "mlp"
 
 
-
-
-def _unique(configs: list) -> list:
-    """``configs`` without repeats (by cache key), in order."""
-    seen: dict[str, Any] = {}
-    for c in configs:
-        seen.setdefault(c.key(), c)
-    return list(seen.values())
 
 
 def chapter_config(*, model: str, dataset: str, train_per_class: int | None, image_size: int | None, epochs: int,
