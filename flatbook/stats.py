@@ -51,7 +51,7 @@ import numpy as np
 
 from .checks import positive_int
 
-__all__ = ["LEVEL", "POWER", "Estimate", "t_quantile", "minimum_detectable", "decide", "paired_accuracy_difference",
+__all__ = ["LEVEL", "POWER", "Estimate", "t_quantile", "minimum_detectable", "p_value", "decide", "paired_accuracy_difference",
            "ratio_over_seeds", "difference_over_seeds", "ratio_or_difference", "scaled", "difference_of_means", "binomial_se", "RankCorrelation",
            "rank_correlation", "stratified_rank_correlation", "kendall_tau_b", "one_probe_relative_sd",
            "ritz_residual"]
@@ -113,6 +113,21 @@ def _difference_estimate(value: float, se: float, df: float, method: str, seeds:
     half = t_quantile(1 - (1 - level) / 2, df) * se
     return Estimate(value, value - half, value + half, se, df, level, minimum_detectable(se, df, level), "difference",
                     method, seeds)
+
+
+def p_value(estimate: Estimate) -> float:
+    """Two-sided p-value of "no effect" for ``estimate``: 2 P(|T_df| >= |value - null| / se), on the log
+    scale for a ratio; the same t (or normal, df = inf) distribution as its interval, so p < 1 - level
+    exactly when the interval excludes the null value. NaN when the uncertainty is unknown."""
+    from scipy.stats import norm, t
+
+    if not estimate.uncertainty_known or math.isnan(estimate.df) or estimate.df <= 0:
+        return math.nan
+    distance = math.log(estimate.value) if estimate.scale == "ratio" else estimate.value - estimate.null
+    if estimate.se == 0:
+        return 0.0 if distance != 0 else 1.0
+    z = abs(distance) / estimate.se
+    return float(2 * (norm.sf(z) if math.isinf(estimate.df) else t.sf(z, estimate.df)))
 
 
 def decide(estimate: Estimate, direction: int) -> str:

@@ -45,6 +45,7 @@ __all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "MEASURED", "TheoremParameters", "
            "theorem1_claims", "gedanken_claims"]
 
 MEASURED = "measured on this run (deterministic given its seeds)"
+MIN_STEPS_AFTER_PEAK = 3  # "falls from its maximum" is tested only with at least 3 grid steps after it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,7 +198,8 @@ def scaling_verdict(df, transform: str) -> dict[str, Any]:
         out[f"{measure}_last_over_peak"] = float(values[-1] / values[peak])
         out[f"{measure}_peak_over_first"] = float(values[peak] / values[0])
         out[f"{measure}_last_over_first"] = float(values[-1] / values[0])
-        # falls from its maximum: the maximum is not the last point and every later step goes down
+        # falls from its maximum: every later step goes down (the claim needs MIN_STEPS_AFTER_PEAK of them)
+        out[f"{measure}_steps_after_peak"] = len(values) - 1 - peak
         out[f"{measure}_falls_after_peak"] = bool(peak < len(values) - 1
                                                   and monotone_fraction(values[peak:]) == 1.0)
     return out
@@ -207,12 +209,13 @@ def scaling_verdict(df, transform: str) -> dict[str, Any]:
 
 
 def checked_claim(statement: str, value: float, bound: float, effect_name: str, *, at_least: bool = False,
-                  regime: Sequence[Any] = (), evidence: Sequence[tuple[str, str]] = (), method: str = MEASURED):
+                  regime: Sequence[Any] = (), evidence: Sequence[tuple[str, str]] = (), method: str = MEASURED,
+                  role: str = "check", paper_claim: str = "", component: str = ""):
     """``claims.checked_claim`` with this module's default ``method`` (``MEASURED``)."""
     from ..claims import checked_claim as check
 
     return check(statement, value, bound, effect_name, at_least=at_least, regime=regime, evidence=evidence,
-                 method=method)
+                 method=method, role=role, paper_claim=paper_claim, component=component)
 
 
 def theorem1_claims(*, derivatives: Any, kron_agrees: bool, separable_limits: Sequence[Any], relu: dict,
@@ -238,6 +241,7 @@ def theorem1_claims(*, derivatives: Any, kron_agrees: bool, separable_limits: Se
     by more than 10x; 15. with misclassified images the loss does not go to 0 (untestable if the
     model fits every image of that sweep)."""
     from ..claims import Condition, exact_claim
+    from .paper_claims import THEOREM1, tag
 
     out = []
     failed = [name for name, ok in (("loss = -log softmax_c", derivatives.equals_minus_log_softmax),
@@ -255,10 +259,12 @@ def theorem1_claims(*, derivatives: Any, kron_agrees: bool, separable_limits: Se
         nonzero += int(sl.lambda_max_limit is not None and sl.lambda_max_limit != 0)
     out.append(exact_claim("separable data, weights scaled by alpha -> oo: the loss, every Hessian entry, the trace and "
                            "lambda_1 -> 0 (SymPy limits)", nonzero, 0, "limits that are not 0",
-                           evidence=[("cases", f"{len(separable_limits)} (Hessian entries: {', '.join(classes)})")]))
+                           evidence=[("cases", f"{len(separable_limits)} (Hessian entries: {', '.join(classes)})")],
+                           **tag(THEOREM1, "logistic regression: every Hessian entry -> 0")))
     relu_failed = int(not relu["agree"]) + int(relu["gauss_newton_limit"] != 0) + int(relu["residual_limit"] != 0)
     out.append(exact_claim("ReLU net on one activation piece: Eq. (9)'s split is the Hessian, and both its terms -> 0",
-                           relu_failed, 0, "failed checks (split, Gauss-Newton limit, residual limit)"))
+                           relu_failed, 0, "failed checks (split, Gauss-Newton limit, residual limit)",
+                           **tag(THEOREM1, "ReLU network: both terms of the Hessian -> 0")))
     changed = sum(int(df["predictions_changed"].max()) for df in sweeps.values())
     alphas = [float(a) for df in sweeps.values() for a in df["alpha"]]
     out.append(exact_claim("scaling the last layer, or every layer, by alpha keeps every prediction",
@@ -278,16 +284,26 @@ def theorem1_claims(*, derivatives: Any, kron_agrees: bool, separable_limits: Se
     out.append(checked_claim("on the fitted images the loss falls with alpha, in every sweep",
                              sum(int(not v["loss_decreasing"]) for v in verdicts.values()), 0,
                              "sweeps in which it does not"))
-    out.append(checked_claim("lambda_1 at the largest scale is below lambda_1 at the smallest, in every sweep",
+    out.append(checked_claim("the scale grid reaches the limit's regime: lambda_1 at the largest scale is below "
+                             "lambda_1 at the smallest, in every sweep (a finite grid can fail this without "
+                             "contradicting a limit)",
                              max(v["lambda_max_last_over_first"] for v in verdicts.values()), 1.0,
                              "largest ratio last / first",
                              evidence=[(k, f"x{v['lambda_max_last_over_first']:.3g}") for k, v in verdicts.items()]))
     for measure, label in (("lambda_max", "lambda_1"), ("frobenius", "the Frobenius norm")):
+        fewest = min(v[f"{measure}_steps_after_peak"] for v in verdicts.values())
+        room = Condition("fewest grid steps after the maximum, over the sweeps", fewest,
+                         f"at least {MIN_STEPS_AFTER_PEAK}: a fall over fewer steps says little",
+                         fewest >= MIN_STEPS_AFTER_PEAK,
+                         "" if fewest >= MIN_STEPS_AFTER_PEAK else "the maximum is too close to the end of the grid: "
+                                                                   "extend alpha")
         out.append(checked_claim(
             f"{label} falls monotonically from its maximum over the scale grid, in every sweep",
             sum(int(not v[f"{measure}_falls_after_peak"]) for v in verdicts.values()), 0, "sweeps in which it does not",
-            evidence=[(k, f"peak at alpha {v[f'{measure}_peak_alpha']:.3g}, last / peak "
-                          f"{v[f'{measure}_last_over_peak']:.2g}") for k, v in verdicts.items()]))
+            regime=[room],
+            evidence=[(k, f"peak at alpha {v[f'{measure}_peak_alpha']:.3g} ({v[f'{measure}_steps_after_peak']} steps "
+                          f"before the end), last / peak {v[f'{measure}_last_over_peak']:.2g}")
+                      for k, v in verdicts.items()]))
     r = dinh_verdict["lambda_max_ratio"]
     out.append(checked_claim("Dinh et al.'s rescaling moves lambda_1 by more than a factor 10 (same function)",
                              max(r, 1 / r), 10.0, "factor by which lambda_1 moves", at_least=True,
@@ -321,23 +337,26 @@ def gedanken_claims(*, residual_nonzero_entries: int, trace_gap_is_zero: bool, t
        (``symbolic.ray_limits``), Tr(H) and ||H||_F^2 -> 0 (untestable without such a ray); 7. zero
        loss does not force a flat Hessian: the unbalanced ``path`` (``symbolic.path_limits``)."""
     from ..claims import Claim, Condition, exact_claim
+    from .paper_claims import GEDANKEN, tag
 
     exact = "exact computation (no sampling)"
     out = [checked_claim("Eq. (3) is not the Hessian: the term X L M it drops (P_ij off the diagonal) is not zero",
                          residual_nonzero_entries, 1, "entries of H - g g^T / L that are not 0 (SymPy)", at_least=True,
-                         method=exact),
+                         method=exact, role="correction"),
            exact_claim("the trace of Eq. (3)'s matrix is still Tr(H): the dropped term has a zero diagonal",
-                       0 if trace_gap_is_zero else 1, 0, "Tr(Eq. 3) - Tr(H) does not simplify to 0 (0/1)"),
+                       0 if trace_gap_is_zero else 1, 0, "Tr(Eq. 3) - Tr(H) does not simplify to 0 (0/1)",
+                       role="paper"),
            exact_claim("Tr(H) = X^2 L sum_i P_i^2 (Eq. (4) as printed has X in place of X^2: the two agree only at "
                        "X = 1)", 0 if trace_formula_is_exact else 1, 0,
                        "Tr(H) - X^2 L sum_i P_i^2 does not simplify to 0 (0/1)",
-                       evidence=[(f"Eq. (4) as printed at X = {X:g}", "agrees" if eq4_holds_here else "differs")])]
+                       evidence=[(f"Eq. (4) as printed at X = {X:g}", "agrees" if eq4_holds_here else "differs")],
+                       role="correction")]
     point = ", ".join(f"{v:g}" for v in comparison.point)
     others = comparison.trace - comparison.lambda_max  # the sum of the other eigenvalues
     out.append(checked_claim(f"Tr(H) = lambda_1(H) (the paper's Eq. 4) fails at w = ({point}), X = {X:g}: the other "
                              "eigenvalues do not sum to 0, which is exactly when it would hold",
                              abs(others) / abs(comparison.trace), 1e-9, "|lambda_2 + ... + lambda_n| / Tr(H)",
-                             at_least=True, method=exact,
+                             at_least=True, method=exact, role="correction",
                              evidence=[("Tr(H)", f"{comparison.trace:.6g}"),
                                        ("lambda_1(H)", f"{comparison.lambda_max:.6g}"),
                                        ("eigenvalues", ", ".join(f"{e:.6g}" for e in comparison.eigenvalues))]))
@@ -349,17 +368,18 @@ def gedanken_claims(*, residual_nonzero_entries: int, trace_gap_is_zero: bool, t
     statement = "along rays w = t d on which the loss -> 0, Tr(H) and ||H||_F^2 -> 0 (SymPy limits)"
     bad = sum(int(rl.trace_limit != 0) + int(rl.frobenius_squared_limit != 0) for rl in vanishing)
     evidence = [("rays with loss -> 0", f"{len(vanishing)} of {len(ray_limits)}")]
+    parts = tag(GEDANKEN, "Tr(H) and ||H||_F -> 0 along rays where the loss -> 0")
     if vanishing:
-        out.append(exact_claim(statement, bad, 0, "limits that are not 0", evidence=evidence))
+        out.append(exact_claim(statement, bad, 0, "limits that are not 0", evidence=evidence, **parts))
     else:
         cond = Condition("rays along which the loss -> 0", 0, "at least 1", False, "choose directions with X D < 0")
         out.append(Claim(statement=statement, outcome="untestable", effect_name="limits that are not 0", effect=0.0,
                          low=0.0, high=0.0, null=0.0, level=1.0, mde=math.nan, method=exact, evidence=tuple(evidence),
-                         regime=(cond,), failed=f"{cond.name} = 0, {cond.requirement} ({cond.shortfall})"))
+                         regime=(cond,), failed=f"{cond.name} = 0, {cond.requirement} ({cond.shortfall})", **parts))
     counterexample = int(path.loss_limit == 0 and path.trace_limit != 0)
     out.append(checked_claim("zero loss does not force a flat Hessian: along an unbalanced path the loss -> 0 while "
                              "Tr(H) does not", counterexample, 1, "paths found with loss -> 0 and Tr(H) not -> 0",
-                             at_least=True, method=exact,
+                             at_least=True, method=exact, role="correction",
                              evidence=[("the unbalanced path",
                                         f"loss -> {path.loss_limit}, Tr(H) -> {path.trace_limit}")]))
     return out
