@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["default_device", "describe_device", "flush_denormals"]
+__all__ = ["default_device", "describe_device", "flush_denormals", "compute_threads"]
 
 
 def default_device() -> str:
@@ -46,4 +46,31 @@ class flush_denormals:
         import torch
 
         torch.set_flush_denormal(False)
+        return False
+
+
+class compute_threads:
+    """Context manager: PyTorch computes on exactly ``threads`` CPU threads inside
+    (``torch.set_num_threads``), and the caller's setting is restored on exit. CPU kernels (matrix
+    products, convolutions, reductions) split their sums by thread count, so the thread count is
+    part of what determines a result's bits: ``experiments.run`` computes every run on its config's
+    ``threads``, whatever the sweep's worker count."""
+
+    def __init__(self, threads: int) -> None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        self.threads = threads
+        self._before = None
+
+    def __enter__(self):
+        import torch
+
+        self._before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self._before)
         return False

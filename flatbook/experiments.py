@@ -38,10 +38,11 @@ cached weights are measured with the new settings and stored as a new entry.
 ``results_dir``: the argument, else ``$FLATBOOK_RESULTS``, else ``~/.cache/flatbook/results``.
 
 ``sweep(base, weight_decays, workers=...)`` runs ``base`` once per weight decay; with
-``workers > 1`` uncached runs go to that many worker processes (each with an equal share of the
-CPU threads, at least one): on this 2-core CPU three single-thread workers train the paper's
-three logistic regressions 1.38x faster than one two-thread process (``benchmarks/train.py``),
-because a small model's step is mostly single-threaded overhead.
+``workers > 1`` uncached runs go to that many worker processes. Every run computes on its
+config's ``threads`` CPU threads (default 1, part of the cache key), so ``workers`` is a speed
+setting and never changes a result: on this 2-core CPU three single-thread workers train the
+paper's three logistic regressions 1.38x faster than one two-thread process
+(``benchmarks/train.py``), because a small model's step is mostly single-threaded overhead.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ __all__ = ["Config", "Result", "run", "sweep", "run_many", "default_nproc", "res
            "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS",
            "worker_devices", "unique_configs"]
 
-RESULT_FORMAT = 2  # 2: per-image validation correctness (val_correct), Ritz residuals in the spectrum
+RESULT_FORMAT = 3  # 2: per-image validation correctness (val_correct), Ritz residuals in the spectrum;
+# 3: the CPU threads a run computes with are part of its config (``threads``): CPU kernels split their
+# reductions by thread count, so the same config on 1 and 2 threads gave different bits. Entries of
+# format 2 are not read (they are recomputed once); nothing else about an entry changed.
 MNIST_LIKE_MODELS = ("logreg", "mlp")
 AUTO_NORMALIZATION = {"logreg": "mnist", "mlp": "mnist", "preresnet164": "cifar-resnet", "wrn28x10": "cifar-resnet",
                       "vgg16bn": "imagenet", "allcnnc": "imagenet"}
@@ -101,6 +105,7 @@ class Config:
     model_options: dict = field(default_factory=dict)
     seed: int = 0
     bf16: bool = False
+    threads: int = 1
     spectrum: bool = True
     lanczos_steps: int = 100
     probes: int = 1
@@ -225,6 +230,8 @@ def _validate(c: Config) -> None:
         _fail("pad_to", c.pad_to, f"at least image_size ({c.image_size})")
     if c.bn_mode not in BN_MODES:
         _fail("bn_mode", c.bn_mode, f"one of {BN_MODES}")
+    if not _is_int(c.threads) or not 1 <= c.threads <= 256:
+        _fail("threads", c.threads, "the CPU threads the run computes with, an integer from 1 to 256")
     for name in ("bf16", "spectrum"):
         if not isinstance(getattr(c, name), bool):
             _fail(name, getattr(c, name), "true or false")
@@ -502,7 +509,9 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
         device: str | None = None, recompute: bool = False, progress: bool = True,
         checkpoint_every: int = 10, nproc: int | None = None) -> Result:
     """The Result of ``config``: from the cache, or computed and cached (module docstring). Training,
-    evaluation and the spectrum run with CPU denormals flushed to zero (``device.flush_denormals``).
+    evaluation and the spectrum run with CPU denormals flushed to zero (``device.flush_denormals``) on
+    exactly ``config.threads`` CPU threads (``device.compute_threads``), whatever the caller's setting or
+    the number of sweep workers: the same config gives the same bits on one machine.
 
     Distributed (``flatbook.distributed``), two ways, the same result:
 
@@ -518,9 +527,12 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
       raises ``DistributedError`` with torchrun's report of the failed rank; its checkpoints stay,
       so running again resumes. Stopping the caller (an interrupted notebook) stops the job.
     """
-    from .device import flush_denormals
+    from .device import compute_threads, flush_denormals
 
-    with flush_denormals():
+    threads = Config.from_dict(config).threads
+    if not _is_int(threads) or threads < 1:
+        _fail("threads", threads, "the CPU threads the run computes with, an integer from 1 to 256")
+    with flush_denormals(), compute_threads(threads):
         return _run(config, results_dir=results_dir, data_root=data_root, device=device, recompute=recompute,
                     progress=progress, checkpoint_every=checkpoint_every, nproc=nproc)
 
@@ -876,10 +888,7 @@ def _claim_device(devices) -> None:
     _WORKER_DEVICE = devices.get()
 
 
-def _worker(config: dict, results_dir: str, data_root: str | None, device: str | None, threads: int) -> str:
-    import torch
-
-    torch.set_num_threads(threads)
+def _worker(config: dict, results_dir: str, data_root: str | None, device: str | None) -> str:
     device = _WORKER_DEVICE if _WORKER_DEVICE is not None else device
     r = run(Config.from_dict(config), results_dir=results_dir, data_root=data_root, device=device, progress=False)
     return r.key
@@ -907,8 +916,10 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
              nproc: int | None = None, checkpoint_every: int = 10) -> list[Result]:
     """One Result per config (in the given order). Every config is validated before any training.
     Cached results are loaded; with ``workers > 1`` the others run in that many spawned worker
-    processes, each with (CPU threads // workers) threads: on the CPU for small models, whose
-    steps are dominated by single-threaded overhead; on a machine with N GPUs, workers=N gives
+    processes (a speed setting only: each run computes on its config's ``threads``, so a result is
+    the same bits with any number of workers; keep workers x threads at most the CPU cores): on the
+    CPU for small models, whose steps are dominated by single-threaded overhead; on a machine with N
+    GPUs, workers=N gives
     each worker its own GPU (``worker_devices``), one run per GPU at a time. Under a distributed
     job (torchrun, or ``nproc`` > 1, default ``$FLATBOOK_NPROC``) each run takes every rank, so
     ``workers`` is set to 1 (with a warning); with ``nproc`` > 1 the uncached configs are computed
@@ -937,9 +948,6 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        import torch
-
-        threads = max(1, torch.get_num_threads() // workers)
         ctx = mp.get_context("spawn")  # never fork a process that has run torch ops
         n_processes = min(workers, len(todo))
         devices = ctx.Queue()
@@ -953,7 +961,7 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
         with ProcessPoolExecutor(max_workers=n_processes, mp_context=ctx, initializer=_claim_device,
                                  initargs=(devices,)) as pool:
             futures = [pool.submit(_worker, c.to_dict(), str(root), None if data_root is None else str(data_root),
-                                   device, threads) for c in todo]
+                                   device) for c in todo]
             try:
                 for f in as_completed(futures):
                     f.result()

@@ -91,6 +91,11 @@ def stage_book(executed_dir: Path | None = None, stage_dir: Path | None = None, 
     for c in chapters(root):
         shutil.copy2(executed_dir / f"{c.name}.ipynb", stage / c.path.relative_to(root))
     _copy_mathjax(stage / "_mathjax" / "mathjax")
+    scoreboard = stage / "book" / "scoreboard.md"
+    if scoreboard.is_file():
+        from .scoreboard import fill_scoreboard
+
+        fill_scoreboard(scoreboard, executed_dir)
     for entry in toc_files(root):  # every toc entry must exist in the stage
         if not any((stage / f"{entry}{ext}").is_file() for ext in (".md", ".ipynb")):
             raise FileNotFoundError(f"_toc.yml lists {entry!r} but neither {entry}.md nor {entry}.ipynb exists")
