@@ -33,7 +33,7 @@ from torch import nn
 
 from .checks import positive_int
 
-__all__ = ["NAMES", "PAPER_PARAMETER_COUNTS", "build", "count_parameters", "TFSameConv2d"]
+__all__ = ["NAMES", "PAPER_PARAMETER_COUNTS", "build", "count_parameters", "TFSameConv2d", "model_label"]
 
 NAMES = ("logreg", "mlp", "allcnnc", "preresnet164", "wrn28x10", "vgg16bn")
 
@@ -291,3 +291,32 @@ def build(name: str, num_classes: int | None = None, in_channels: int | None = N
     if name == "wrn28x10":
         return WideResNet(num_classes=num_classes, in_channels=in_channels, **variant)
     return VGG16BN(num_classes=num_classes, in_channels=in_channels, **variant)
+
+
+_PAPER_LABELS = {"logreg": "logistic regression", "mlp": "MLP", "allcnnc": "All-CNN-C", "preresnet164": "PreResNet-164",
+                 "wrn28x10": "WRN-28-10", "vgg16bn": "VGG-16-BN"}
+
+
+def model_label(name: str, options: dict | None = None) -> str:
+    """A reader's name for ``build(name, **options)``: the variant's own name where it has one
+    (``wrn28x10`` with depth 10, width 1: "WRN-10-1"; ``preresnet164`` with depth 11:
+    "PreResNet-11"), else the paper's name with the width factor ("VGG-16-BN at width 0.125");
+    ``image_size`` and dropout are left out (not part of the architecture's name).
+
+    >>> model_label("wrn28x10", {"depth": 10, "width": 1})
+    'WRN-10-1'
+    >>> model_label("allcnnc", {"width": 0.25})
+    'All-CNN-C at width 0.25'
+    """
+    if name not in _PAPER_LABELS:
+        raise ValueError(f"unknown model {name!r}; models are {sorted(_PAPER_LABELS)}")
+    options = dict(options or {})
+    if name == "wrn28x10":
+        return f"WRN-{options.get('depth', 28)}-{options.get('width', 10):g}"
+    if name == "preresnet164":
+        return f"PreResNet-{options.get('depth', 164)}"
+    label = _PAPER_LABELS[name]
+    if "width" in options and options["width"] != 1:
+        label += f" at width {options['width']:g}"
+    return label
+

@@ -24,7 +24,7 @@ def _spectrum(top):
 
 
 def _result(wd, top_train, val_acc=0.8, model="wrn28x10", seed=0):
-    config = SimpleNamespace(model=model, weight_decay=wd, bn_mode="train", seed=seed)
+    config = SimpleNamespace(model=model, dataset="cifar100", weight_decay=wd, bn_mode="train", seed=seed)
     return SimpleNamespace(config=config, metrics={"val_acc": val_acc}, spectrum=_spectrum(top_train))
 
 
@@ -105,6 +105,19 @@ def test_mode_claims_with_uncertainty(monkeypatch):
     # flatter with weight decay, consistently: contradicted
     flat, flat_spectra = _sweep([[4.0, 4.2], [2.0, 2.1]], [[1.0, 1.0], [1.0, 1.0]])
     assert _by_statement(bn_modes.mode_claims(flat, flat_spectra), "train mode: lambda_1").outcome == "contradicted"
+    # the mode changes lambda_1 by less than 1% at every seed: "the mode changes lambda_1" is contradicted
+    # (the two-sided claim can fail; it used to take its direction from its own estimate, issue 20)
+    same, same_spectra = _sweep([[2.0, 2.2, 1.9], [4.1, 4.3, 3.9]], [[2.01, 2.19, 1.9], [4.1, 4.31, 3.9]])
+    c = _by_statement(bn_modes.mode_claims(same, same_spectra), "changes lambda_1 at weight decay 0 (")
+    assert c.outcome == "contradicted" and 1 / 1.1 < c.low < c.high < 1.1 and c.primary is False
+
+
+def test_the_papers_numbers_sit_only_beside_its_own_data():
+    results = [_result(0.0, 2.0, 0.75), _result(5e-4, 4.0, 0.81)]
+    assert "paper_frobenius" in bn_modes.mode_table(results, [_spectrum(1.0), _spectrum(1000.0)])
+    for r in results:
+        r.config.dataset = "fashion-mnist"
+    assert not any(c.startswith("paper_") for c in bn_modes.mode_table(results, [_spectrum(1.0), _spectrum(1000.0)]))
 
 
 def test_mode_claims_are_untestable_with_one_seed_or_without_decay(monkeypatch):
@@ -255,14 +268,14 @@ def test_invariance_claims():
             {"bn_mode": "eval", "c": 0.5, "bn_eps": nan, "eps_over_variance": 3e-3, "loss_change": 1e-2,
              "gradient_error": 0.5, "hessian_error": 0.8, "hessian_ratio": 1.1}]
     claims = bn_modes.invariance_claims(rows, "blocks.0.conv1.weight")
-    assert [c.outcome for c in claims] == ["supported"] * 3
+    assert [c.decision for c in claims] == ["holds"] * 3
     assert claims[0].effect == 3e-15 and claims[1].effect == 5e-3 and claims[2].effect == 0.8
     assert "negligible" in claims[0].statement and "own" in claims[1].statement
     assert claims[0].method.startswith("exact computation") and not claims[1].method.startswith("exact computation")
     rows[1]["hessian_error"] = 1e-3  # the identity fails: contradicted
     rows[0]["hessian_error"] = 0.2
     out = bn_modes.invariance_claims(rows, "w")
-    assert out[0].outcome == "contradicted" and out[1].outcome == "contradicted"
+    assert out[0].decision == "fails" and out[1].decision == "fails"
     assert [c.statement.split(":")[0] for c in bn_modes.invariance_claims(rows[2:] + rows[:1], "w")] == [
         "train mode with the model's own BatchNorm epsilon", "eval mode"]
     with pytest.raises(ValueError, match="train"):

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from flatbook.book.registry import chapters
-from flatbook.claims import OUTCOMES, Claim, claims_in_notebook, facts_in_notebook
+from flatbook.claims import ROLE_OUTCOMES, Claim, claims_in_notebook, facts_in_notebook
 from flatbook.book.runner import REPORT_CELL_TAG, run_chapter
 from flatbook.book.site import build_html, external_resources
 
@@ -81,6 +81,22 @@ def test_gedanken_results(executed):
     assert "the term Eq. (3) drops is **non-zero**" in text
     pngs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 3  # eigenvalues vs trace, measures along rays, sharpness vs loss
+
+
+@pytest.mark.slow
+def test_scoreboard_opens_the_book_with_one_row_per_paper_claim_and_chapter(executed, html):
+    from flatbook.book.scoreboard import scoreboard_rows
+    from flatbook.chapters.paper_claims import PAPER_CLAIMS
+
+    rows = scoreboard_rows(executed)
+    assert [(r.claim, r.chapter) for r in rows] == [(p.name, c) for p in PAPER_CLAIMS for c in p.chapters]
+    assert all(r.verdict in ROLE_OUTCOMES["paper"] for r in rows)  # every chapter ran and tagged its parts
+    assert "scoreboard.html" in (html / "index.html").read_text()  # the root page: the book opens with it
+    page = (html / "book" / "scoreboard.html").read_text()
+    assert "the scoreboard" in page and "<table" in page and "flatbook:scoreboard" not in page
+    for r in rows:  # every row's verdict, computed from the executed chapter, is on the opening page
+        assert r.chapter in page or r.title in page
+    assert page.count("<tr") >= len(rows) + 1
 
 
 @pytest.mark.slow
@@ -206,10 +222,16 @@ def test_every_chapter_with_experiments_shows_claims_with_one_of_four_outcomes(e
     nb = nbformat.read(str(executed / f"{name}.ipynb"), as_version=4)
     if not any(c.cell_type == "code" and "claims.show(" in c.source for c in nb.cells):
         pytest.skip(f"{name} shows no claims")
-    for c in chapter_claims(name, executed):
-        assert c.outcome in OUTCOMES
+    from flatbook.chapters.paper_claims import claims_of_chapter
+
+    found = chapter_claims(name, executed)
+    for c in found:
+        assert c.outcome in ROLE_OUTCOMES[c.role]
         assert (c.outcome == "untestable") == bool(c.failed)
         assert c.method and c.effect_name
+    # the chapter tags exactly the components of the paper claims it is listed as testing, once each
+    expected = sorted((p.name, comp) for p in claims_of_chapter(name) for comp in p.components)
+    assert sorted((c.paper_claim, c.component) for c in found if c.primary) == expected, name
 
 
 @pytest.mark.slow
@@ -223,7 +245,7 @@ def test_exact_claims_hold_at_ci(executed, name):
     exact = [c for c in chapter_claims(name, executed) if c.method.startswith("exact computation")]
     assert exact, name
     for c in exact:
-        assert c.outcome == "supported", c.line()
+        assert c.decision == "holds", c.line()
 
 
 WD_STATEMENTS = ("lambda_1 is larger with more weight decay", "the Hessian trace is larger with more weight decay",
@@ -266,11 +288,13 @@ def test_adaptive_and_scale_aware_claims_at_ci(executed):
             assert c.outcome == "untestable" and "decay exponent" in c.failed, c.line()
     scale = chapter_claims("scale_aware", executed)
     invariance = [c for c in scale if c.method.startswith("exact computation")]
-    assert len(invariance) == 4 and all(c.outcome == "supported" for c in invariance), [c.line() for c in invariance]
-    false_friend = [c for c in scale if "false friend" in c.statement]
-    from flatbook.chapters.scale_aware import MEASURES
+    assert len(invariance) == 4 and all(c.decision == "holds" for c in invariance), [c.line() for c in invariance]
+    from flatbook.chapters.scale_aware import MEASURES, PAPER_MEASURES
 
-    assert len(false_friend) == len(MEASURES)
+    false_friend = [c for c in scale if "false friend" in c.statement]
+    works = [c for c in scale if "ranks solutions as flatness should" in c.statement]
+    assert len(false_friend) == len(PAPER_MEASURES) and all(c.role == "paper" for c in false_friend)
+    assert len(works) == len(MEASURES) - len(PAPER_MEASURES) and all(c.role == "check" for c in works)
 
 
 

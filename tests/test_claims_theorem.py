@@ -18,11 +18,11 @@ from flatbook.chapters import theorem
 
 def test_checked_claim_bounds_regime_and_method():
     c = theorem.checked_claim("small", 1e-9, 1e-6, "error")
-    assert c.outcome == "supported" and c.effect == c.low == c.high == 1e-9 and c.null == 1e-6 and c.level == 1.0
+    assert c.decision == "holds" and c.effect == c.low == c.high == 1e-9 and c.null == 1e-6 and c.level == 1.0
     assert c.method.startswith(theorem.MEASURED) and "at most 1e-06" in c.method and math.isnan(c.mde)
-    assert theorem.checked_claim("small", 1e-3, 1e-6, "error").outcome == "contradicted"
-    assert theorem.checked_claim("big", 12.0, 10.0, "factor", at_least=True).outcome == "supported"
-    assert theorem.checked_claim("big", 9.0, 10.0, "factor", at_least=True).outcome == "contradicted"
+    assert theorem.checked_claim("small", 1e-3, 1e-6, "error").decision == "fails"
+    assert theorem.checked_claim("big", 12.0, 10.0, "factor", at_least=True).decision == "holds"
+    assert theorem.checked_claim("big", 9.0, 10.0, "factor", at_least=True).decision == "fails"
     cond = cl.Condition("steps", 3, "at least 10", False, "7 short")
     u = theorem.checked_claim("gated", 0.0, 1.0, "error", regime=[cond], evidence=[("a", 1)])
     assert u.outcome == "untestable" and "steps = 3, at least 10 (7 short)" in u.failed and u.effect == 0.0
@@ -30,7 +30,7 @@ def test_checked_claim_bounds_regime_and_method():
     # a Claim: it round-trips through the notebook's JSON like any other
     assert cl.Claim.from_dict(u.to_dict()) == u
     exact = theorem.checked_claim("identity", 0, 0, "error", method="exact computation (no sampling)")
-    assert exact.method.startswith("exact computation") and exact.outcome == "supported"
+    assert exact.method.startswith("exact computation") and exact.decision == "holds"
     with pytest.raises(ValueError, match="bound"):
         theorem.checked_claim("x", 1.0, math.inf, "error")
     with pytest.raises(ValueError, match="NaN"):
@@ -44,9 +44,11 @@ def _sweep(alphas, loss, lam, fro, changed=0, accuracy=1.0):
 
 
 def _theorem_inputs(**change):
-    alphas = [1.0, 10.0, 100.0]
-    sweeps = {"logreg: last layer": _sweep(alphas, [1.0, 0.1, 1e-3], [5.0, 1.0, 0.01], [6.0, 1.0, 0.02]),
-              "MLP: last layer": _sweep(alphas, [1.0, 0.1, 1e-3], [5.0, 8.0, 0.01], [6.0, 9.0, 0.02])}
+    alphas = [1.0, 10.0, 100.0, 1e3, 1e4]  # the MLP's maximum has 3 grid steps after it
+    sweeps = {"logreg: last layer": _sweep(alphas, [1.0, 0.1, 1e-2, 1e-3, 1e-4], [5.0, 1.0, 0.5, 0.1, 0.01],
+                                           [6.0, 1.0, 0.5, 0.1, 0.02]),
+              "MLP: last layer": _sweep(alphas, [1.0, 0.1, 1e-2, 1e-3, 1e-4], [5.0, 8.0, 1.0, 0.1, 0.01],
+                                        [6.0, 9.0, 1.0, 0.1, 0.02])}
     verdicts = {k: theorem.scaling_verdict(df, "output") for k, df in sweeps.items()}
     zero = sp.Integer(0)
     inputs = dict(
@@ -58,7 +60,7 @@ def _theorem_inputs(**change):
         relu={"agree": True, "gauss_newton_limit": zero, "residual_limit": zero},
         sweeps=sweeps, verdicts=verdicts,
         dinh_verdict={"loss_max_relative_change": 1e-15, "lambda_max_ratio": 1e3}, dinh_alphas=[1.0, 100.0],
-        everything=_sweep(alphas, [1.0, 5.0, 50.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], accuracy=0.9),
+        everything=_sweep(alphas, [1.0, 5.0, 50.0, 500.0, 5e3], [1.0] * 5, [1.0] * 5, accuracy=0.9),
         engine_error=1e-15, null_residual=1e-16, zero_count=800, predicted_zeros=785)
     inputs.update(change)
     return inputs
@@ -68,16 +70,31 @@ def test_theorem1_claims_on_constructed_inputs():
     claims = theorem.theorem1_claims(**_theorem_inputs())
     assert len(claims) == 15
     exact = [c for c in claims if c.method.startswith("exact computation")]
-    assert len(exact) == 9 and all(c.outcome == "supported" for c in exact)
+    assert len(exact) == 9 and all(c.decision == "holds" for c in exact)
     measured = [c for c in claims if c.method.startswith(theorem.MEASURED)]
-    assert len(measured) == 6 and all(c.outcome == "supported" for c in measured)
+    assert len(measured) == 6 and all(c.decision == "holds" for c in measured)
     by = {c.statement: c for c in claims}
-    lam = next(c for s, c in by.items() if s.startswith("lambda_1 at the largest scale"))
+    lam = next(c for s, c in by.items() if s.startswith("the scale grid reaches the limit"))
     assert lam.effect == pytest.approx(0.01 / 5.0)
     dinh = next(c for s, c in by.items() if "more than a factor 10" in s)
     assert dinh.effect == pytest.approx(1e3)
     premise = next(c for s, c in by.items() if "premise" in s)
-    assert premise.effect == pytest.approx(50.0)
+    assert premise.effect == pytest.approx(5e3)
+
+
+def test_falls_after_its_peak_cannot_pass_on_a_peak_at_the_end_of_the_grid():
+    """The maximum at the second-to-last grid point: one falling step would pass trivially, so the
+    claim is untestable until the grid is extended (issue 20)."""
+    alphas = [1.0, 10.0, 100.0, 1e3, 1e4]
+    late = {"MLP: last layer": _sweep(alphas, [1.0, 0.1, 1e-2, 1e-3, 1e-4], [1.0, 2.0, 4.0, 8.0, 7.0],
+                                      [1.0, 2.0, 4.0, 8.0, 7.0])}
+    claims = theorem.theorem1_claims(**_theorem_inputs(
+        sweeps=late, verdicts={k: theorem.scaling_verdict(df, "output") for k, df in late.items()}))
+    falls = [c for c in claims if "falls monotonically from its maximum" in c.statement]
+    assert len(falls) == 2 and all(c.outcome == "untestable" for c in falls)
+    assert all("1, at least 3" in c.failed and "extend alpha" in c.failed for c in falls)
+    grid = next(c for c in claims if c.statement.startswith("the scale grid reaches the limit"))
+    assert grid.outcome == "fails" and grid.effect == pytest.approx(7.0)
 
 
 def test_theorem1_claims_report_failures():
@@ -90,16 +107,17 @@ def test_theorem1_claims_report_failures():
         zero_count=700, engine_error=1e-3,
         dinh_verdict={"loss_max_relative_change": 1e-15, "lambda_max_ratio": 0.5}))
     by = {c.statement.split(":")[0].split(",")[0]: c for c in claims}
-    outcomes = {c.statement: c.outcome for c in claims}
-    assert by["softmax cross-entropy"].outcome == "contradicted" and by["softmax cross-entropy"].effect == 1
+    outcomes = {c.statement: c.decision for c in claims}
+    assert by["softmax cross-entropy"].decision == "fails" and by["softmax cross-entropy"].effect == 1
     assert next(c for c in claims if c.statement.startswith("separable")).effect == 1
     assert next(c for c in claims if c.statement.startswith("at least as many")).effect == 85
-    assert next(c for c in claims if "engine" in c.statement).outcome == "contradicted"
-    assert next(c for c in claims if "more than a factor 10" in c.statement).outcome == "contradicted"
-    assert sum(o == "contradicted" for o in outcomes.values()) == 5
+    assert next(c for c in claims if "engine" in c.statement).decision == "fails"
+    assert next(c for c in claims if "more than a factor 10" in c.statement).decision == "fails"
+    assert sum(o == "fails" for o in outcomes.values()) == 5
     # every image fitted: the premise claim cannot be tested
-    alphas = [1.0, 10.0, 100.0]
-    fitted = _theorem_inputs(everything=_sweep(alphas, [1.0, 0.1, 0.01], [1.0, 0.5, 0.1], [1, 1, 1], accuracy=1.0))
+    alphas = [1.0, 10.0, 100.0, 1e3, 1e4]
+    fitted = _theorem_inputs(everything=_sweep(alphas, [1.0, 0.1, 0.01, 1e-3, 1e-4], [1.0, 0.5, 0.1, 0.05, 0.01],
+                                               [1] * 5, accuracy=1.0))
     premise = theorem.theorem1_claims(**fitted)[-1]
     assert premise.outcome == "untestable" and "every image is fitted" in premise.failed
 
@@ -127,7 +145,7 @@ def _gedanken_claims(gedanken, **change):
 def test_gedanken_claims_at_the_papers_counterexample(gedanken):
     d, point, rays, path = gedanken
     claims = _gedanken_claims(gedanken)
-    assert [c.outcome for c in claims] == ["supported"] * 7
+    assert [c.decision for c in claims] == ["holds"] * 7
     assert all(c.method.startswith("exact computation") for c in claims)
     assert claims[0].effect == 6  # the six off-diagonal entries X L P_ij
     tr = claims[3]
@@ -140,7 +158,7 @@ def test_gedanken_claims_at_the_papers_counterexample(gedanken):
     # a point where the other eigenvalues sum to zero (depth 2: X w1 w2 = -1/2): the equality holds there
     d2 = symbolic.derive_gedanken(2)
     c2 = _gedanken_claims(gedanken, comparison=symbolic.trace_versus_lambda(d2, [1.0, -0.5], 1.0))
-    assert c2[3].outcome == "contradicted" and c2[3].effect < 1e-12
+    assert c2[3].decision == "fails" and c2[3].effect < 1e-12
 
 
 def test_gedanken_claims_report_failures_and_untestable_rays(gedanken):
@@ -149,9 +167,9 @@ def test_gedanken_claims_report_failures_and_untestable_rays(gedanken):
     claims = _gedanken_claims(gedanken, residual_nonzero_entries=0, trace_gap_is_zero=False,
                               trace_formula_is_exact=False, eq4_holds_here=False, X=2.0,
                               depth_agreement={2: True, 3: False}, ray_limits=growing)
-    assert [c.outcome for c in claims[:3]] == ["contradicted"] * 3
+    assert [c.decision for c in claims[:3]] == ["fails"] * 3
     assert claims[2].evidence == (("Eq. (4) as printed at X = 2", "differs"),)
-    assert claims[4].outcome == "contradicted" and claims[4].effect == 1
+    assert claims[4].decision == "fails" and claims[4].effect == 1
     assert claims[5].outcome == "untestable" and "loss -> 0" in claims[5].failed
     flat_path = SimpleNamespace(loss_limit=sp.Integer(0), trace_limit=sp.Integer(0))
-    assert _gedanken_claims(gedanken, path=flat_path)[6].outcome == "contradicted"
+    assert _gedanken_claims(gedanken, path=flat_path)[6].decision == "fails"

@@ -468,30 +468,30 @@ def test_lanczos_claims_on_constructed_inputs():
     claims = lanczos_claims(**_claims_inputs())
     assert len(claims) == 10
     exact = [c for c in claims if c.method.startswith("exact computation")]
-    assert len(exact) == 3 and all(c.outcome == "supported" for c in exact)
-    assert all(c.outcome == "supported" for c in claims)
+    assert len(exact) == 3 and all(c.decision == "holds" for c in exact)
+    assert all(c.decision == "holds" for c in claims)
     assert claims[1].effect == 2e-15 and claims[2].effect == 3e-15
     # ghosts that took weight from elsewhere, or moved the density: contradicted
     bad = lanczos_claims(**_claims_inputs(weight_without=2e-3, dens_between=0.05))
-    assert bad[4].outcome == "contradicted" and bad[4].effect == pytest.approx(1.0)
-    assert bad[6].outcome == "contradicted" and bad[6].effect == pytest.approx(0.5)
+    assert bad[4].decision == "fails" and bad[4].effect == pytest.approx(1.0)
+    assert bad[6].decision == "fails" and bad[6].effect == pytest.approx(0.5)
     # no ghost: the ghost claims are untestable, not supported
     none = lanczos_claims(**_claims_inputs(ghosts_without=1))
-    assert none[3].outcome == "contradicted"  # lambda_1 converged, yet no copy: the claim that ghosts appear fails
-    assert [c.outcome for c in none[4:7]] == ["untestable"] * 3 and "no ghost" in none[4].failed
+    assert none[3].decision == "fails"  # lambda_1 converged, yet no copy: the claim that ghosts appear fails
+    assert [c.decision for c in none[4:7]] == ["untestable"] * 3 and "no ghost" in none[4].failed
     # lambda_1 not converged: untestable too
     inputs = _claims_inputs()
     inputs["ghosts"]["m"] = GhostEffect(**{**inputs["ghosts"]["m"].__dict__, "top_error_with": 1e-3})
     unconverged = lanczos_claims(**inputs)
-    assert [c.outcome for c in unconverged[3:7]] == ["untestable"] * 4
+    assert [c.decision for c in unconverged[3:7]] == ["untestable"] * 4
     # the density claim reads the study on the eigenvalues when given, against the probe's own measure
     inputs = _claims_inputs()
     diag = GhostEffect(**{**inputs["ghosts"]["m"].__dict__, "density": {0.01: {
         "without vs with": 0.5, "with vs exact": 0.1, "without vs exact": 0.1, "with vs probe": 1e-13,
         "without vs probe": 1e-9, "probe vs exact": 0.05}}})
     c = lanczos_claims(**inputs, density_ghosts={"m": diag})[6]
-    assert c.outcome == "supported" and c.effect == pytest.approx(2e-8)
+    assert c.decision == "holds" and c.effect == pytest.approx(2e-8)
     # a one-probe trace too noisy for 10%
     inputs = _claims_inputs()
     inputs["spreads"]["m"]["trace_rel_sd"] = 0.5
-    assert lanczos_claims(**inputs)[-1].outcome == "contradicted"
+    assert lanczos_claims(**inputs)[-1].decision == "fails"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["chapter_plan", "plan_cost", "DEFAULT_TFLOPS"]
+__all__ = ["chapter_plan", "seed_plans", "plan_cost", "DEFAULT_TFLOPS"]
 
 DEFAULT_TFLOPS = 20.0  # an assumed sustained rate for one modern GPU (float32/TF32 training); not measured here
 
@@ -35,6 +35,18 @@ def chapter_plan(name: str, profile: str = "paper", overrides: Mapping[str, Any]
     built = chapter.build_parameters(values)
     plan = getattr(built, "training_plan", None)
     return list(plan()) if plan is not None else []
+
+
+def seed_plans(names: Sequence[str], profile: str, seed: int = 0, root: Path | None = None) -> dict[str, list[Any]]:
+    """For each chapter of ``names``: the configs it trains at ``profile`` with this ``seed`` (one per
+    weight decay, or per optimiser), in the chapter's order (the calibration appendix measures these)."""
+    out = {}
+    for name in names:
+        configs = [c for c in chapter_plan(name, profile, root=root) if c.seed == seed]
+        if not configs:
+            raise ValueError(f"chapter {name!r} trains no model with seed {seed} at profile {profile!r}")
+        out[name] = configs
+    return out
 
 
 def plan_cost(configs: Sequence[Any], tflops: float = DEFAULT_TFLOPS) -> dict[str, float]:

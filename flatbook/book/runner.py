@@ -123,7 +123,7 @@ def _markdown_value(value: Any) -> str:
 
 def report_markdown(report: RunReport, profile_description: str, paper_differences: str | None = None,
                     chapter_parameters: Sequence[str] = (), facts: Sequence[tuple[str, str]] = (),
-                    paper_notes: Mapping[str, str] | None = None) -> str:
+                    paper_notes: Mapping[str, str] | None = None, unused: Mapping[str, str] | None = None) -> str:
     """The box shown at the top of an executed chapter (MyST admonition with a table).
 
     ``paper_differences``: where a chapter's defaults are NOT the paper's settings (the
@@ -133,12 +133,16 @@ def report_markdown(report: RunReport, profile_description: str, paper_differenc
     their default is shown as "chapter default", never as the paper's. ``facts``: (label, value)
     pairs the run measured about its regime (``claims.show_facts`` in the notebook). ``paper_notes``
     (metadata ``flatbook.paper_notes``): parameter -> Markdown text shown in the paper column
-    instead of the default, where the paper's prose and its authors' code disagree."""
+    instead of the default, where the paper's prose and its authors' code disagree. ``unused``:
+    parameter -> what the run used instead (``ChapterParameters.unused_parameters``), shown in place
+    of the value, so a box never lists a setting as used that the run replaced."""
     rows = []
     for name, default in report.defaults.items():
         used = report.parameters[name]
         changed = used != default
         used_md = _markdown_value(used)
+        if unused and name in unused:
+            used_md = f"not used: {unused[name]} (given {used_md})"
         default_md = _markdown_value(default)
         if name in chapter_parameters and not paper_differences:
             default_md = f"chapter default {default_md}"
@@ -221,7 +225,8 @@ def strip_progress_bars(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def _decorate(nb: nbformat.NotebookNode, report: RunReport, profile_description: str) -> nbformat.NotebookNode:
+def _decorate(nb: nbformat.NotebookNode, report: RunReport, profile_description: str,
+              unused: Mapping[str, str] | None = None) -> nbformat.NotebookNode:
     """Hide papermill's injected cell, fold the parameters cell, drop progress bars from the
     outputs, put the run report under the title."""
     strip_progress_bars(nb)
@@ -237,7 +242,7 @@ def _decorate(nb: nbformat.NotebookNode, report: RunReport, profile_description:
     chapter_parameters = nb.metadata.get("flatbook", {}).get("chapter_parameters", [])
     paper_notes = nb.metadata.get("flatbook", {}).get("paper_notes", {})
     box = nbformat.v4.new_markdown_cell(report_markdown(report, profile_description, differences, chapter_parameters,
-                                                        facts_in_notebook(nb), paper_notes))
+                                                        facts_in_notebook(nb), paper_notes, unused))
     box.metadata["tags"] = [REPORT_CELL_TAG]
     first = nb.cells[0] if nb.cells else None
     at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ") else 0
@@ -303,7 +308,9 @@ def run_chapter(
         )
         wall = time.perf_counter() - t0
         report = RunReport(chapter.name, output, prof.name, {**defaults, **params}, defaults, device, wall, started)
-        nb = _decorate(nbformat.read(str(partial), as_version=4), report, prof.description)
+        built = chapter.build_parameters({**defaults, **params})
+        unused = built.unused_parameters() if hasattr(built, "unused_parameters") else {}
+        nb = _decorate(nbformat.read(str(partial), as_version=4), report, prof.description, unused)
         _atomic_write_notebook(nb, output)
         return report
     except PapermillExecutionError as exc:

@@ -155,6 +155,15 @@ class AdaptiveChapter(ChapterParameters):
 
         return [seeded(c, seed=s) for c in self._configs for s in self.seeds]
 
+    def unused_parameters(self) -> dict[str, str]:
+        """``sgd_weight_decay`` / ``gadam_weight_decay`` when a decay exponent chose that weight decay."""
+        used = self.weight_decays_used
+        out = {}
+        for o in ("sgd", "gadam"):
+            if getattr(self, f"{o}_decay_exponent") is not None:
+                out[f"{o}_weight_decay"] = f"{o}_decay_exponent chose {used[o]:.4g}"
+        return out
+
     @property
     def weight_decays_used(self) -> dict[str, float]:
         """{"sgd": .., "gadam": ..}: the weight decays given, or those of the decay exponents."""
@@ -167,9 +176,11 @@ class AdaptiveChapter(ChapterParameters):
     def training_figure(self, sgd: list, gadam: list):
         from . import plots
 
+        from ..models import model_label
+
         return plots.plot_training_curves(
             {"SGD": sgd[0].history, "Gadam": gadam[0].history},
-            title=f"VGG-16-BN (variant: {self.model_options or 'the paper'}) on {self.dataset} (seed {self.seeds[0]})")
+            title=f"{model_label('vgg16bn', self.model_options)} on {self.dataset} (seed {self.seeds[0]})")
 
     def spectra_figure(self, sgd: list, gadam: list):
         from . import plots
@@ -199,7 +210,8 @@ class AdaptiveChapter(ChapterParameters):
                           f"{self.weight_decays_used[o]:g}, E = {e:.3g} ({e / paper[o]:.2g}x the paper's {paper[o]:.3g})"))
         changes = {name: sum(weight_norm_change(r) for r in runs) / len(runs)
                    for name, runs in (("SGD", sgd), ("Gadam", gadam))}
-        facts += [("lowest training accuracy (eval mode)", f"{table['train_acc'].min():.2f}%"),
+        low = min(r.metrics["train_acc"] for r in list(sgd) + list(gadam))  # over every run, as the claims
+        facts += [("lowest training accuracy (eval mode), any run", f"{100 * low:.2f}%"),
                   ("final training loss, SGD / Gadam (seed mean)",
                    f"{table.loc['sgd', 'train_loss']:.3g} / {table.loc['gadam', 'train_loss']:.3g}"),
                   ("validation images, binomial SE of one accuracy",
@@ -332,7 +344,7 @@ def claims(sgd: list, gadam: list) -> list[Any]:
     from .. import stats
     from ..seeds import paired_correct, paired_values
     from .paper_claims import GADAM, tag
-    from .weight_decay import interpolation_note
+    from .weight_decay import interpolation_note, validation_images
 
     results = list(sgd) + list(gadam)
     if not sgd or not gadam:
@@ -347,7 +359,7 @@ def claims(sgd: list, gadam: list) -> list[Any]:
     regime = [cl.decay_condition(float(table.loc[o, "decay_exponent"]), paper.get(o),
                                  name=f"decay exponent E of {o.upper() if o == 'sgd' else 'Gadam'}")
               for o in ("sgd", "gadam")]
-    regime += [cl.seeds_condition(n_seeds), cl.resolution_condition(min(r.config.val_size for r in results), float(table["val_acc_se"].max()))]
+    regime += [cl.seeds_condition(n_seeds), cl.resolution_condition(validation_images(results), float(table["val_acc_se"].max()))]
     out = []
     for q, label in (("lambda_max", "lambda_1"), ("trace", "the Hessian trace"), ("frobenius", "the Frobenius norm")):
         _, a, b = paired_values(results, setting, "sgd", "gadam", lambda r, q=q: getattr(r.spectrum, q))

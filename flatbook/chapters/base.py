@@ -36,6 +36,11 @@ class ChapterParameters:
             raise ValueError(f"{cls.__name__} needs the parameters {missing}")
         return cls(**values)
 
+    def unused_parameters(self) -> dict[str, str]:
+        """Parameters this run does not use, each with what it used instead (the run box shows it in
+        place of the value): e.g. ``weight_decays`` when ``decay_exponents`` chose them. None here."""
+        return {}
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingParameters(ChapterParameters):

@@ -54,6 +54,7 @@ __all__ = ["PAPER_REPORTED", "MEASURES", "MODE_EQUIVALENCE_RATIO", "NEGLIGIBLE_E
            "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance", "invariance_claims"]
 
 # Appendix C, WRN-28x10 on CIFAR-100 with BatchNorm in eval mode (the paper's numbers, quoted)
+PAPER_DATASET = "cifar100"  # the data of the paper's Appendix C runs
 PAPER_REPORTED = {"wrn28x10": {"frobenius": {0.0: 9.8e-12, 5e-4: 4.9e-5}, "val_acc": {0.0: 75.2, 5e-4: 80.6}}}
 PAPER_EVAL_LAMBDA_RATIO = "nearly 1000"  # the paper's words for the eval-mode lambda_1 ratio, WRN-28x10
 MEASURES = {"lambda_max": "lambda_1", "frobenius": "the Frobenius norm"}
@@ -132,7 +133,8 @@ def mode_table(results: Sequence[Any], eval_spectra: Sequence[Any]):
     """A DataFrame indexed by (weight_decay, bn_mode): ``seeds``, the mean over seeds of lambda_max,
     trace, frobenius and val_acc (percent), ``<measure>_sd`` their seed-to-seed standard deviation
     (NaN with one seed), and the paper's numbers where it reports them (eval mode,
-    ``PAPER_REPORTED``). ``results``: experiments.Results whose spectra are in train mode (any
+    ``PAPER_REPORTED``; only for runs on the paper's own data, ``PAPER_DATASET``: beside another
+    data set's rows they would invite a comparison of values that means nothing). ``results``: experiments.Results whose spectra are in train mode (any
     weight decays x seeds); ``eval_spectra``: the same models' spectra in eval mode, in the same order."""
     import pandas as pd
 
@@ -140,7 +142,8 @@ def mode_table(results: Sequence[Any], eval_spectra: Sequence[Any]):
     rows = []
     for wd in sorted({k[0] for k in paired}):
         runs = [v for k, v in sorted(paired.items()) if k[0] == wd]
-        paper = PAPER_REPORTED.get(runs[0][0].config.model, {})
+        first = runs[0][0].config  # the paper's numbers sit beside ours only for its own data (CIFAR-100)
+        paper = PAPER_REPORTED.get(first.model, {}) if first.dataset == PAPER_DATASET else {}
         for mode, index in (("train", 1), ("eval", 2)):
             row: dict[str, Any] = {"weight_decay": wd, "bn_mode": mode, "seeds": len(runs)}
             for q in ("lambda_max", "trace", "frobenius"):

@@ -76,6 +76,12 @@ class CnnChapter(CnnTrainingParameters):
     def name(self) -> str:
         return MODEL_NAMES[self.model]
 
+    def unused_parameters(self) -> dict[str, str]:
+        """``weight_decays`` when ``decay_exponents`` chose the weight decays."""
+        if self.decay_exponents is None:
+            return {}
+        return {"weight_decays": "decay_exponents chose " + ", ".join(f"{wd:.4g}" for wd in self.weight_decays_used)}
+
     @property
     def weight_decays_used(self) -> list[float]:
         """``weight_decays``, or, when ``decay_exponents`` is given, the weight decays whose decay
@@ -107,10 +113,11 @@ class CnnChapter(CnnTrainingParameters):
     def training_figure(self, results: list[Any]):
         from . import plots
 
-        variant = self.model_options or "the paper's"
+        from ..models import model_label
+
         return plots.plot_training_curves(
-            {f"weight decay {r.config.weight_decay:g}": r.history for r in self.first_seed(results)},
-            title=f"{self.name} (variant: {variant}) on {self.dataset}: training (seed {self.seeds[0]})")
+            {f"weight decay {r.config.weight_decay:.3g}": r.history for r in self.first_seed(results)},
+            title=f"{model_label(self.model, self.model_options)} on {self.dataset}: training (seed {self.seeds[0]})")
 
     def facts(self, results: list[Any]) -> list[tuple[str, str]]:
         from .weight_decay import run_facts

@@ -292,14 +292,19 @@ def plot_error_distribution(errors: dict, title: str | None = None):
 
 def plot_training_curves(histories: dict, title: str | None = None):
     """Per-epoch training loss (log y), validation accuracy and weight norm, one line per run
-    (``histories``: label -> list of history rows from ``train.fit`` / ``Result.history``)."""
+    (``histories``: label -> list of history rows from ``train.fit`` / ``Result.history``). A run
+    validated every k-th epoch has NaN in between: its validation line joins the validated epochs,
+    with a marker on each."""
     if not histories:
         raise ValueError("plot_training_curves needs at least one history")
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.4), sharex=True)
     for (label, rows), c in zip(histories.items(), palette(len(histories))):
         epochs = [r["epoch"] for r in rows]
         axes[0].plot(epochs, [r["train_loss"] for r in rows], color=c, label=label)
-        axes[1].plot(epochs, [100 * r["val_acc"] for r in rows], color=c, label=label)
+        validated = [(r["epoch"], 100 * r["val_acc"]) for r in rows
+                     if r.get("val_acc") is not None and np.isfinite(r["val_acc"])]
+        if validated:
+            axes[1].plot(*zip(*validated), color=c, label=label, marker="o", markersize=3)
         axes[2].plot(epochs, [r["weight_norm"] for r in rows], color=c, label=label)
     axes[0].set_yscale("log")
     for ax, name in zip(axes, ("training loss (running mean)", "validation accuracy (%)", r"$\|w\|_2$")):

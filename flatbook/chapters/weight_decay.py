@@ -31,7 +31,7 @@ from ..decay import decay_exponent, decay_exponent_of, train_split_size, weight_
 from .base import TrainingParameters
 
 __all__ = ["PAPER_REPORTED", "PAPER_WEIGHT_DECAYS", "paper_numbers", "paper_dataset", "paper_decay_exponent",
-           "seed_table", "sweep_claims", "grid_claims", "run_facts", "trained_models_fact", "paper_num_params",
+           "seed_table", "sweep_claims", "grid_claims", "validation_images", "interpolation_note", "run_facts", "trained_models_fact", "paper_num_params",
            "LogregParameters", "MlpParameters", "SweepParameters",
            "chapter_config", "CNN_MODELS",
            "cnn_chapter_config", "forward_flops", "paper_cost"]
@@ -387,7 +387,7 @@ def sweep_claims(results: Sequence[Any], *, paper_exponent: float | None = None,
     exponent = float(table.loc[hi, "decay_exponent"])
     n_seeds = int(table["seeds"].min())
     regime = [cl.decay_condition(exponent, paper_exponent), cl.seeds_condition(n_seeds),
-              cl.resolution_condition(min(r.config.val_size for r in results), float(table["val_acc_se"].max()))]
+              cl.resolution_condition(validation_images(results), float(table["val_acc_se"].max()))]
     fit = interpolation_note(results)
     pair = f"weight decay {hi:g} against {lo:g}"
     out = []
@@ -435,6 +435,12 @@ def sweep_claims(results: Sequence[Any], *, paper_exponent: float | None = None,
         out.append(cl.trend_claim(f"lambda_1 is rank-associated with the weight decay: larger weight decay, larger "
                                   f"lambda_1 ({len(wds)} weight decays, {len(results)} runs)", corr, 1, regime=regime))
     return [dataclasses.replace(c, evidence=c.evidence + (fit,)) for c in out]
+
+
+def validation_images(results: Sequence[Any]) -> int:
+    """The fewest validation images any of ``results`` was actually evaluated on (the length of its
+    per-image record, not the configured ``val_size``, which a small split can fall short of)."""
+    return min(len(r.val_correct_array()) for r in results)
 
 
 def interpolation_note(results: Sequence[Any]) -> tuple[str, str]:
