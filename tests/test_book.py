@@ -280,7 +280,8 @@ def test_weight_decay_chapters_gate_their_claims_by_the_regime_at_ci(executed, n
 def test_adaptive_and_scale_aware_claims_at_ci(executed):
     adaptive_claims = chapter_claims("adaptive", executed)
     assert any(c.statement.startswith("Gadam's solution is sharper than SGD's by lambda_1") for c in adaptive_claims)
-    assert all(c.outcome == "untestable" for c in adaptive_claims if "sharper" in c.statement or "better" in c.statement)
+    gated = [c for c in adaptive_claims if not c.statement.startswith("Gadam's solution has the higher weight norm")]
+    assert len(gated) == 4 and all(c.outcome == "untestable" for c in gated)  # ci: 200 validation images
     bn = chapter_claims("bn_modes", executed)
     assert [c for c in bn if "larger at the largest weight decay" in c.statement]
     for c in bn:
