@@ -255,10 +255,13 @@ class Claim:
 
 def conjunction(components: Sequence[Claim]) -> str:
     """The verdict on a composite paper claim ("A and B") from its component claims: "untestable"
-    if any component is untestable (its regime fails), else "supported" if every component is
-    supported, else "contradicted" if any is contradicted, else "inconclusive". Each component is
-    tested at 5%, and the conjunction is rejected unless every one is: an intersection-union test,
-    so its false-"supported" rate stays at most 2.5% with no correction."""
+    if any component is untestable (a part measured outside its regime can neither support nor
+    contradict, so it takes precedence and the parts' own outcomes stay visible beside the verdict),
+    else "supported" if every component is supported, else "contradicted" if any is contradicted,
+    else "inconclusive". Each component is tested at 2.5% one-sided, and the conjunction is
+    supported only when every one is: an intersection-union test, so its false-"supported" rate
+    stays at most 2.5% with no correction. "contradicted" is a union over the parts (any one), so
+    with m parts its false rate can reach m x 2.5%; the parts' intervals say which one."""
     components = list(components)
     if not components:
         raise ValueError("a composite claim needs at least one component")
@@ -371,12 +374,29 @@ def two_sided_claim(statement: str, estimate: Estimate, effect_name: str, *, mar
     else:
         decision = "inconclusive"
     band = f"[1/{margin:g}, {margin:g}]" if estimate.scale == "ratio" else f"null +- {margin:g}"
+    # the p-value of the decision made: "no effect" for a difference; for "no change" the larger of the two
+    # one-sided p-values against the margins (TOST), so Holm's correction weighs the test actually done
+    p = _equivalence_p(estimate, lo, hi) if decision == "contradicted" else p_value(estimate)
     return Claim(statement=statement, outcome=_word(role, decision), effect_name=effect_name, effect=estimate.value,
                  low=estimate.low, high=estimate.high, null=estimate.null, level=estimate.level, mde=estimate.mde,
                  method=f"{estimate.method}; two-sided, fails when the interval lies within {band}",
                  evidence=tuple((str(a), str(b)) for a, b in evidence), regime=regime, failed=failed, role=role,
-                 paper_claim=paper_claim, component=component, p_value=p_value(estimate),
-                 marginal=_is_marginal(estimate, decision))
+                 paper_claim=paper_claim, component=component, p_value=p,
+                 marginal=decision == "supported" and _is_marginal(estimate, decision))
+
+
+def _equivalence_p(estimate: Estimate, lo: float, hi: float) -> float:
+    """The two one-sided tests' p-value (the larger) that the effect lies inside [lo, hi] (on the
+    log scale for a ratio), with the estimate's t (or normal) distribution."""
+    from scipy.stats import norm, t
+
+    value, low, high = estimate.value, lo, hi
+    if estimate.scale == "ratio":
+        value, low, high = math.log(value), math.log(lo), math.log(hi)
+    if estimate.se == 0:
+        return 0.0 if low < value < high else 1.0
+    sf = (lambda z: norm.sf(z)) if math.isinf(estimate.df) else (lambda z: t.sf(z, estimate.df))
+    return float(max(sf((value - low) / estimate.se), sf((high - value) / estimate.se)))
 
 
 def trend_claim(statement: str, correlation: RankCorrelation, direction: int, *, alpha: float = 0.05,

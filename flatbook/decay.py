@@ -63,6 +63,20 @@ def decay_exponent(config: Any, train_samples: int | None = None) -> float:
     return total_lr * c.weight_decay * factor
 
 
+def decay_per_step(config: Any) -> float:
+    """How far the weight-decay term alone shrinks the weights in ONE step at the peak learning
+    rate: eta_max * wd / (1 - momentum) for SGD with L2 (the heavy-ball steady state), eta_max * wd
+    for decoupled decay. Two runs with the same decay exponent E can differ here: a short run
+    reaches E with a large eta * gamma, which sets a different weight-norm equilibrium."""
+    from .experiments import Config
+
+    c = Config.from_dict(config).resolved()
+    if c.optimizer == "adam":
+        raise ValueError("optimizer 'adam' couples the L2 term with the adaptive normalisation: no decay per step")
+    factor = 1.0 / (1.0 - c.momentum) if c.optimizer == "sgd" else 1.0
+    return c.lr * c.weight_decay * factor
+
+
 def decay_exponent_of(result: Any) -> float:
     """``decay_exponent`` of a Result's config over the training images it had; NaN where there is
     none (Adam's coupled L2)."""

@@ -79,6 +79,27 @@ def _write(path: Path, payload: dict) -> None:
         raise
 
 
+class _as_the_run_computed:
+    """Context: compute as ``experiments.run`` did for ``result``, on its config's CPU threads with
+    denormals flushed, so a measure stored beside the weights depends only on the entry (whose key
+    holds the thread count) and on the measure's settings."""
+
+    def __init__(self, result: Any) -> None:
+        from .device import compute_threads, flush_denormals
+
+        self._contexts = (flush_denormals(), compute_threads(int(getattr(result.config, "threads", 1))))
+
+    def __enter__(self):
+        for c in self._contexts:
+            c.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for c in reversed(self._contexts):
+            c.__exit__(*exc)
+        return False
+
+
 def _model_and_data(result: Any, settings: dict, data_root: Any, device: str | None):
     import torch
 
@@ -113,12 +134,13 @@ def spectrum(result: Any, *, operator: str = "hessian", bn_mode: str | None = No
         stored = _read(path)
         if stored is not None and "spectrum" in stored:
             return Spectrum.from_dict(stored["spectrum"])
-    model, data, loss = _model_and_data(result, settings, data_root, device)
-    op = HessianOperator(model, loss, data, batch_size=settings["hessian_batch_size"], bn_mode=settings["bn_mode"])
-    if operator == "layer-normalized":
-        op = LayerNormalizedOperator(op, model)
-    s = slq(op, steps=settings["lanczos_steps"], probes=settings["probes"], seed=settings["spectrum_seed"],
-            progress=progress)
+    with _as_the_run_computed(result):
+        model, data, loss = _model_and_data(result, settings, data_root, device)
+        op = HessianOperator(model, loss, data, batch_size=settings["hessian_batch_size"], bn_mode=settings["bn_mode"])
+        if operator == "layer-normalized":
+            op = LayerNormalizedOperator(op, model)
+        s = slq(op, steps=settings["lanczos_steps"], probes=settings["probes"], seed=settings["spectrum_seed"],
+                progress=progress)
     _write(path, {"kind": f"spectrum:{operator}", "settings": settings, "spectrum": s.to_dict()})
     return s
 
@@ -140,9 +162,10 @@ def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | N
         stored = _read(path)
         if stored is not None and isinstance(stored.get("value"), float):
             return stored["value"]
-    model, data, loss = _model_and_data(result, settings, data_root, device)
-    value = scale_measures.relative_flatness(model, loss, data, layer=layer, batch_size=settings["hessian_batch_size"],
-                                          bn_mode=settings["bn_mode"], dense_up_to=dense_up_to, probes=probes,
-                                          seed=seed)
+    with _as_the_run_computed(result):
+        model, data, loss = _model_and_data(result, settings, data_root, device)
+        value = scale_measures.relative_flatness(model, loss, data, layer=layer,
+                                                 batch_size=settings["hessian_batch_size"], bn_mode=settings["bn_mode"],
+                                                 dense_up_to=dense_up_to, probes=probes, seed=seed)
     _write(path, {"kind": "relative_flatness", "settings": settings, "value": value})
     return value

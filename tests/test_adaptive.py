@@ -170,3 +170,13 @@ def test_chapter_refuses_bad_new_parameters():
             adaptive.AdaptiveChapter(seeds=[0], **{**LAPTOP, **change})
     with pytest.raises(ValueError, match="averaging_start"):
         adaptive.AdaptiveChapter(seeds=[0], **{**LAPTOP, "averaging_start": 61})
+
+
+def test_weight_norm_sentence_follows_the_claims_as_shown():
+    by = _claims(0.735, 0.758, 10.0, 388.0)  # sharper, and the higher weight norm, as the paper says
+    shown = list(by.values())
+    assert "as the paper says" in adaptive.weight_norm_sentence(shown)
+    lower = list(_claims(0.735, 0.758, 10.0, 388.0, gadam_norm=30.0).values())
+    assert "LOWER norm" in adaptive.weight_norm_sentence(lower) and "against the paper" in adaptive.weight_norm_sentence(lower)
+    flatter = list(_claims(0.735, 0.758, 388.0, 10.0).values())  # lambda_1 contradicted: no reading either way
+    assert "does not show" in adaptive.weight_norm_sentence(flatter)

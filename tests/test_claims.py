@@ -134,13 +134,18 @@ def test_two_sided_claim_can_fail():
     assert claims.two_sided_claim("changes", wide, "r", margin=1.1).outcome == "inconclusive"
     with pytest.raises(ValueError, match="margin"):
         claims.two_sided_claim("changes", up, "r", margin=0.9)
+    # "no change" carries its equivalence (TOST) p-value, so Holm's correction keeps it decided
+    no_change = claims.two_sided_claim("changes", same, "r", margin=1.1)
+    assert no_change.p_value < 0.01 and not no_change.marginal
+    kept = claims.holm([no_change, _claim_with_p(0.001), _claim_with_p(0.002)])
+    assert kept[0].outcome == "contradicted" and "adjusted p" in kept[0].adjustment
 
 
 def test_trend_claim_prints_no_degenerate_interval():
     corr = stats.rank_correlation([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6])
     c = claims.trend_claim("rises", corr, 1)
     assert c.outcome == "supported" and "[1, 1]" not in c.line() and "permutation p = " in c.line()
-    assert claims.Claim.from_dict(c.to_dict()) == c or math.isnan(c.low)
+    assert claims.Claim.from_dict(c.to_dict()).to_dict() == c.to_dict()  # NaN ends travel as null
 
 
 def test_conjunction_and_composite_lines():

@@ -472,8 +472,12 @@ def test_workers_never_change_a_result_a_run_computes_on_its_own_threads(tmp_pat
     configs = [{**cnn, "threads": 1}, {**cnn, "threads": 2}]
     kw = dict(data_root=fashion[0], device="cpu", progress=False)
     before = torch.get_num_threads()
-    serial = experiments.run_many(configs, workers=1, results_dir=tmp_path / "ser", **kw)
-    assert torch.get_num_threads() == before  # restored after each run
+    torch.set_num_threads(2)  # the caller computes on 2 threads, each pool worker would get 1 of the 2 cores
+    try:
+        serial = experiments.run_many(configs, workers=1, results_dir=tmp_path / "ser", **kw)
+        assert torch.get_num_threads() == 2  # restored after each run
+    finally:
+        torch.set_num_threads(before)
     parallel = experiments.run_many(configs, workers=2, results_dir=tmp_path / "par", **kw)
     assert serial[0].key != serial[1].key  # the thread count is part of the key
     for s, p in zip(serial, parallel):

@@ -63,3 +63,15 @@ def test_a_page_without_the_marker_is_refused(tmp_path):
     page.write_text("# no marker\n")
     with pytest.raises(ValueError, match="no line"):
         fill_scoreboard(page, tmp_path)
+
+
+def test_notes_carry_the_chapters_corrections_and_the_calibration(tmp_path):
+    sharper, better = WEIGHT_DECAY.components
+    _write(tmp_path, "wd_wrn", [_part(sharper, "supported"), _part(better, "supported"),
+                                claims.exact_claim("Eq. (3) is not the Hessian: it drops a term", 0, 0, role="correction")])
+    _write(tmp_path, "calibration", [claims.checked_claim(
+        "wd_wrn, train mode: the lambda_1 ratio its claims compare (SGD, wd 0.0066 / SGD, wd 0) is within 10% of the "
+        "whole split's", 0.3, 0.1, "|bias - 1|", evidence=[("estimated ratio", "13"), ("whole-split ratio", "10")])])
+    row = next(r for r in scoreboard_rows(tmp_path) if r.chapter == "wd_wrn")
+    assert "the book's correction, confirmed: Eq. (3) is not the Hessian" in row.notes
+    assert "calibration (train mode): the claims' lambda_1 ratio 13 against 10" in row.notes and "fails" in row.notes

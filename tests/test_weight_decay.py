@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from flatbook.experiments import Config
 from flatbook.spectrum import Spectrum
 from flatbook.chapters.weight_decay import (PAPER_REPORTED, grid_claims, paper_numbers, run_facts, seed_table,
                                             sweep_claims)
@@ -304,3 +305,17 @@ def test_cnn_chapter_with_decay_exponents_and_the_grid_check():
     assert wrn.model == "wrn28x10" and wrn.weight_decays_used == [0.0, 1e-4, 5e-4]
     with pytest.raises(TypeError):
         WideResNetChapter(model="allcnnc", **params)  # the model is not a parameter of the chapter
+
+
+def test_decay_per_step_beside_the_papers():
+    from flatbook.chapters.weight_decay import decay_per_step_fact
+    from flatbook.decay import decay_per_step
+    from flatbook.experiments import paper_config
+
+    assert decay_per_step(paper_config("wrn28x10", weight_decay=5e-4)) == pytest.approx(0.1 * 5e-4 / (1 - 0.9))
+    assert decay_per_step(Config(model="vgg16bn", dataset="cifar100", optimizer="gadam", lr=5e-4, weight_decay=0.25,
+                                 averaging_start=161, epochs=300)) \
+        == pytest.approx(5e-4 * 0.25)  # decoupled decay: no momentum factor
+    label, text = decay_per_step_fact(_sweep([1.0, 2.0, 3.0], [0.9, 0.91, 0.92]), "mlp")
+    # the sweep's largest weight decay 1e-3 at lr 0.01, momentum 0.9 -> 1e-4; the paper's MLP 5e-4 -> 5e-5
+    assert "eta gamma / (1 - mu)" in label and text.startswith("0.0001 (weight decay 0.001)") and "(2x)" in text

@@ -9,6 +9,9 @@ the ones tagged as that paper claim's components, and reports:
 * each component's effect with its interval;
 * the regime: the conditions that failed (why a verdict is "untestable"), else the measured values
   of the conditions, and whether the runs interpolate;
+* notes: the book's corrections of the paper that the chapter confirmed, and, for a chapter whose
+  sharpness is estimated on a subsample, what the calibration appendix found for the ratio its
+  claims compare (the bias against the whole training split, and whether it is within 10%);
 * a link to the chapter.
 
 ``stage_book`` writes it into the staged ``book/scoreboard.md`` in place of the line
@@ -44,6 +47,7 @@ class ScoreRow:
     marginal: bool
     effects: str
     regime: str
+    notes: str = ""
 
 
 def _regime_text(parts: Sequence) -> str:
@@ -60,6 +64,18 @@ def _regime_text(parts: Sequence) -> str:
     return "; ".join(conditions.values()) if conditions else "exact (no regime)"
 
 
+def _notes(chapter: str, shown: Sequence, calibration: Sequence) -> str:
+    notes = [f"the book's correction, {c.outcome}: {c.statement.split(':')[0]}" for c in shown
+             if c.role == "correction" and c.decision == "holds"]
+    for c in calibration:
+        if c.statement.startswith(f"{chapter}, ") and "ratio its claims compare" in c.statement:
+            ratio = dict(c.evidence)
+            notes.append(f"calibration ({c.statement.split(', ')[1].split(':')[0]}): the claims' lambda_1 ratio "
+                         f"{ratio.get('estimated ratio', '?')} against {ratio.get('whole-split ratio', '?')} over the "
+                         f"whole training split ({c.outcome} the 10% check)")
+    return "; ".join(notes)
+
+
 def scoreboard_rows(executed_dir: Path) -> list[ScoreRow]:
     """The scoreboard's rows, in the paper's order (module docstring). ``MissingComponent`` when an
     executed chapter lacks one of its paper claims' components."""
@@ -69,6 +85,8 @@ def scoreboard_rows(executed_dir: Path) -> list[ScoreRow]:
     from ..claims import claims_in_notebook, conjunction
 
     rows = []
+    calibration_nb = Path(executed_dir) / "calibration.ipynb"
+    calibration = claims_in_notebook(calibration_nb) if calibration_nb.is_file() else []
     for pc in PAPER_CLAIMS:
         for chapter in pc.chapters:
             path = Path(executed_dir) / f"{chapter}.ipynb"
@@ -78,7 +96,8 @@ def scoreboard_rows(executed_dir: Path) -> list[ScoreRow]:
             nb = nbformat.read(str(path), as_version=4)
             title = next((line[2:].strip() for cell in nb.cells if cell.cell_type == "markdown"
                           for line in cell.source.splitlines() if line.startswith("# ")), chapter)
-            shown = [c for c in claims_in_notebook(nb) if c.paper_claim == pc.name]
+            everything = claims_in_notebook(nb)
+            shown = [c for c in everything if c.paper_claim == pc.name]
             parts = []
             for component in pc.components:
                 found = [c for c in shown if c.component == component]
@@ -90,7 +109,7 @@ def scoreboard_rows(executed_dir: Path) -> list[ScoreRow]:
             effects = "; ".join(f"{p.component}: {p.effect_text()} ({p.outcome})" for p in parts)
             rows.append(ScoreRow(pc.name, pc.section, chapter, title, verdict,
                                  verdict == "supported" and any(p.marginal for p in parts), effects,
-                                 _regime_text(parts)))
+                                 _regime_text(parts), _notes(chapter, everything, calibration)))
     return rows
 
 
@@ -101,12 +120,13 @@ def _cell(text: str) -> str:
 def scoreboard_markdown(rows: Sequence[ScoreRow]) -> str:
     """A Markdown table of ``rows`` (paper claim, chapter, verdict, effects, regime) and a count of
     the verdicts under it."""
-    lines = ["| the paper's claim | tested in | verdict | effects (95% intervals) | regime |",
-             "|---|---|---|---|---|"]
+    lines = ["| the paper's claim | tested in | verdict | effects (95% intervals) | regime | notes |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         verdict = f"**{r.verdict}**" + (" (marginal)" if r.marginal else "")
         where = f"{{doc}}`{r.title} <{r.chapter}>`" if r.verdict != "not run" else r.chapter
-        lines.append(f"| {_cell(r.claim)} ({r.section}) | {where} | {verdict} | {_cell(r.effects)} | {_cell(r.regime)} |")
+        lines.append(f"| {_cell(r.claim)} ({r.section}) | {where} | {verdict} | {_cell(r.effects)} | {_cell(r.regime)} "
+                     f"| {_cell(r.notes)} |")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.verdict] = counts.get(r.verdict, 0) + 1

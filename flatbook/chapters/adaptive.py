@@ -30,9 +30,10 @@ import dataclasses
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from .base import ChapterParameters
+from .weight_decay import evaluated_images, validation_images
 
 __all__ = ["PAPER_REPORTED", "PAPER_SETTINGS", "AdaptiveChapter", "chapter_configs", "comparison_table",
            "run_seeds", "seed_comparison", "claims", "paper_exponents"]
@@ -215,7 +216,7 @@ class AdaptiveChapter(ChapterParameters):
                   ("final training loss, SGD / Gadam (seed mean)",
                    f"{table.loc['sgd', 'train_loss']:.3g} / {table.loc['gadam', 'train_loss']:.3g}"),
                   ("validation images, binomial SE of one accuracy",
-                   f"{sgd[0].config.val_size:,}, at most {table['val_acc_se'].max():.2f} points"),
+                   f"{validation_images(list(sgd) + list(gadam)):,}, at most {table['val_acc_se'].max():.2f} points"),
                   ("weight norm change over the last 20% of epochs (seed mean)",
                    ", ".join(f"{name}: {100 * v:+.2g}%" for name, v in changes.items())),
                   ("iterates Gadam averaged", str(gadam[0].history[-1]["averaged"])),
@@ -245,7 +246,7 @@ def comparison_table(sgd: Any, gadam: Any):
         m = r.metrics
         row = {"optimizer": name, "weight_decay": float(r.config.weight_decay), "lr": float(r.config.lr),
                "train_acc": 100 * m["train_acc"], "val_acc": 100 * m["val_acc"],
-               "val_acc_se": 100 * math.sqrt(m["val_acc"] * (1 - m["val_acc"]) / r.config.val_size),
+               "val_acc_se": 100 * math.sqrt(m["val_acc"] * (1 - m["val_acc"]) / evaluated_images(r)),
                "test_acc": 100 * m["test_acc"], "gap": 100 * (m["train_acc"] - m["val_acc"]),
                "train_loss": m["train_loss"], "weight_norm": m["weight_norm"]}
         if r.spectrum is None:
@@ -318,13 +319,33 @@ def seed_comparison(sgd: list, gadam: list):
             row[q] = float(np.mean(v))
             if q not in ("test_acc", "train_loss"):
                 row[f"{q}_sd"] = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
-        row["val_acc_se"] = 100 * math.sqrt(row["val_acc"] / 100 * (1 - row["val_acc"] / 100) / runs[0].config.val_size)
+        row["val_acc_se"] = 100 * math.sqrt(row["val_acc"] / 100 * (1 - row["val_acc"] / 100)
+                                            / min(evaluated_images(r) for r in runs))
         row["lambda_max_residual"] = max(r.spectrum.lambda_max_residual for r in runs)
         row["decay_exponent"] = decay_exponent(runs[0].config, runs[0].metrics["train_samples"])
         for quantity, value in PAPER_REPORTED.get(runs[0].config.dataset, {}).get(name, {}).items():
             row[f"paper_{quantity}"] = value
         rows.append(row)
     return pd.DataFrame(rows).set_index("optimizer")
+
+
+def weight_norm_sentence(chapter_claims: Sequence[Any]) -> str:
+    """The computed sentence under the adaptive chapter's claims (as shown: after Holm's correction):
+    what the weight-norm claim and the primary lambda_1 claim say together about the paper's reading
+    that Gadam's sharper solution is not the small-weights-are-sharp effect."""
+    weights = next(c for c in chapter_claims if c.statement.startswith("Gadam's solution has the higher weight norm"))
+    sharper = next(c for c in chapter_claims if c.primary and c.component.startswith("sharper"))
+    if sharper.decision == "holds" and weights.decision == "holds":
+        return ("*Computed:* Gadam is sharper by $\\lambda_1$ and its weights have the higher norm, both decided by "
+                "their intervals (the weight claim after Holm's correction): here, as the paper says, the sharper "
+                "solution is not the small-weights-are-sharp effect.")
+    if sharper.decision == "holds" and weights.decision == "fails":
+        return ("*Computed:* Gadam is sharper by $\\lambda_1$ while its weights have the LOWER norm, both decided by "
+                "their intervals: here the sharpness difference may be the small-weights-are-sharp effect, against "
+                "the paper's reading.")
+    return (f"*Computed:* the weight-norm claim is **{weights.outcome}** and the $\\lambda_1$ claim "
+            f"**{sharper.outcome}**, so this run does not show whether the small-weights-are-sharp effect explains "
+            "a difference in sharpness.")
 
 
 def claims(sgd: list, gadam: list) -> list[Any]:

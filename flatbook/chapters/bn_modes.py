@@ -233,7 +233,8 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
                         ("seeds", values_text(seeds))]
             if mode == "eval" and q == "lambda_max":
                 evidence.append(("the paper (WRN-28x10, CIFAR-100, eval mode)", f"ratio {PAPER_EVAL_LAMBDA_RATIO}"))
-            if mode == "eval" and q == "frobenius" and first.config.model in PAPER_REPORTED:
+            if mode == "eval" and q == "frobenius" and first.config.model in PAPER_REPORTED \
+                    and first.config.dataset == PAPER_DATASET:
                 fro = PAPER_REPORTED[first.config.model]["frobenius"]
                 evidence.append(("the paper (eval mode)", ", ".join(f"wd {k:g}: {v:g}" for k, v in fro.items())))
             parts = tag(BN_EVAL, "eval mode: lambda_1 larger with weight decay") if (mode, q) == ("eval", "lambda_max") else {}

@@ -127,7 +127,9 @@ def calibration_table(chapter_runs: dict[str, list[dict[str, Any]]], tolerance: 
         for item in runs:
             e, r = item["estimate"], item["reference"]
             ratio = e.spectrum.lambda_max / r.spectrum.lambda_max
-            rows.append({"chapter": chapter, "setting": _setting(item["config"]), "bn_mode": item["bn_mode"],
+            c = item["config"]
+            rows.append({"chapter": chapter, "setting": _setting(c), "bn_mode": item["bn_mode"],
+                         "order": (c.optimizer == "gadam", float(c.weight_decay)),
                          "estimate": e.spectrum.lambda_max,
                          "estimate_steps_images": f"{e.config.lanczos_steps} steps, {e.spectrum.settings.get('num_samples')} images",
                          "whole_split": r.spectrum.lambda_max,
@@ -145,6 +147,7 @@ def ratio_bias(table):
 
     rows = []
     for (chapter, mode), g in table.groupby(["chapter", "bn_mode"], sort=False):
+        g = g.sort_values("order")  # smallest weight decay (SGD) first, largest (Gadam) last, as the claims pair them
         first, last = g.iloc[0], g.iloc[-1]
         est = last["estimate"] / first["estimate"]
         ref = last["whole_split"] / first["whole_split"]

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .base import ChapterParameters
+from .weight_decay import evaluated_images
 
 __all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "group_results", "measures_table", "rank_correlations", "resolved_groups",
            "claims", "resolved_group_summary", "invariance_claims"]
@@ -139,7 +140,7 @@ def measures_table(groups: dict[str, list[Any]], *, lanczos_steps: int | None = 
                                         progress=False)
         rows.append({"group": label, "model": r.config.model, "optimizer": r.config.optimizer,
                      "weight_decay": float(r.config.weight_decay), "val_acc": 100 * r.metrics["val_acc"],
-                     "val_acc_se": 100 * math.sqrt(r.metrics["val_acc"] * (1 - r.metrics["val_acc"]) / r.config.val_size),
+                     "val_acc_se": 100 * math.sqrt(r.metrics["val_acc"] * (1 - r.metrics["val_acc"]) / evaluated_images(r)),
                      "weight_norm": w, "lambda_max": s.lambda_max, "trace": s.trace, "frobenius": s.frobenius,
                      "lambda_max_w2": s.lambda_max * w ** 2, "trace_w2": s.trace * w ** 2,
                      "normalized_lambda_max": normalized.lambda_max, "normalized_trace": normalized.trace,
