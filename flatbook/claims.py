@@ -423,6 +423,9 @@ def trend_claim(statement: str, correlation: RankCorrelation, direction: int, *,
         decision = "inconclusive"
     evidence = tuple((str(a), str(b)) for a, b in evidence) + (("permutation p-value", f"{correlation.p_value:.3g}"),
                                                                ("points", str(correlation.n)))
+    if not math.isnan(getattr(correlation, "critical", math.nan)):
+        evidence += (("the smallest |tau| this test can call significant at 5% (its resolution)",
+                      f"{correlation.critical:.3g}"),)
     return Claim(statement=statement, outcome=_word(role, decision), effect_name="Kendall tau", effect=correlation.tau,
                  low=math.nan, high=math.nan, null=0.0, level=0.95, mde=math.nan,
                  method=correlation.method.split("; ")[0], evidence=evidence, regime=regime, failed=failed, role=role,

@@ -279,6 +279,7 @@ class RankCorrelation:
     n: int
     p_floor: float
     method: str
+    critical: float = math.nan  # the smallest |tau| whose permutation p-value is below 5% (NaN: none is)
 
 
 def kendall_tau_b(x: Sequence[float], Y) -> np.ndarray:
@@ -433,4 +434,13 @@ def stratified_rank_correlation(groups: Sequence[tuple[Sequence[float], Sequence
     boot = [float(np.mean(taus[rng.integers(0, taus.size, taus.size)])) for _ in range(bootstrap)]
     low, high = (float(v) for v in np.quantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2]))
     return RankCorrelation(observed, p_of(observed), low, high, sum(x.size for x, _ in usable), p_of(best),
-                           method + f"; {level:.0%} bootstrap interval over groups")
+                           method + f"; {level:.0%} bootstrap interval over groups", _critical(null, p_of))
+
+
+def _critical(null: np.ndarray, p_of, alpha: float = 0.05) -> float:
+    """The smallest |statistic| among the permutation distribution's values whose p-value is below
+    ``alpha``: what this test can call significant at all, with these groups (NaN: nothing can)."""
+    for v in np.unique(np.round(np.abs(null), 12)):
+        if p_of(float(v)) < alpha:
+            return float(v)
+    return math.nan

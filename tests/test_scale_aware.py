@@ -12,14 +12,15 @@ import pytest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-def _fake(model, wd, val_acc, top, optimizer="sgd", epochs=5, val_size=1000, spectrum=True):
+def _fake(model, wd, val_acc, top, optimizer="sgd", epochs=5, val_size=1000, spectrum=True, train_acc=1.0):
     from flatbook.experiments import Config
     from flatbook.spectrum import Spectrum
 
     config = Config(model=model, dataset="fashion-mnist", weight_decay=wd, optimizer=optimizer, epochs=epochs,
                     val_size=val_size, averaging_start=epochs if optimizer == "gadam" else None)
     s = Spectrum(np.array([[top, top / 2]]), np.full((1, 2), 0.5), num_params=10, settings={}) if spectrum else None
-    return SimpleNamespace(config=config, metrics={"val_acc": val_acc, "weight_norm": 1.0}, spectrum=s)
+    return SimpleNamespace(config=config, metrics={"val_acc": val_acc, "weight_norm": 1.0, "train_acc": train_acc,
+                                                   "train_samples": 55_000}, spectrum=s)
 
 
 def test_group_results_keeps_groups_that_differ_only_in_the_treatment():
@@ -28,12 +29,30 @@ def test_group_results_keeps_groups_that_differ_only_in_the_treatment():
     runs = [_fake("mlp", 0.0, 0.8, 1.0), _fake("mlp", 1e-4, 0.81, 2.0), _fake("mlp", 5e-4, 0.82, 3.0, optimizer="gadam"),
             _fake("mlp", 0.0, 0.8, 1.0, epochs=7),  # another setting: a group of one, dropped
             _fake("logreg", 0.0, 0.7, 1.0), _fake("logreg", 1e-3, 0.7, 1.0, spectrum=False)]  # no spectrum: dropped
-    groups = group_results(runs)
+    groups = group_results(runs, in_regime_only=False)
     assert list(groups) == ["mlp, fashion-mnist, 5 ep"]
     assert [(r.config.optimizer, r.config.weight_decay) for r in groups["mlp, fashion-mnist, 5 ep"]] == \
         [("gadam", 5e-4), ("sgd", 0.0), ("sgd", 1e-4)]  # sorted by optimiser, then weight decay
-    assert group_results(runs, models=["logreg"]) == {}
-    assert len(group_results(runs, min_runs=1)) == 3
+    assert group_results(runs, models=["logreg"], in_regime_only=False) == {}
+    assert len(group_results(runs, min_runs=1, in_regime_only=False)) == 3
+
+
+def test_only_runs_in_the_regime_are_pooled():
+    from flatbook.chapters.scale_aware import excluded_runs, group_results, outside_regime
+
+    from flatbook.decay import decay_exponent
+
+    # 5 epochs of 55,000 images at lr 0.01: E is linear in the weight decay, 1e-4 barely acts, 5e-2 does
+    fitted = [_fake("mlp", 0.0, 0.8, 1.0), _fake("mlp", 5e-2, 0.82, 3.0), _fake("mlp", 1e-1, 0.83, 4.0)]
+    assert decay_exponent(fitted[1].config, 55_000) > 1 > decay_exponent(_fake("mlp", 1e-4, 0.8, 1.0).config, 55_000)
+    short = _fake("mlp", 1e-4, 0.81, 2.0)
+    collapsed = _fake("mlp", 2e-1, 0.10, 0.1, train_acc=0.1)
+    assert outside_regime(fitted[1]) == "" and "barely acted" in outside_regime(short)
+    assert "not interpolating" in outside_regime(collapsed)
+    groups = group_results(fitted + [short, collapsed])
+    assert [r.config.weight_decay for r in next(iter(groups.values()))] == [0.0, 5e-2, 1e-1]
+    assert excluded_runs(fitted + [short, collapsed]) == {
+        "weight decay barely acted (E below 1)": 1, "not interpolating (training accuracy below 99%)": 1}
 
 
 def test_rank_correlations_and_resolved_groups_on_a_constructed_table():

@@ -226,3 +226,17 @@ def test_kendall_tau():
     assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))  # constant x
     with pytest.raises(ValueError, match="values"):
         kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_stratified_test_states_its_resolution():
+    """Two groups of three: even both perfectly ordered give p = 2 / 36 > 5%, so nothing is
+    significant (NaN); three groups of three: perfect orderings give 2 / 216, so the resolution is
+    at most 1, and every arrangement at or beyond it is significant."""
+    from flatbook.stats import stratified_rank_correlation
+
+    two = stratified_rank_correlation([([1, 2, 3], [1, 2, 3]), ([1, 2, 3], [3, 1, 2])])
+    assert math.isnan(two.critical) and two.p_floor == pytest.approx(2 / 36)
+    three = stratified_rank_correlation([([1, 2, 3], [1, 2, 3])] * 3)
+    assert 0 < three.critical <= 1 and three.p_value == pytest.approx(2 / 216) and three.tau >= three.critical
+    five = stratified_rank_correlation([([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])] * 3)
+    assert 0 < five.critical < 1 and five.p_value < 0.05

@@ -32,7 +32,7 @@ import numpy as np
 from .base import ChapterParameters
 from .weight_decay import evaluated_images
 
-__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "group_results", "measures_table", "rank_correlations", "resolved_groups",
+__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "group_results", "outside_regime", "excluded_runs", "measures_table", "rank_correlations", "resolved_groups",
            "claims", "resolved_group_summary", "invariance_claims"]
 
 # the measures of ``measures_table``, with how they are computed
@@ -61,6 +61,7 @@ class ScaleAwareParameters(ChapterParameters):
     min_runs: int
     models: list | None
     results_dir: str | None = None
+    in_regime_only: bool = True
 
     def __post_init__(self) -> None:
         from .. import checks
@@ -76,6 +77,8 @@ class ScaleAwareParameters(ChapterParameters):
             if not isinstance(models, (list, tuple)) or not models or any(m not in NAMES for m in models):
                 raise ValueError(f"models must be null or a non-empty list of {NAMES}, got {models!r}")
         checks.results_dir(self.results_dir)
+        if not isinstance(self.in_regime_only, bool):
+            raise ValueError(f"in_regime_only must be true or false, got {self.in_regime_only!r}")
 
 
 
@@ -98,13 +101,46 @@ def _group_label(config: Any) -> str:
     return f"{config.model}{'(' + options + ')' if options else ''}, {data}, {config.epochs} ep"
 
 
-def group_results(results: list[Any], min_runs: int = 2, models: list[str] | None = None) -> dict[str, list[Any]]:
+def outside_regime(result: Any) -> str:
+    """Why ``result`` is outside the regime the false-friend question is about ("" when inside): by
+    the book's one rule it must interpolate its training set (at least 99% training accuracy: a
+    network near zero loss, where Theorem 1's logic applies; a collapsed run is no solution to rank),
+    and any weight decay it had must have acted (decay exponent E >= 1)."""
+    from ..claims import MIN_DECAY_EXPONENT, MIN_TRAIN_ACCURACY
+    from ..decay import decay_exponent_of
+
+    reasons = []
+    if result.metrics["train_acc"] < MIN_TRAIN_ACCURACY:
+        reasons.append(f"not interpolating (training accuracy below {100 * MIN_TRAIN_ACCURACY:g}%)")
+    exponent = decay_exponent_of(result)
+    if float(result.config.weight_decay) > 0 and not exponent >= MIN_DECAY_EXPONENT:
+        reasons.append(f"weight decay barely acted (E below {MIN_DECAY_EXPONENT:g})")
+    return "; ".join(reasons)
+
+
+def excluded_runs(results: list[Any], models: list[str] | None = None) -> dict[str, int]:
+    """How many runs with a spectrum (of ``models``) ``outside_regime`` leaves out, by reason."""
+    out: dict[str, int] = {}
+    for r in results:
+        if r.spectrum is None or (models is not None and r.config.model not in models):
+            continue
+        reason = outside_regime(r)
+        if reason:
+            out[reason] = out.get(reason, 0) + 1
+    return out
+
+
+def group_results(results: list[Any], min_runs: int = 2, models: list[str] | None = None,
+                  in_regime_only: bool = True) -> dict[str, list[Any]]:
     """Results with a spectrum, grouped by everything but the treatment (``TREATMENT_FIELDS``: the
-    weight decay, and the optimiser with its learning rates, momentum and schedule);
-    groups of fewer than ``min_runs`` runs are dropped. Keys are readable labels (made unique)."""
+    weight decay, and the optimiser with its learning rates, momentum and schedule); with
+    ``in_regime_only`` only runs inside the regime (``outside_regime``); groups of fewer than
+    ``min_runs`` runs are dropped. Keys are readable labels (made unique)."""
     groups: dict[str, list[Any]] = {}
     for r in results:
         if r.spectrum is None or (models is not None and r.config.model not in models):
+            continue
+        if in_regime_only and outside_regime(r):
             continue
         groups.setdefault(group_key(r.config), []).append(r)
     out: dict[str, list[Any]] = {}
