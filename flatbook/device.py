@@ -27,7 +27,8 @@ def describe_device() -> str:
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name(torch.device(device))
         return f"{device}: {name} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    return f"cpu ({torch.get_num_threads()} threads, torch {torch.__version__})"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'' if n == 1 else 's'}, torch {torch.__version__})"
 
 
 class flush_denormals:

@@ -486,6 +486,6 @@ def test_workers_never_change_a_result_a_run_computes_on_its_own_threads(tmp_pat
         w_s, w_p = (torch.load(r.path / "weights.pt", weights_only=True) for r in (s, p))
         assert all(torch.equal(w_s[k], w_p[k]) for k in w_s)
         assert np.array_equal(s.spectrum.nodes, p.spectrum.nodes)
-        assert f"{s.config.threads} threads" in s.device
+        assert f"({s.config.threads} thread" in s.device
     with pytest.raises(ConfigError, match="threads"):
         experiments.run_many([{**cnn, "threads": 0}], results_dir=tmp_path / "bad", **kw)
