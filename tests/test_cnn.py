@@ -27,30 +27,35 @@ def _result(config, top, train_acc=1.0, norm=10.0):
 def test_ablation_reaches_one_exponent_at_every_learning_rate():
     from flatbook.decay import decay_exponent
 
-    params = cnn.DecayGridParameters(**BASE, ablation_lrs=[0.05, 0.2], ablation_exponent=3.0)
+    from flatbook.decay import decay_per_step
+
+    params = cnn.DecayGridParameters(**BASE, ablation_epochs=[20, 80], ablation_exponent=3.0)
     configs = params.ablation_configs()
-    assert [c.lr for c in configs] == [0.1, 0.1, 0.05, 0.05, 0.2, 0.2]
+    assert [c.epochs for c in configs] == [40, 40, 20, 20, 80, 80]
     assert [c.weight_decay == 0 for c in configs] == [True, False] * 3
     for c in configs[1::2]:
         assert 3.0 <= decay_exponent(c, 2000) < 3.0 * 1.001  # rounded up to 4 digits
+    # the same E, twice the shrinkage per step for half the epochs: E and eta*gamma are separated
+    assert decay_per_step(configs[3]) == pytest.approx(2 * decay_per_step(configs[1]), rel=0.03)  # schedule by epoch
     assert set(c.key() for c in configs) <= set(c.key() for c in params.training_plan())
     assert cnn.DecayGridParameters(**BASE).ablation_configs() == []
     with pytest.raises(ValueError, match="go together"):
-        cnn.DecayGridParameters(**BASE, ablation_lrs=[0.05])
-    with pytest.raises(ValueError, match="ablation_lrs"):
-        cnn.DecayGridParameters(**BASE, ablation_lrs=[-0.1], ablation_exponent=3.0)
+        cnn.DecayGridParameters(**BASE, ablation_epochs=[20])
+    with pytest.raises(ValueError, match="ablation_epochs"):
+        cnn.DecayGridParameters(**BASE, ablation_epochs=[0], ablation_exponent=3.0)
 
 
 def test_ablation_table_and_sentence():
     c = Config(model="wrn28x10", dataset="fashion-mnist", epochs=40, lr=0.1, model_options={"depth": 10, "width": 1},
                pad_to=16, image_size=14, train_per_class=200)
     pairs = []
-    for lr, wd, top in ((0.1, 0.006553, 8.0), (0.05, 0.01311, 8.0), (0.2, 0.003277, 8.0)):
-        pairs += [_result(c.replace(lr=lr), 1.0), _result(c.replace(lr=lr, weight_decay=wd), top)]
+    for epochs, wd, top in ((40, 0.006553, 8.0), (20, 0.01311, 12.0), (80, 0.003277, 6.0)):
+        pairs += [_result(c.replace(epochs=epochs), 1.0), _result(c.replace(epochs=epochs, weight_decay=wd), top)]
     table = cnn.ablation_table(pairs)
-    assert list(table.index) == [0.1, 0.05, 0.2] and (table["lambda_max_ratio"] == 8.0).all()
-    assert table.loc[0.05, "decay_per_step"] == pytest.approx(0.05 * 0.01311 / 0.1)
+    assert list(table.index) == [40, 20, 80] and list(table["lambda_max_ratio"]) == [8.0, 12.0, 6.0]
+    assert table.loc[20, "decay_per_step"] == pytest.approx(0.1 * 0.01311 / 0.1)
     text = cnn.ablation_sentence(table)
-    assert "a factor 1" in text and "3 of the 3" in text and "not a test" in text
+    assert "a factor 4" in text and "a factor 2," in text and "rising with the shrinkage" in text
+    assert "3 of the 3" in text and "not a test" in text
     with pytest.raises(ValueError, match="pairs"):
         cnn.ablation_table(pairs[1:])

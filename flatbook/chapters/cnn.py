@@ -188,7 +188,7 @@ class DecayGridParameters(CnnTrainingParameters):
     seed: int
     workers: int
     results_dir: str | None = None
-    ablation_lrs: list | None = None
+    ablation_epochs: list | None = None
     ablation_exponent: float | None = None
     _chapter: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -203,14 +203,14 @@ class DecayGridParameters(CnnTrainingParameters):
                  "bn_mode", "val_size", "val_every", "workers", "results_dir")
         chapter = CnnChapter(weight_decays=None, seeds=[self.seed], **{n: getattr(self, n) for n in names})
         object.__setattr__(self, "_chapter", chapter)
-        if (self.ablation_lrs is None) != (self.ablation_exponent is None):
-            raise ValueError("ablation_lrs and ablation_exponent go together: both None, or a list of learning "
-                             f"rates and one decay exponent (got {self.ablation_lrs!r} and {self.ablation_exponent!r})")
-        if self.ablation_lrs is not None:
-            if not isinstance(self.ablation_lrs, (list, tuple)) or not self.ablation_lrs:
-                raise ValueError(f"ablation_lrs must be a non-empty list of learning rates, got {self.ablation_lrs!r}")
-            for lr in self.ablation_lrs:
-                checks.finite_number("ablation_lrs", lr, minimum=0, strict=True)
+        if (self.ablation_epochs is None) != (self.ablation_exponent is None):
+            raise ValueError("ablation_epochs and ablation_exponent go together: both None, or a list of epoch "
+                             f"counts and one decay exponent (got {self.ablation_epochs!r} and {self.ablation_exponent!r})")
+        if self.ablation_epochs is not None:
+            if not isinstance(self.ablation_epochs, (list, tuple)) or not self.ablation_epochs:
+                raise ValueError(f"ablation_epochs must be a non-empty list of epoch counts, got {self.ablation_epochs!r}")
+            for e in self.ablation_epochs:
+                checks.positive_int("ablation_epochs", e)
             checks.finite_number("ablation_exponent", self.ablation_exponent, minimum=0, strict=True)
 
     @property
@@ -226,18 +226,20 @@ class DecayGridParameters(CnnTrainingParameters):
         return unique_configs(self._chapter.training_plan() + self.ablation_configs())
 
     def ablation_configs(self) -> list[Any]:
-        """The ablation: for the chapter's learning rate and each of ``ablation_lrs``, the run without
-        weight decay and the run whose weight decay reaches ``ablation_exponent`` at that learning
-        rate: the same decay exponent E from different splits of eta and gamma (empty without an
-        ablation)."""
+        """The ablation: for the chapter's epochs and each of ``ablation_epochs``, the run without
+        weight decay and the run whose weight decay reaches ``ablation_exponent`` over that many
+        epochs. E = (steps) x eta x gamma / (1 - mu) for one schedule, so at one E a run of fewer
+        epochs has a proportionally larger shrinkage per step eta gamma / (1 - mu): the pairs separate
+        "how long weight decay acted" (E, the same) from "how hard each step pushed" (empty without
+        an ablation)."""
         from ..decay import weight_decays_for_exponents
         from ..seeds import seeded
 
-        if self.ablation_lrs is None:
+        if self.ablation_epochs is None:
             return []
         out = []
-        for lr in [self.lr] + [float(x) for x in self.ablation_lrs if float(x) != self.lr]:
-            base = seeded(self._chapter.base.replace(lr=float(lr)), seed=self.seed)
+        for epochs in [self.epochs] + [int(e) for e in self.ablation_epochs if int(e) != self.epochs]:
+            base = seeded(self._chapter.base.replace(epochs=int(epochs)), seed=self.seed)
             wd = weight_decays_for_exponents(base, [self.ablation_exponent])[0]
             out += [base.replace(weight_decay=0.0), base.replace(weight_decay=wd)]
         return out
@@ -248,13 +250,13 @@ class DecayGridParameters(CnnTrainingParameters):
 
         configs = self.ablation_configs()
         if not configs:
-            raise ValueError("no ablation: set ablation_lrs and ablation_exponent")
+            raise ValueError("no ablation: set ablation_epochs and ablation_exponent")
         return run_many(configs, workers=self.workers, results_dir=self.results_dir)
 
 
 def ablation_table(results: list[Any]):
-    """One row per learning rate of the ablation (``DecayGridParameters.ablation_configs``' results,
-    pairs of no weight decay and weight decay): the learning rate, the weight decay, its decay
+    """One row per epoch count of the ablation (``DecayGridParameters.ablation_configs``' results,
+    pairs of no weight decay and weight decay): the epochs, the weight decay, its decay
     exponent E, its shrinkage per step eta gamma / (1 - mu) at the peak learning rate, the training
     and validation accuracies (percent) and lambda_1 with weight decay, and lambda_1 and ||w|| with
     weight decay over without (same learning rate, same seed)."""
@@ -264,31 +266,32 @@ def ablation_table(results: list[Any]):
 
     rows = []
     for plain, decayed in zip(results[0::2], results[1::2]):
-        if plain.config.weight_decay != 0 or decayed.config.lr != plain.config.lr:
-            raise ValueError("ablation results come in pairs: no weight decay, then weight decay, at one learning rate")
-        rows.append({"lr": decayed.config.lr, "weight_decay": decayed.config.weight_decay,
+        if plain.config.weight_decay != 0 or decayed.config.epochs != plain.config.epochs:
+            raise ValueError("ablation results come in pairs: no weight decay, then weight decay, at one epoch count")
+        rows.append({"epochs": decayed.config.epochs, "weight_decay": decayed.config.weight_decay,
                      "decay_exponent": decay_exponent_of(decayed), "decay_per_step": decay_per_step(decayed.config),
                      "train_acc": 100 * decayed.metrics["train_acc"], "val_acc": 100 * decayed.metrics["val_acc"],
                      "lambda_max": decayed.spectrum.lambda_max,
                      "lambda_max_ratio": decayed.spectrum.lambda_max / plain.spectrum.lambda_max,
                      "weight_norm_ratio": decayed.metrics["weight_norm"] / plain.metrics["weight_norm"]})
-    return pd.DataFrame(rows).set_index("lr")
+    return pd.DataFrame(rows).set_index("epochs")
 
 
 def ablation_sentence(table) -> str:
     """What the ablation table shows, computed: how far the lambda_1 ratio (with / without weight
-    decay) moves across the learning rates at one E, against how far eta gamma / (1 - mu) moves;
+    decay) moves across the epoch counts at one E, against how far eta gamma / (1 - mu) moves;
     with one seed, a picture, not a test."""
     if len(table) < 2:
-        return "*Computed:* the ablation has one learning rate only: nothing to compare."
+        return "*Computed:* the ablation has one epoch count only: nothing to compare."
     r, s = table["lambda_max_ratio"], table["decay_per_step"]
     spread_r = float(r.max() / r.min())
     spread_s = float(s.max() / s.min())
     fitted = int((table["train_acc"] >= 99.0).sum())
-    order = "in the same order as" if list(r.rank()) == list(s.rank()) else "not in the order of"
-    return (f"*Computed:* at E = {table['decay_exponent'].median():.3g}, the {len(table)} learning rates from "
-            f"{table.index.min():g} to {table.index.max():g} change the shrinkage per step eta gamma / (1 - mu) by a "
-            f"factor {spread_s:.3g}; the lambda_1 ratio (with over without weight decay) goes from {r.min():.3g} to "
+    same_order = list(r.rank(method="first")) == list(s.rank(method="first"))
+    order = "rising with" if same_order else "not ordered by"
+    return (f"*Computed:* at E = {table['decay_exponent'].median():.3g}, runs of {table.index.min():g} to "
+            f"{table.index.max():g} epochs change the shrinkage per step eta gamma / (1 - mu) by a factor "
+            f"{spread_s:.3g}; the lambda_1 ratio (with over without weight decay) goes from {r.min():.3g} to "
             f"{r.max():.3g}, a factor {spread_r:.3g}, {order} the shrinkage per step; {fitted} of the {len(table)} "
             "runs with weight decay fit their training set (at least 99%). One seed: a picture of which quantity "
             "carries the effect, not a test.")
