@@ -88,10 +88,10 @@ def decay_condition(exponent: float, paper_exponent: float | None = None,
     """E = sum_t lr_t wd / (1 - momentum) (SGD; sum_t lr_t wd for decoupled decay) of the largest
     weight decay must be >= 1: below it the weight-decay term alone shrinks the weights by less
     than a factor e over the whole run."""
-    paper = f"; the paper's run: {paper_exponent:.3g}" if paper_exponent else ""
+    paper = f" (the paper's run, for comparison: {paper_exponent:.3g})" if paper_exponent else ""
     met = exponent >= MIN_DECAY_EXPONENT
     short = "" if met else f"{MIN_DECAY_EXPONENT / exponent:.3g}x too small" if exponent > 0 else "no weight decay"
-    return Condition(name, exponent, f"at least {MIN_DECAY_EXPONENT:g}{paper}", met, short)
+    return Condition(name, exponent, f"must be at least {MIN_DECAY_EXPONENT:g}{paper}", met, short)
 
 
 def seeds_condition(seeds: int) -> Condition:
@@ -411,7 +411,7 @@ def trend_claim(statement: str, correlation: RankCorrelation, direction: int, *,
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction!r}")
     regime = tuple(regime) + (Condition("smallest p-value any ordering of these points can reach",
-                                        correlation.p_floor, f"below {alpha:g}", correlation.p_floor < alpha,
+                                        correlation.p_floor, f"must be below {alpha:g}", correlation.p_floor < alpha,
                                         "" if correlation.p_floor < alpha else
                                         f"{correlation.n} points cannot show a trend"),)
     failed = failed_conditions(regime)
