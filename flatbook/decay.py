@@ -53,14 +53,20 @@ def decay_exponent(config: Any, train_samples: int | None = None) -> float:
 
     c = Config.from_dict(config).resolved()
     train_samples = train_split_size(c) if train_samples is None else positive_int("train_samples", train_samples)
-    if c.optimizer == "adam":
-        raise ValueError("optimizer 'adam' couples the L2 term with the adaptive normalisation: no decay exponent")
+    factor = _momentum_factor(c, "no decay exponent")
     steps = math.ceil(train_samples / c.batch_size)
     total_lr = sum(learning_rate(e, epochs=c.epochs, lr=c.lr, schedule=c.schedule, lr_ratio=c.lr_ratio,
                                  averaging_start=c.averaging_start, lr_averaging=c.lr_averaging)
                    for e in range(c.epochs)) * steps
-    factor = 1.0 / (1.0 - c.momentum) if c.optimizer == "sgd" else 1.0
     return total_lr * c.weight_decay * factor
+
+
+def _momentum_factor(c: Any, refusal: str) -> float:
+    """1 / (1 - momentum) for SGD with L2 (the heavy-ball steady state multiplies the decay step by
+    it), 1 for decoupled decay; Adam with coupled L2 is refused (``refusal`` ends the message)."""
+    if c.optimizer == "adam":
+        raise ValueError(f"optimizer 'adam' couples the L2 term with the adaptive normalisation: {refusal}")
+    return 1.0 / (1.0 - c.momentum) if c.optimizer == "sgd" else 1.0
 
 
 def decay_per_step(config: Any) -> float:
@@ -71,10 +77,7 @@ def decay_per_step(config: Any) -> float:
     from .experiments import Config
 
     c = Config.from_dict(config).resolved()
-    if c.optimizer == "adam":
-        raise ValueError("optimizer 'adam' couples the L2 term with the adaptive normalisation: no decay per step")
-    factor = 1.0 / (1.0 - c.momentum) if c.optimizer == "sgd" else 1.0
-    return c.lr * c.weight_decay * factor
+    return c.lr * c.weight_decay * _momentum_factor(c, "no decay per step")
 
 
 def decay_exponent_of(result: Any) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["default_device", "describe_device", "flush_denormals", "compute_threads"]
+__all__ = ["default_device", "describe_device", "flush_denormals", "compute_threads", "as_a_run"]
 
 
 def default_device() -> str:
@@ -74,4 +74,22 @@ class compute_threads:
         import torch
 
         torch.set_num_threads(self._before)
+        return False
+
+
+class as_a_run:
+    """Context manager: compute as ``experiments.run`` does, on exactly ``threads`` CPU threads with
+    denormals flushed (``compute_threads`` inside ``flush_denormals``); both are restored on exit."""
+
+    def __init__(self, threads: int) -> None:
+        self._contexts = (flush_denormals(), compute_threads(threads))
+
+    def __enter__(self):
+        for c in self._contexts:
+            c.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for c in reversed(self._contexts):
+            c.__exit__(*exc)
         return False

@@ -527,12 +527,12 @@ def run(config: Config | dict, *, results_dir: str | Path | None = None, data_ro
       raises ``DistributedError`` with torchrun's report of the failed rank; its checkpoints stay,
       so running again resumes. Stopping the caller (an interrupted notebook) stops the job.
     """
-    from .device import compute_threads, flush_denormals
+    from .device import as_a_run
 
     threads = Config.from_dict(config).threads
     if not _is_int(threads) or threads < 1:
         _fail("threads", threads, "the CPU threads the run computes with, an integer from 1 to 256")
-    with flush_denormals(), compute_threads(threads):
+    with as_a_run(threads):
         return _run(config, results_dir=results_dir, data_root=data_root, device=device, recompute=recompute,
                     progress=progress, checkpoint_every=checkpoint_every, nproc=nproc)
 

@@ -79,25 +79,13 @@ def _write(path: Path, payload: dict) -> None:
         raise
 
 
-class _as_the_run_computed:
-    """Context: compute as ``experiments.run`` did for ``result``, on its config's CPU threads with
-    denormals flushed, so a measure stored beside the weights depends only on the entry (whose key
-    holds the thread count) and on the measure's settings."""
+def _as_the_run_computed(result: Any):
+    """Compute as ``experiments.run`` did for ``result`` (``device.as_a_run`` on its config's threads),
+    so a measure stored beside the weights depends only on the entry (whose key holds the thread
+    count) and on the measure's settings."""
+    from .device import as_a_run
 
-    def __init__(self, result: Any) -> None:
-        from .device import compute_threads, flush_denormals
-
-        self._contexts = (flush_denormals(), compute_threads(int(getattr(result.config, "threads", 1))))
-
-    def __enter__(self):
-        for c in self._contexts:
-            c.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        for c in reversed(self._contexts):
-            c.__exit__(*exc)
-        return False
+    return as_a_run(int(getattr(result.config, "threads", 1)))
 
 
 def _model_and_data(result: Any, settings: dict, data_root: Any, device: str | None):
