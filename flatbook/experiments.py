@@ -105,6 +105,7 @@ class Config:
     model_options: dict = field(default_factory=dict)
     seed: int = 0
     bf16: bool = False
+    channels_last: bool = False
     threads: int = 1
     spectrum: bool = True
     lanczos_steps: int = 100
@@ -153,7 +154,10 @@ class Config:
 
     def key(self) -> str:
         """The cache key: a hash of the resolved config and RESULT_FORMAT."""
-        blob = json.dumps({"format": RESULT_FORMAT, "config": self.resolved().to_dict()}, sort_keys=True)
+        config = self.resolved().to_dict()
+        if not config["channels_last"]:  # a field added after format 3: runs without it keep their keys
+            del config["channels_last"]
+        blob = json.dumps({"format": RESULT_FORMAT, "config": config}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -232,7 +236,7 @@ def _validate(c: Config) -> None:
         _fail("bn_mode", c.bn_mode, f"one of {BN_MODES}")
     if not _is_int(c.threads) or not 1 <= c.threads <= 256:
         _fail("threads", c.threads, "the CPU threads the run computes with, an integer from 1 to 256")
-    for name in ("bf16", "spectrum"):
+    for name in ("bf16", "channels_last", "spectrum"):
         if not isinstance(getattr(c, name), bool):
             _fail(name, getattr(c, name), "true or false")
     if not isinstance(c.model_options, dict):
@@ -633,7 +637,7 @@ def _run(config: Config | dict, *, results_dir: str | Path | None, data_root: st
         model, (x_train, y_train), (x_val, y_val), optimizer=c.optimizer, lr=c.lr, epochs=c.epochs,
         batch_size=c.batch_size, momentum=c.momentum, weight_decay=c.weight_decay, schedule=c.schedule,
         lr_ratio=c.lr_ratio, averaging_start=c.averaging_start, lr_averaging=c.lr_averaging, augment=c.augment,
-        seed=c.seed, device=device, bf16=c.bf16, val_every=c.val_every, checkpoint_dir=partial,
+        seed=c.seed, device=device, bf16=c.bf16, channels_last=c.channels_last, val_every=c.val_every, checkpoint_dir=partial,
         checkpoint_every=checkpoint_every,
         progress=progress and team.is_writer, process_group=team.group)
     train_seconds = time.perf_counter() - t0

@@ -10,7 +10,9 @@ and runs SLQ on
 
 over ``hessian_samples`` training images (``experiments.hessian_indices``) in batches of ``hessian_batch_size``, with
 BatchNorm in ``bn_mode``; every setting defaults to the result's own. ``relative_flatness(result)``
-computes Petzka et al.'s measure of the last linear layer the same way.
+computes Petzka et al.'s measure of the last linear layer the same way. ``many(results, measure,
+workers=...)`` takes one measure of many results, the uncomputed ones in worker processes (a speed
+setting only: each measure computes on its run's threads, so the bits do not depend on it).
 
 Each measurement is stored beside the weights, in ``<entry>/measures/<hash of kind and
 settings>.json`` (written atomically), so a second call with the same settings reads it. An
@@ -26,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["spectrum", "relative_flatness", "OPERATORS"]
+__all__ = ["spectrum", "relative_flatness", "many", "OPERATORS", "MEASURES"]
 
 OPERATORS = ("hessian", "layer-normalized")
 MEASURE_FORMAT = 1
@@ -133,6 +135,14 @@ def spectrum(result: Any, *, operator: str = "hessian", bn_mode: str | None = No
     return s
 
 
+def _flatness_settings(result: Any, layer: str | None, bn_mode: str | None, hessian_samples: int | None,
+                       hessian_batch_size: int | None, dense_up_to: int, probes: int, seed: int) -> dict:
+    settings = _settings(result, bn_mode, None, None, hessian_samples, hessian_batch_size, None)
+    settings = {k: settings[k] for k in ("bn_mode", "hessian_samples", "hessian_batch_size")}
+    settings.update({"layer": layer, "dense_up_to": dense_up_to, "probes": probes, "seed": seed})
+    return settings
+
+
 def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | None = None,
                       hessian_samples: int | None = None, hessian_batch_size: int | None = None,
                       dense_up_to: int = 4096, probes: int = 100, seed: int = 0, data_root: Any = None,
@@ -142,9 +152,8 @@ def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | N
     linear layer) for the trained model of ``result``, over the same data as its spectrum."""
     from . import scale_measures
 
-    settings = _settings(result, bn_mode, None, None, hessian_samples, hessian_batch_size, None)
-    settings = {k: settings[k] for k in ("bn_mode", "hessian_samples", "hessian_batch_size")}
-    settings.update({"layer": layer, "dense_up_to": dense_up_to, "probes": probes, "seed": seed})
+    settings = _flatness_settings(result, layer, bn_mode, hessian_samples, hessian_batch_size, dense_up_to, probes,
+                                  seed)
     path = _cache_file(result, "relative_flatness", settings)
     if path.exists() and not recompute:
         stored = _read(path)
@@ -157,3 +166,69 @@ def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | N
                                                  dense_up_to=dense_up_to, probes=probes, seed=seed)
     _write(path, {"kind": "relative_flatness", "settings": settings, "value": value})
     return value
+
+
+MEASURES = ("spectrum", "relative_flatness")
+
+
+def _take(measure: str, result: Any, settings: dict) -> Any:
+    """One ``measure`` of ``result`` (computed and stored, or read back), without a progress bar."""
+    if measure == "spectrum":
+        return spectrum(result, progress=False, **settings)
+    return relative_flatness(result, **settings)
+
+
+def many(results: list[Any], measure: str = "spectrum", *, workers: int = 1, progress: bool = True,
+         **settings: Any) -> list[Any]:
+    """``measure`` ("spectrum" or "relative_flatness") of every result of ``results`` with the same
+    keyword ``settings``, in order. With ``workers`` > 1 the measures not yet stored beside the weights
+    are computed in that many spawned processes first, then every value is read back; a measure
+    computes on its own run's threads (``experiments.Config.threads``) whatever the workers, so the
+    values are the same bits with any number of them (keep workers x threads at most the cores)."""
+    from .checks import positive_int
+
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+    workers = positive_int("workers", workers)
+    results = list(results)
+    if workers > 1 and len(results) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        todo = [r for r in results if not _stored(r, measure, settings)]
+        if len(todo) > 1:
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(todo), desc=f"{measure}: {len(todo)} models in {workers} processes", unit="model")
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_take, measure, r, settings) for r in todo]
+                try:
+                    for f in as_completed(futures):
+                        f.result()
+                        if bar is not None:
+                            bar.update(1)
+                finally:
+                    if bar is not None:
+                        bar.close()
+    from tqdm.auto import tqdm
+
+    todo = sum(not _stored(r, measure, settings) for r in results)
+    out = []
+    for r in tqdm(results, desc=f"{measure}: {len(results)} models", unit="model", disable=not (progress and todo)):
+        out.append(_take(measure, r, settings))
+    return out
+
+
+def _stored(result: Any, measure: str, settings: dict) -> bool:
+    """Whether ``measure`` of ``result`` with ``settings`` is already stored beside its weights."""
+    if measure == "spectrum":
+        s = _settings(result, settings.get("bn_mode"), settings.get("lanczos_steps"), settings.get("probes"),
+                      settings.get("hessian_samples"), settings.get("hessian_batch_size"),
+                      settings.get("spectrum_seed"))
+        return _cache_file(result, f"spectrum:{settings.get('operator', 'hessian')}", s).exists()
+    s = _flatness_settings(result, settings.get("layer"), settings.get("bn_mode"), settings.get("hessian_samples"),
+                           settings.get("hessian_batch_size"), settings.get("dense_up_to", 4096),
+                           settings.get("probes", 100), settings.get("seed", 0))
+    return _cache_file(result, "relative_flatness", s).exists()

@@ -160,6 +160,7 @@ class LanczosResult:
     sizes: np.ndarray  # (probes,) number of Lanczos vectors m_j actually built
     seconds_per_product: float
     last_betas: np.ndarray | None = None  # (probes,) beta_{m_j}
+    top_vectors: torch.Tensor | None = None  # (P, probes) each probe's unit top Ritz vector, float64
 
     def __post_init__(self) -> None:
         # frozen: no attribute can be re-assigned; the arrays are private copies
@@ -308,7 +309,14 @@ def lanczos(
         if bar is not None:
             bar.close()
     n_products = max(int(sizes.max()), 1)
-    return LanczosResult(alphas, betas, sizes, product_seconds / n_products, last_betas)
+    top = torch.zeros(P, probes, dtype=torch.float64, device=device)
+    for j in range(probes):  # y_j = Q_j u_top: the top Ritz vector of probe j (unit: Q_j orthonormal)
+        m = int(sizes[j])
+        T = np.diag(alphas[j, :m]) + np.diag(betas[j, :m - 1], 1) + np.diag(betas[j, :m - 1], -1)
+        u = torch.as_tensor(np.linalg.eigh(T)[1][:, -1], dtype=torch.float64, device=device)
+        y = basis[j, :m].to(torch.float64).T @ u
+        top[:, j] = y / y.norm()
+    return LanczosResult(alphas, betas, sizes, product_seconds / n_products, last_betas, top)
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -326,7 +334,8 @@ class Spectrum:
     is padded with NaN nodes and zero weights. ``settings`` records what was measured: for a
     HessianOperator the bn_mode, weight_decay, data size, dtype and device; always the seed,
     steps, probes and reorthogonalisation. ``top_residuals`` (probes,): the Ritz residual
-    beta_m |u_m1| of each probe's largest Ritz value (None when not recorded).
+    ||H y - theta y|| of each probe's largest Ritz pair, measured with one more product by ``slq``
+    (``ritz_residuals``; None when not recorded).
     """
 
     nodes: np.ndarray
@@ -374,7 +383,7 @@ class Spectrum:
 
     @property
     def lambda_max_residual(self) -> float:
-        """The largest Ritz residual beta_m |u_m1| of the probes' top Ritz values: an eigenvalue of H
+        """The largest Ritz residual ||H y - theta y|| of the probes' top Ritz pairs: an eigenvalue of H
         lies within it of each probe's top Ritz value (NaN when not recorded)."""
         if self.top_residuals is None:
             return float("nan")
@@ -485,8 +494,8 @@ def check_operator(op: SymmetricOperator, *, seed: int = 0, rtol: float | None =
         raise ValueError(f"the operator is not symmetric (relative asymmetry {asym:.2e} > {rtol:g}): the products "
                          "are not those of a Hessian (a framework bug in double backward, e.g. weight_norm, or a "
                          "random forward pass)")
-    again = _products(op, U, torch.device("cpu"))
-    change = float((again - HU).norm() / (HU.norm() or 1.0))
+    again = _products(op, U[:, :1], torch.device("cpu"))  # one column repeated: random passes change any column
+    change = float((again - HU[:, :1]).norm() / (HU[:, :1].norm() or 1.0))
     if change > rtol:
         raise ValueError(f"the operator is not deterministic (a repeated product differs by {change:.2e} relative): "
                          "random forward passes (dropout, augmentation) or data that change between passes")
@@ -515,13 +524,26 @@ def slq(
     res = lanczos(op, steps=steps, probes=probes, seed=seed, reorthogonalize=reorthogonalize,
                   basis_device=basis_device, basis_dtype=basis_dtype, progress=progress)
     nodes, weights = res.ritz()
+    residuals = ritz_residuals(op, res.top_vectors, np.nanmax(nodes, axis=1))
     settings = dict(getattr(op, "settings", {}) or {})
     settings.update({
         "estimator": "slq", "steps": int(steps), "steps_run": res.sizes.tolist(), "probes": int(probes),
         "seed": int(seed), "reorthogonalize": bool(reorthogonalize), "basis_dtype": str(basis_dtype).replace("torch.", ""),
         "seconds_per_product": res.seconds_per_product,
     })
-    return Spectrum(nodes, weights, _operator_size(op), settings, res.top_residuals())
+    settings["residual"] = "measured: ||H y - theta y|| with one more product"
+    return Spectrum(nodes, weights, _operator_size(op), settings, residuals)
+
+
+def ritz_residuals(op: SymmetricOperator, vectors: torch.Tensor, values: np.ndarray) -> np.ndarray:
+    """||H y_j - theta_j y_j|| for each column y_j of ``vectors`` (unit Ritz vectors) and its Ritz value
+    ``values[j]``, from one product H Y: the residual as the operator computes it (its rounding
+    included), which the recurrence's beta_m |u_m| underestimates once it falls below that rounding.
+    Some eigenvalue of H lies within it of theta_j (Krylov-Bogoliubov)."""
+    Y = vectors.to(torch.float64)
+    HY = _products(op, Y, Y.device)
+    theta = torch.as_tensor(np.asarray(values, dtype=np.float64), device=Y.device)
+    return (HY - Y * theta).norm(dim=0).cpu().numpy()
 
 
 @dataclass(frozen=True)

@@ -311,6 +311,7 @@ def fit(
     seed: int = 0,
     device: str | torch.device | None = None,
     bf16: bool = False,
+    channels_last: bool = False,
     eval_batch_size: int | None = None,
     val_every: int = 1,
     checkpoint_dir: str | Path | None = None,
@@ -386,11 +387,15 @@ def fit(
         raise ValueError(f"bf16 autocast is for CUDA; the device is {device}")
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has no trainable parameters")
+    if not isinstance(channels_last, bool):
+        raise ValueError(f"channels_last must be true or false, got {channels_last!r}")
 
     settings = dict(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
                     weight_decay=weight_decay, schedule=schedule, lr_ratio=lr_ratio,
                     averaging_start=averaging_start, lr_averaging=lr_averaging, augment=augment, seed=check_seed(seed),
                     bf16=bool(bf16), val_every=val_every)
+    if channels_last:  # only when set, so the checkpoints of runs without it keep their fingerprint
+        settings["channels_last"] = True
     fingerprint = _fingerprint(settings, model, len(x_train))
     if group.distributed:
         agree(group.group, "the training run (settings, model shapes, number and sum of the training data)",
@@ -456,7 +461,7 @@ def fit(
         bar = tqdm(total=epochs, initial=start_epoch, desc=f"{optimizer} lr={lr:g} wd={weight_decay:g}", unit="epoch")
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                global_batchnorm(model, group.group):
+                global_batchnorm(model, group.group), _memory_format(model, channels_last):
             forward = _data_parallel(model, group, device)
             torch.set_rng_state(gen.get_state())
             if device.type == "cuda":
@@ -558,6 +563,31 @@ def _data_parallel(model: nn.Module, group: Ranks, device: torch.device) -> nn.M
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    process_group=group.group, forward_sync_buffers=False)
+
+
+@contextlib.contextmanager
+def _memory_format(model: nn.Module, channels_last: bool):
+    """With ``channels_last``, the model's 4-D weights and every 4-D input of its forward in the
+    channels-last layout while the block runs (the same parameter objects: the optimiser keeps them),
+    then the model back in the default layout. The layout chooses other convolution kernels, so the
+    bits differ from the default layout's (a config field, in the cache key); the values of the
+    weights do not depend on the layout they are stored in."""
+    if not channels_last:
+        yield
+        return
+
+    def to_channels_last(_module, args):
+        if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+            return (args[0].contiguous(memory_format=torch.channels_last),) + tuple(args[1:])
+        return None
+
+    model.to(memory_format=torch.channels_last)
+    handle = model.register_forward_pre_hook(to_channels_last)
+    try:
+        yield
+    finally:
+        handle.remove()
+        model.to(memory_format=torch.contiguous_format)
 
 
 def _isolated_rng(device: torch.device):

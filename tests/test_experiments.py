@@ -489,3 +489,58 @@ def test_workers_never_change_a_result_a_run_computes_on_its_own_threads(tmp_pat
         assert f"({s.config.threads} thread" in s.device
     with pytest.raises(ConfigError, match="threads"):
         experiments.run_many([{**cnn, "threads": 0}], results_dir=tmp_path / "bad", **kw)
+
+
+def test_channels_last_is_a_config_field_its_runs_reproduce_and_resume(tmp_path, fashion):
+    """``channels_last`` trains in another memory layout: another cache key (other kernels, other
+    bits), the same bits when run again (resuming: ``test_train``), weights stored in the default
+    layout, and within float32 rounding-growth of the default layout's weights. A config without it
+    keeps the key it had before the field existed."""
+    import hashlib
+    import json
+
+    cnn = dict(model="wrn28x10", dataset="fashion-mnist", model_options={"depth": 10, "width": 1}, image_size=8,
+               pad_to=8, epochs=2, lr=0.05, batch_size=20, val_size=VAL, lanczos_steps=4, hessian_samples=40,
+               hessian_batch_size=20, weight_decay=1e-3)
+    kw = dict(data_root=fashion[0], device="cpu", progress=False)
+    plain = Config(**cnn)
+    legacy = plain.resolved().to_dict()
+    del legacy["channels_last"]
+    blob = json.dumps({"format": experiments.RESULT_FORMAT, "config": legacy}, sort_keys=True)
+    assert plain.key() == hashlib.sha256(blob.encode()).hexdigest()[:20]
+    fast = plain.replace(channels_last=True)
+    assert fast.key() != plain.key()
+    a = experiments.run(fast, results_dir=tmp_path / "a", **kw)
+    b = experiments.run(fast, results_dir=tmp_path / "b", **kw)
+    base = experiments.run(plain, results_dir=tmp_path / "a", **kw)
+    w_a, w_b, w_0 = (torch.load(r.path / "weights.pt", weights_only=True) for r in (a, b, base))
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+    assert all(v.is_contiguous() for v in w_a.values())
+    assert max(float((w_a[k].float() - w_0[k].float()).abs().max()) for k in w_a) < 1e-2
+    assert np.array_equal(a.spectrum.nodes, b.spectrum.nodes)
+    with pytest.raises(ConfigError, match="channels_last"):
+        experiments.run({**cnn, "channels_last": "yes"}, results_dir=tmp_path / "bad", **kw)
+
+
+def test_remeasure_many_gives_the_same_bits_with_any_number_of_workers(tmp_path, fashion):
+    """``remeasure.many`` computes each measure on its run's threads: 1 and 2 worker processes store
+    the same eval-mode spectra and relative flatness."""
+    from flatbook import remeasure
+
+    cnn = dict(model="wrn28x10", dataset="fashion-mnist", model_options={"depth": 10, "width": 1}, image_size=8,
+               pad_to=8, epochs=1, lr=0.05, batch_size=20, val_size=VAL, lanczos_steps=4, hessian_samples=40,
+               hessian_batch_size=20)
+    kw = dict(data_root=fashion[0], device="cpu", progress=False)
+    results = experiments.run_many([{**cnn, "weight_decay": wd} for wd in (0.0, 1e-3)], results_dir=tmp_path / "r",
+                                   **kw)
+    serial = remeasure.many(results, "spectrum", bn_mode="eval", recompute=True, progress=False)
+    for r in results:  # drop the stored measures so the pool computes them again
+        for f in (r.path / "measures").glob("*.json"):
+            f.unlink()
+    parallel = remeasure.many(results, "spectrum", bn_mode="eval", workers=2, progress=False)
+    for s, p in zip(serial, parallel):
+        assert np.array_equal(s.nodes, p.nodes) and np.array_equal(s.top_residuals, p.top_residuals)
+    flat = [remeasure.many(results, "relative_flatness", workers=w, progress=False) for w in (1, 2)]
+    assert flat[0] == flat[1]
+    with pytest.raises(ValueError, match="measure must be one of"):
+        remeasure.many(results, "trace")

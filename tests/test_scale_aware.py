@@ -20,7 +20,7 @@ def _fake(model, wd, val_acc, top, optimizer="sgd", epochs=5, val_size=1000, spe
                     val_size=val_size, averaging_start=epochs if optimizer == "gadam" else None)
     s = Spectrum(np.array([[top, top / 2]]), np.full((1, 2), 0.5), num_params=10, settings={}) if spectrum else None
     return SimpleNamespace(config=config, metrics={"val_acc": val_acc, "weight_norm": 1.0, "train_acc": train_acc,
-                                                   "train_samples": 55_000}, spectrum=s)
+                                                   "train_samples": 55_000}, spectrum=s, key=config.key())
 
 
 def test_group_results_keeps_groups_that_differ_only_in_the_treatment():
@@ -35,6 +35,27 @@ def test_group_results_keeps_groups_that_differ_only_in_the_treatment():
         [("gadam", 5e-4), ("sgd", 0.0), ("sgd", 1e-4)]  # sorted by optimiser, then weight decay
     assert group_results(runs, models=["logreg"], in_regime_only=False) == {}
     assert len(group_results(runs, min_runs=1, in_regime_only=False)) == 3
+
+
+def test_one_result_per_trained_model_the_chapters_measurement_kept():
+    """The calibration appendix stores a chapter's weights again with whole-split spectrum settings:
+    those entries are the same trained model and must not enter a group twice."""
+    from flatbook.chapters.scale_aware import excluded_runs, group_results, one_per_trained_model
+
+    chapter = [_fake("mlp", 0.0, 0.8, 1.0), _fake("mlp", 5e-2, 0.82, 3.0)]
+    for r in chapter:
+        r.config = r.config.replace(hessian_samples=1024, lanczos_steps=10)
+    again = [_fake("mlp", 0.0, 0.8, 1.1), _fake("mlp", 5e-2, 0.82, 3.1)]  # whole split, 100 steps: same weights
+    for r in again:
+        r.key = r.config.key()
+    kept = one_per_trained_model(again + chapter)
+    assert kept == chapter  # the cheaper measurement of each model, in the given order
+    groups = group_results(again + chapter)
+    assert [r.config.hessian_samples for r in next(iter(groups.values()))] == [1024, 1024]
+    collapsed = _fake("mlp", 1e-1, 0.1, 0.1, train_acc=0.1)
+    twice = _fake("mlp", 1e-1, 0.1, 0.1, train_acc=0.1)
+    twice.config = twice.config.replace(lanczos_steps=5)
+    assert excluded_runs([collapsed, twice]) == {"not interpolating (training accuracy below 99%)": 1}
 
 
 def test_only_runs_in_the_regime_are_pooled():

@@ -216,3 +216,26 @@ def test_lambda_max_and_its_standard_error_are_one_quantity():
     assert np.array_equal(again.top_residuals, sp.top_residuals) and again.lambda_max == sp.lambda_max
     with pytest.raises(ValueError, match="one value per probe"):
         Spectrum(nodes, weights, num_params=10, top_residuals=[1.0])
+
+
+def test_ritz_residual_is_measured_not_the_recurrence_estimate():
+    """The residual slq reports is ||A y - theta y|| of its top Ritz pair, checked against the dense
+    matrix in float64; with float32 products the recurrence's beta_m |u_m| (res.top_residuals())
+    falls far below what the float32 products can resolve, while the measured residual cannot."""
+    from flatbook.spectrum import ritz_residuals
+
+    A, eig = random_symmetric(P=200, seed=3, spread=1000.0)  # a well-separated top: converges fast
+    for dtype in (torch.float64, torch.float32):
+        op = MatrixOperator(A, dtype=dtype)
+        s = slq(op, steps=60, probes=2, seed=1)
+        res = lanczos(op, steps=60, probes=2, seed=1)
+        Y = res.top_vectors.numpy()
+        theta = np.nanmax(s.nodes, axis=1)
+        direct = np.linalg.norm(A @ Y - Y * theta, axis=0)
+        if dtype == torch.float64:
+            np.testing.assert_allclose(s.top_residuals, direct, rtol=1e-6, atol=1e-10)
+        else:
+            assert np.all(s.top_residuals > 3e-8 * eig[-1])  # float32 rounding (eps 6e-8) of a product of norm 1000
+            assert np.all(res.top_residuals() < 1e-3 * s.top_residuals)  # the recurrence claims far better
+        np.testing.assert_allclose(ritz_residuals(op, res.top_vectors, theta), s.top_residuals, rtol=1e-12)
+        assert abs(s.lambda_max - eig[-1]) <= s.lambda_max_residual + 1e-9 * eig[-1]

@@ -354,6 +354,7 @@ def without_seconds(history):
 @pytest.mark.parametrize("settings", [
     dict(optimizer="sgd", lr=0.05, weight_decay=1e-3),
     dict(optimizer="gadam", lr=0.01, weight_decay=1e-2, averaging_start=2),
+    dict(optimizer="sgd", lr=0.05, weight_decay=1e-3, channels_last=True),
 ])
 def test_resume_after_interruption_is_exact(tmp_path, monkeypatch, settings):
     x, y = image_data()

@@ -58,7 +58,7 @@ def chapter_configs(*, dataset: str, train_per_class: int | None, image_size: in
                     model_options: dict, epochs: int, batch_size: int, sgd_lr: float, sgd_momentum: float,
                     sgd_weight_decay: float, gadam_lr: float, gadam_weight_decay: float, averaging_start: int,
                     gadam_lr_averaging: float, lanczos_steps: int, probes: int, hessian_samples: int | None,
-                    bn_mode: str, val_size: int, seed: int, val_every: int = 1):
+                    bn_mode: str, val_size: int, seed: int, val_every: int = 1, channels_last: bool = False):
     """(sgd, gadam): the chapter's two VGG-16-BN experiments.Configs, identical except for the
     optimiser, its learning rates, weight decay and iterate averaging (``val_every``: validate
     every k epochs and the last)."""
@@ -67,7 +67,7 @@ def chapter_configs(*, dataset: str, train_per_class: int | None, image_size: in
     common = dict(model="vgg16bn", dataset=dataset, train_per_class=train_per_class, image_size=image_size,
                   pad_to=pad_to, model_options=model_options, epochs=epochs, batch_size=batch_size,
                   lanczos_steps=lanczos_steps, probes=probes, hessian_samples=hessian_samples, bn_mode=bn_mode,
-                  val_size=val_size, val_every=val_every, seed=seed)
+                  val_size=val_size, val_every=val_every, seed=seed, channels_last=channels_last)
     sgd = Config(optimizer="sgd", lr=sgd_lr, momentum=sgd_momentum, weight_decay=sgd_weight_decay, **common)
     gadam = Config(optimizer="gadam", lr=gadam_lr, weight_decay=gadam_weight_decay, averaging_start=averaging_start,
                    lr_averaging=gadam_lr_averaging, **common)
@@ -110,6 +110,7 @@ class AdaptiveChapter(ChapterParameters):
     workers: int = 1
     sgd_decay_exponent: float | None = None
     gadam_decay_exponent: float | None = None
+    channels_last: bool = False  # train in the channels-last layout (a config field, in the cache key)
     _configs: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +118,8 @@ class AdaptiveChapter(ChapterParameters):
         from ..experiments import ConfigError
 
         seed = checks.seed_list(self.seeds)[0]
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be true or false, got {self.channels_last!r}")
         checks.results_dir(self.results_dir)
         checks.positive_int("workers", self.workers)
         checks.positive_int("val_every", self.val_every)
@@ -125,7 +128,7 @@ class AdaptiveChapter(ChapterParameters):
             checks.finite_number(name, getattr(self, name), minimum=0, strict=True, allow_none=True)
         names = ("dataset", "train_per_class", "image_size", "pad_to", "model_options", "epochs", "batch_size",
                  "sgd_lr", "sgd_momentum", "sgd_weight_decay", "gadam_lr", "gadam_weight_decay", "averaging_start",
-                 "gadam_lr_averaging", "lanczos_steps", "probes", "hessian_samples", "bn_mode", "val_size", "val_every")
+                 "gadam_lr_averaging", "lanczos_steps", "probes", "hessian_samples", "bn_mode", "val_size", "val_every", "channels_last")
         sgd, gadam = chapter_configs(seed=seed, **{n: getattr(self, n) for n in names})
         renames = ({"lr": "sgd_lr", "momentum": "sgd_momentum", "weight_decay": "sgd_weight_decay"},
                    {"lr": "gadam_lr", "weight_decay": "gadam_weight_decay", "lr_averaging": "gadam_lr_averaging"})

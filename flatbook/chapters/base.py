@@ -68,6 +68,11 @@ class CnnTrainingParameters(TrainingParameters):
     pad_to: int | None
     model_options: dict
     val_size: int
+    channels_last: bool = False  # train in the channels-last layout (a config field, in the cache key)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be true or false, got {self.channels_last!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

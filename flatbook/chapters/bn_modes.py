@@ -72,12 +72,16 @@ class BnModesParameters(CnnTrainingParameters):
     seeds: list
     results_dir: str | None = None
     val_every: int = 1
+    workers: int = 1
 
     def __post_init__(self) -> None:
         import torch
 
         from .. import checks
         from ..experiments import build_model
+
+        super().__post_init__()
+        checks.positive_int("workers", self.workers)
         from ..train import has_batchnorm
         from .weight_decay import CNN_MODELS
 
@@ -110,7 +114,8 @@ class BnModesParameters(CnnTrainingParameters):
                                   epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
                                   lanczos_steps=self.lanczos_steps, probes=self.probes,
                                   hessian_samples=self.hessian_samples, bn_mode="train",
-                                  val_size=self.val_size, seed=int(self.seeds[0])).replace(val_every=self.val_every)
+                                  val_size=self.val_size, seed=int(self.seeds[0]),
+                                  channels_last=self.channels_last).replace(val_every=self.val_every)
 
 
 
@@ -452,9 +457,12 @@ def _eps_over_variance(model, batches, bn_layer: str) -> float:
 
 
 def result_scale_invariance(result: Any, scales: Sequence[float] = (0.5, 2.0), *, probes: int = 8, seed: int = 0,
-                            param: str | None = None, data_root: Any = None) -> tuple[str, str, list[dict]]:
+                            param: str | None = None, data_root: Any = None,
+                            batches: int | None = 2) -> tuple[str, str, list[dict]]:
     """``scale_invariance`` on a cached trained model (float64 copy, CPU), over the images its
-    spectrum used (``experiments.hessian_indices``) in its Hessian batches, for each c in ``scales``:
+    spectrum used (``experiments.hessian_indices``) in its Hessian batches (only the first ``batches``
+    of them; None: all: the identity holds batch by batch, so two batches test it as well as all and
+    cost a fraction of the time in float64), for each c in ``scales``:
     train mode with the model's own BatchNorm epsilon, train mode with epsilon ``NEGLIGIBLE_EPS``
     (the identity without the epsilon term), and eval mode. ``param``: the weight to scale
     (default: the smallest weight of ``batchnorm_fed_weights``). Returns (param, the BatchNorm
@@ -467,6 +475,10 @@ def result_scale_invariance(result: Any, scales: Sequence[float] = (0.5, 2.0), *
     model = result.load_model("cpu").double()
     x, y = prepare_data(c, "train", data_root)
     idx = hessian_indices(len(y), c.hessian_samples, spectrum_seed=c.spectrum_seed)
+    if batches is not None:
+        from ..checks import positive_int
+
+        idx = idx[: positive_int("batches", batches) * c.hessian_batch_size]
     data = (x[idx].double(), y[idx])
     fed = batchnorm_fed_weights(model, data[0][: min(len(idx), c.hessian_batch_size)])
     if not fed:

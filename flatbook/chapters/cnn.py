@@ -49,6 +49,7 @@ class CnnChapter(CnnTrainingParameters):
         from .. import checks
         from .weight_decay import cnn_chapter_config
 
+        super().__post_init__()
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {sorted(MODEL_NAMES)}, got {self.model!r}")
         if self.decay_exponents is None:
@@ -61,7 +62,8 @@ class CnnChapter(CnnTrainingParameters):
                                   epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
                                   lanczos_steps=self.lanczos_steps, probes=self.probes,
                                   hessian_samples=self.hessian_samples, bn_mode=self.bn_mode,
-                                  val_size=self.val_size, seed=seeds[0]).replace(val_every=self.val_every)
+                                  val_size=self.val_size, seed=seeds[0],
+                                  channels_last=self.channels_last).replace(val_every=self.val_every)
         base.resolved()
         object.__setattr__(self, "_base", base)
         wds = list(self.weight_decays or [])
@@ -195,12 +197,13 @@ class DecayGridParameters(CnnTrainingParameters):
     def __post_init__(self) -> None:
         from .. import checks
 
+        super().__post_init__()
         checks.seed(self.seed)
         if self.decay_exponents is None:
             raise ValueError("decay_exponents must be a list of decay exponents (the grid)")
         names = ("model", "dataset", "train_per_class", "image_size", "pad_to", "model_options", "epochs", "lr",
                  "batch_size", "momentum", "decay_exponents", "lanczos_steps", "probes", "hessian_samples",
-                 "bn_mode", "val_size", "val_every", "workers", "results_dir")
+                 "bn_mode", "val_size", "val_every", "workers", "results_dir", "channels_last")
         chapter = CnnChapter(weight_decays=None, seeds=[self.seed], **{n: getattr(self, n) for n in names})
         object.__setattr__(self, "_chapter", chapter)
         if (self.ablation_epochs is None) != (self.ablation_exponent is None):

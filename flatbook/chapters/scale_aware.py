@@ -32,7 +32,7 @@ import numpy as np
 from .base import ChapterParameters
 from .weight_decay import evaluated_images
 
-__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "group_results", "outside_regime", "excluded_runs", "measures_table", "rank_correlations", "resolved_groups",
+__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "one_per_trained_model", "group_results", "outside_regime", "excluded_runs", "measures_table", "rank_correlations", "resolved_groups",
            "claims", "resolved_group_summary", "invariance_claims"]
 
 # the measures of ``measures_table``, with how they are computed
@@ -62,6 +62,7 @@ class ScaleAwareParameters(ChapterParameters):
     models: list | None
     results_dir: str | None = None
     in_regime_only: bool = True
+    workers: int = 1
 
     def __post_init__(self) -> None:
         from .. import checks
@@ -70,6 +71,7 @@ class ScaleAwareParameters(ChapterParameters):
         if self.lanczos_steps is not None:
             checks.positive_int("lanczos_steps", self.lanczos_steps)
         checks.positive_int("probes", self.probes)
+        checks.positive_int("workers", self.workers)
         if checks.positive_int("min_runs", self.min_runs) < 2:
             raise ValueError(f"min_runs must be at least 2 (a rank correlation needs two runs), got {self.min_runs}")
         models = self.models
@@ -119,9 +121,10 @@ def outside_regime(result: Any) -> str:
 
 
 def excluded_runs(results: list[Any], models: list[str] | None = None) -> dict[str, int]:
-    """How many runs with a spectrum (of ``models``) ``outside_regime`` leaves out, by reason."""
+    """How many runs with a spectrum (of ``models``; one per trained model) ``outside_regime`` leaves
+    out, by reason."""
     out: dict[str, int] = {}
-    for r in results:
+    for r in one_per_trained_model([r for r in results if r.spectrum is not None]):
         if r.spectrum is None or (models is not None and r.config.model not in models):
             continue
         reason = outside_regime(r)
@@ -130,14 +133,44 @@ def excluded_runs(results: list[Any], models: list[str] | None = None) -> dict[s
     return out
 
 
+def one_per_trained_model(results: list[Any]) -> list[Any]:
+    """``results`` with one result per trained model: entries that differ only in their spectrum
+    settings (``experiments.SPECTRUM_FIELDS``: the calibration appendix measures a chapter's weights
+    again over the whole split) hold the same weights, and counting them twice would weigh one model
+    twice. The one kept is the cheapest measurement (fewest Hessian images x Lanczos steps x probes:
+    the chapters' own), ties broken by cache key; the order of ``results`` is kept otherwise."""
+    import json
+
+    from ..experiments import SPECTRUM_FIELDS
+
+    def trained(r: Any) -> str:
+        return json.dumps({k: v for k, v in r.config.to_dict().items() if k not in SPECTRUM_FIELDS},
+                          sort_keys=True, default=str)
+
+    def cost(r: Any) -> tuple:
+        c = r.config
+        images = r.metrics["train_samples"] if c.hessian_samples is None else min(c.hessian_samples,
+                                                                                  r.metrics["train_samples"])
+        return images * c.lanczos_steps * c.probes, r.key
+
+    best: dict[str, Any] = {}
+    for r in results:
+        k = trained(r)
+        if k not in best or cost(r) < cost(best[k]):
+            best[k] = r
+    kept = {id(r) for r in best.values()}
+    return [r for r in results if id(r) in kept]
+
+
 def group_results(results: list[Any], min_runs: int = 2, models: list[str] | None = None,
                   in_regime_only: bool = True) -> dict[str, list[Any]]:
-    """Results with a spectrum, grouped by everything but the treatment (``TREATMENT_FIELDS``: the
-    weight decay, and the optimiser with its learning rates, momentum and schedule); with
-    ``in_regime_only`` only runs inside the regime (``outside_regime``); groups of fewer than
-    ``min_runs`` runs are dropped. Keys are readable labels (made unique)."""
+    """Results with a spectrum, one per trained model (``one_per_trained_model``), grouped by
+    everything but the treatment (``TREATMENT_FIELDS``: the weight decay, and the optimiser with its
+    learning rates, momentum and schedule); with ``in_regime_only`` only runs inside the regime
+    (``outside_regime``); groups of fewer than ``min_runs`` runs are dropped. Keys are readable
+    labels (made unique)."""
     groups: dict[str, list[Any]] = {}
-    for r in results:
+    for r in one_per_trained_model([r for r in results if r.spectrum is not None]):
         if r.spectrum is None or (models is not None and r.config.model not in models):
             continue
         if in_regime_only and outside_regime(r):
@@ -157,30 +190,32 @@ def group_results(results: list[Any], min_runs: int = 2, models: list[str] | Non
 
 
 def measures_table(groups: dict[str, list[Any]], *, lanczos_steps: int | None = None, probes: int = 1,
-                   progress: bool = True):
+                   progress: bool = True, workers: int = 1):
     """One row per result of ``groups`` (from ``group_results``): group, model, optimizer,
     weight_decay, val_acc (percent), weight_norm and the ``MEASURES``. The layer-normalised
     spectrum runs ``lanczos_steps`` Lanczos steps (None: the result's own) with ``probes`` probes
     over the result's own Hessian images and BatchNorm mode; relative flatness uses the same
-    images. Every measurement is cached beside the result's weights (``remeasure``)."""
+    images. Every measurement is cached beside the result's weights (``remeasure``); ``workers``
+    processes compute them (a speed setting: ``remeasure.many``)."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from .. import remeasure
 
     members = [(label, r) for label, rs in groups.items() for r in rs]
+    runs = [r for _, r in members]
+    normalized_spectra = remeasure.many(runs, "spectrum", operator="layer-normalized", lanczos_steps=lanczos_steps,
+                                        probes=probes, workers=workers, progress=progress)
+    flatness = remeasure.many(runs, "relative_flatness", workers=workers, progress=progress)
     rows = []
-    for label, r in tqdm(members, desc="scale-aware measures", unit="run", disable=not progress):
+    for (label, r), normalized, relative in zip(members, normalized_spectra, flatness):
         s, w = r.spectrum, r.metrics["weight_norm"]
-        normalized = remeasure.spectrum(r, operator="layer-normalized", lanczos_steps=lanczos_steps, probes=probes,
-                                        progress=False)
         rows.append({"group": label, "model": r.config.model, "optimizer": r.config.optimizer,
                      "weight_decay": float(r.config.weight_decay), "val_acc": 100 * r.metrics["val_acc"],
                      "val_acc_se": 100 * math.sqrt(r.metrics["val_acc"] * (1 - r.metrics["val_acc"]) / evaluated_images(r)),
                      "weight_norm": w, "lambda_max": s.lambda_max, "trace": s.trace, "frobenius": s.frobenius,
                      "lambda_max_w2": s.lambda_max * w ** 2, "trace_w2": s.trace * w ** 2,
                      "normalized_lambda_max": normalized.lambda_max, "normalized_trace": normalized.trace,
-                     "relative_flatness": remeasure.relative_flatness(r)})
+                     "relative_flatness": relative})
     return pd.DataFrame(rows, columns=["group", "model", "optimizer", "weight_decay", "val_acc", "val_acc_se",
                                        "weight_norm", *MEASURES])
 

@@ -168,8 +168,9 @@ CNN_MODELS = ("allcnnc", "preresnet164", "wrn28x10")
 def cnn_chapter_config(*, model: str, dataset: str, train_per_class: int | None, image_size: int | None,
                        pad_to: int | None, model_options: dict, epochs: int, lr: float, batch_size: int,
                        momentum: float, lanczos_steps: int, probes: int, hessian_samples: int | None, bn_mode: str,
-                       val_size: int, seed: int):
-    """A CIFAR architecture's base experiments.Config for a weight-decay sweep (weight decay 0)."""
+                       val_size: int, seed: int, channels_last: bool = False):
+    """A CIFAR architecture's base experiments.Config for a weight-decay sweep (weight decay 0);
+    ``channels_last``: train in the channels-last layout (faster convolutions on CPUs)."""
     from ..experiments import Config
 
     if model not in CNN_MODELS + ("vgg16bn",):
@@ -177,7 +178,7 @@ def cnn_chapter_config(*, model: str, dataset: str, train_per_class: int | None,
     return Config(model=model, dataset=dataset, train_per_class=train_per_class, image_size=image_size,
                   pad_to=pad_to, model_options=model_options, epochs=epochs, lr=lr, batch_size=batch_size,
                   momentum=momentum, lanczos_steps=lanczos_steps, probes=probes, hessian_samples=hessian_samples,
-                  bn_mode=bn_mode, val_size=val_size, seed=seed)
+                  bn_mode=bn_mode, val_size=val_size, seed=seed, channels_last=channels_last)
 
 
 def forward_flops(config) -> int:
