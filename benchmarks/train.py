@@ -17,6 +17,11 @@
    (forward + backward + SGD step, batch 128), BatchNorm-recompute images per second (forward,
    train mode), and Hessian-vector-product images per second (train-mode BatchNorm, as the
    paper), to size the laptop profile.
+4. Evaluation passes at batch 1000 against batch 128.
+5. The memory layout: one epoch of ``flatbook.train.fit`` on the laptop profile's four CNNs (the
+   chapters' image sizes, 1,024 images, 1 thread as a run computes) in the default layout and with
+   ``channels_last=True``, taking turns, best of ``repeats``, and one Hessian-vector product in each
+   layout (the spectra are measured in the default layout: the HVP is slower channels-last here).
 """
 
 from __future__ import annotations
@@ -242,17 +247,62 @@ def eval_batch_comparison(device: torch.device, repeats: int, n: int) -> None:
               f"batch 1000 / batch 128 = {best[1000] / best[128]:.2f}x")
 
 
+LAYOUT_CNNS = [  # the laptop profile's networks at the chapters' image sizes (channels, size)
+    ("allcnnc", {"width": 0.25, "image_size": 16}, 1),
+    ("preresnet164", {"depth": 11, "image_size": 16}, 1),
+    ("wrn28x10", {"depth": 10, "width": 1, "image_size": 16}, 1),
+    ("vgg16bn", {"width": 0.125, "image_size": 32}, 1),
+]
+
+
+def layout_comparison(device: torch.device, repeats: int, n: int) -> None:
+    print(f"\n5. training layout: one epoch of fit on {n} images, default layout against channels_last "
+          f"(1 thread, best of {repeats}, taking turns)")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = torch.Generator().manual_seed(2)
+        for name, opts, channels in LAYOUT_CNNS:
+            size = opts["image_size"]
+            x = torch.randn(n, channels, size, size, generator=g).to(device)
+            y = torch.randint(0, 10, (n,), generator=g).to(device)
+            best = {False: float("inf"), True: float("inf")}
+            hvp = {}
+            for _ in range(repeats):
+                for layout in best:
+                    torch.manual_seed(0)
+                    model = models.build(name, num_classes=10, in_channels=channels, **opts).to(device)
+                    best[layout] = min(best[layout], timed(lambda: train.fit(
+                        model, (x, y), epochs=1, lr=0.01, batch_size=128, channels_last=layout, progress=False,
+                        device=device), device))
+            for layout in best:
+                torch.manual_seed(0)
+                model = models.build(name, num_classes=10, in_channels=channels, **opts).to(device)
+                xs = x[:256].contiguous(memory_format=torch.channels_last) if layout else x[:256]
+                if layout:
+                    model = model.to(memory_format=torch.channels_last)
+                op = HessianOperator(model, F.cross_entropy, (xs, y[:256]), batch_size=128, bn_mode="train")
+                v = torch.randn(op.num_params, generator=g, dtype=torch.float64)
+                op.matvec(v)
+                hvp[layout] = timed(lambda: op.matvec(v), device)
+            print(f"   {name} {opts}: fit {best[False]:.2f} s default, {best[True]:.2f} s channels_last -> "
+                  f"{best[False] / best[True]:.2f}x faster training; HVP over 256 images {hvp[False]:.2f} s default, "
+                  f"{hvp[True]:.2f} s channels_last")
+    finally:
+        torch.set_num_threads(before)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sweep-epochs", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="one repeat, 2-epoch sweeps, 256 images (smoke run)")
-    ap.add_argument("--sections", default="1,2,3,4", help="which numbered sections to run, e.g. 3,4")
+    ap.add_argument("--sections", default="1,2,3,4,5", help="which numbered sections to run, e.g. 3,5")
     args = ap.parse_args()
     sections = {int(x) for x in args.sections.split(",") if x.strip()}
-    if not sections <= {1, 2, 3, 4}:
-        ap.error(f"--sections: numbers from 1 to 4, got {args.sections!r}")
+    if not sections <= {1, 2, 3, 4, 5}:
+        ap.error(f"--sections: numbers from 1 to 5, got {args.sections!r}")
     if args.quick:
         args.repeats, args.sweep_epochs = 1, 2
     device = torch.device(args.device)
@@ -267,6 +317,8 @@ def main() -> None:
         cnn_throughput(device, args.repeats, 256 if args.quick else 512)
     if 4 in sections:
         eval_batch_comparison(device, args.repeats, 256 if args.quick else 1000)
+    if 5 in sections:
+        layout_comparison(device, args.repeats, 256 if args.quick else 1024)
 
 
 if __name__ == "__main__":

@@ -217,7 +217,9 @@ class Claim:
         text = (f"{self.outcome_text()}: {self.statement}. {self.effect_name} = {self.effect:.4g} "
                 f"({self.interval_text()}{mde})")
         if self.marginal:
-            text += f". Marginal: the effect is within {MARGINAL_FACTOR:g}x the smallest detectable one"
+            text += (f". Marginal: |log ratio| is within {MARGINAL_FACTOR:g}x the log of the smallest detectable ratio"
+                     if self.null == 1.0 else
+                     f". Marginal: the effect is within {MARGINAL_FACTOR:g}x the smallest detectable one")
         if self.adjustment:
             text += f". {self.adjustment}"
         if self.outcome == "untestable":
@@ -299,7 +301,7 @@ def holm(claims: Sequence[Claim], alpha: float = HOLM_ALPHA) -> list[Claim]:
     out = list(claims)
     for i in family:
         c = claims[i]
-        note = f"Holm over {m} secondary claims of this chapter: adjusted p = {adjusted[i]:.3g}"
+        note = f"Holm over the {m} tested secondary claims of this chapter: adjusted p = {adjusted[i]:.3g}"
         outcome = c.outcome
         if c.decision in ("holds", "fails") and adjusted[i] > alpha:
             outcome = ROLE_OUTCOMES[c.role][2]
@@ -379,7 +381,7 @@ def two_sided_claim(statement: str, estimate: Estimate, effect_name: str, *, mar
     p = _equivalence_p(estimate, lo, hi) if decision == "contradicted" else p_value(estimate)
     return Claim(statement=statement, outcome=_word(role, decision), effect_name=effect_name, effect=estimate.value,
                  low=estimate.low, high=estimate.high, null=estimate.null, level=estimate.level, mde=estimate.mde,
-                 method=f"{estimate.method}; two-sided, fails when the interval lies within {band}",
+                 method=f"{estimate.method}; two-sided, {_word(role, 'contradicted')} when the interval lies within {band}",
                  evidence=tuple((str(a), str(b)) for a, b in evidence), regime=regime, failed=failed, role=role,
                  paper_claim=paper_claim, component=component, p_value=p,
                  marginal=decision == "supported" and _is_marginal(estimate, decision))

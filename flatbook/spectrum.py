@@ -161,6 +161,7 @@ class LanczosResult:
     seconds_per_product: float
     last_betas: np.ndarray | None = None  # (probes,) beta_{m_j}
     top_vectors: torch.Tensor | None = None  # (P, probes) each probe's unit top Ritz vector, float64
+    first_pairs: tuple | None = None  # probe 0's first two (q, H q) pairs, (P, 2) each, float64 (checks)
 
     def __post_init__(self) -> None:
         # frozen: no attribute can be re-assigned; the arrays are private copies
@@ -265,6 +266,8 @@ def lanczos(
 
         bar = tqdm(total=m_max, desc=f"Lanczos ({probes} probe{'s' if probes > 1 else ''})", unit="step")
     product_seconds = 0.0
+    first_q: list[torch.Tensor] = []
+    first_w: list[torch.Tensor] = []
     try:
         for i in range(m_max):
             basis[:, i] = q.T.to(basis_dtype)
@@ -273,6 +276,9 @@ def lanczos(
             w = torch.zeros_like(q)
             w[:, cols] = _products(op, q[:, cols], device)
             product_seconds += time.perf_counter() - t0
+            if i < 2 and active[0]:
+                first_q.append(q[:, 0].clone())
+                first_w.append(w[:, 0].clone())
             alpha = (q * w).sum(dim=0)
             w = w - alpha * q - beta_prev * q_prev
             if reorthogonalize:
@@ -316,7 +322,8 @@ def lanczos(
         u = torch.as_tensor(np.linalg.eigh(T)[1][:, -1], dtype=torch.float64, device=device)
         y = basis[j, :m].to(torch.float64).T @ u
         top[:, j] = y / y.norm()
-    return LanczosResult(alphas, betas, sizes, product_seconds / n_products, last_betas, top)
+    pairs = (torch.stack(first_q, 1), torch.stack(first_w, 1)) if len(first_q) == 2 else None
+    return LanczosResult(alphas, betas, sizes, product_seconds / n_products, last_betas, top, pairs)
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -516,15 +523,29 @@ def slq(
 ) -> Spectrum:
     """Stochastic Lanczos quadrature with ``probes`` Gaussian start vectors run together.
 
-    The paper used ``steps=100, probes=1``. See ``lanczos`` for the options; ``check`` first
-    runs ``check_operator`` (two extra products) so that a broken operator fails at once.
-    """
-    if check:
+    The paper used ``steps=100, probes=1``. See ``lanczos`` for the options. After the run, one
+    product of the probes' top Ritz vectors gives their measured residuals (``ritz_residuals``);
+    with ``check`` the same product also repeats the first Lanczos product (a random forward pass or
+    changing data would change it), and the first two Lanczos products give u^T H v against
+    v^T H u (a Hessian is symmetric), so the checks of ``check_operator`` cost no product of their
+    own; a broken operator raises ValueError after the run (``check_operator`` itself runs first when
+    the run has fewer than two steps)."""
+    if check and min(int(steps), _operator_size(op)) < 2:
         check_operator(op, seed=seed)
+        check = False
     res = lanczos(op, steps=steps, probes=probes, seed=seed, reorthogonalize=reorthogonalize,
                   basis_device=basis_device, basis_dtype=basis_dtype, progress=progress)
     nodes, weights = res.ritz()
-    residuals = ritz_residuals(op, res.top_vectors, np.nanmax(nodes, axis=1))
+    tops = np.nanmax(nodes, axis=1)
+    if check and res.first_pairs is not None:
+        (Q, W), Y = res.first_pairs, res.top_vectors
+        both = _products(op, torch.cat([Y.to(Q.device), Q[:, :1]], 1), Q.device)
+        _check_symmetry_and_repeat(op, Q, W, both[:, -1:])
+        residuals = _residual_norms(Y.to(Q.device), both[:, :-1], tops)
+    else:
+        if check:  # stopped after one step (an invariant start): check the operator the slow way
+            check_operator(op, seed=seed)
+        residuals = ritz_residuals(op, res.top_vectors, tops)
     settings = dict(getattr(op, "settings", {}) or {})
     settings.update({
         "estimator": "slq", "steps": int(steps), "steps_run": res.sizes.tolist(), "probes": int(probes),
@@ -541,9 +562,33 @@ def ritz_residuals(op: SymmetricOperator, vectors: torch.Tensor, values: np.ndar
     included), which the recurrence's beta_m |u_m| underestimates once it falls below that rounding.
     Some eigenvalue of H lies within it of theta_j (Krylov-Bogoliubov)."""
     Y = vectors.to(torch.float64)
-    HY = _products(op, Y, Y.device)
+    return _residual_norms(Y, _products(op, Y, Y.device), values)
+
+
+def _residual_norms(Y: torch.Tensor, HY: torch.Tensor, values: np.ndarray) -> np.ndarray:
     theta = torch.as_tensor(np.asarray(values, dtype=np.float64), device=Y.device)
     return (HY - Y * theta).norm(dim=0).cpu().numpy()
+
+
+def _check_symmetry_and_repeat(op: SymmetricOperator, Q: torch.Tensor, W: torch.Tensor, again: torch.Tensor,
+                               rtol: float | None = None) -> float:
+    """``check_operator``'s two tests on products a run already made: u = Q[:, 0], v = Q[:, 1] (unit
+    Lanczos vectors) with W = H Q, the relative asymmetry |u^T H v - v^T H u| / max(||H u||, ||H v||),
+    and ``again``, a repeated product of u, against W[:, 0]. ValueError above ``rtol`` (default 1e-6
+    for float64 products, 1e-3 otherwise); returns the asymmetry."""
+    if rtol is None:
+        rtol = 1e-6 if getattr(op, "dtype", torch.float64) == torch.float64 else 1e-3
+    scale = float(W.norm(dim=0).max()) or 1.0
+    asym = abs(float(Q[:, 0] @ W[:, 1] - Q[:, 1] @ W[:, 0])) / scale
+    if asym > rtol:
+        raise ValueError(f"the operator is not symmetric (relative asymmetry {asym:.2e} > {rtol:g}): the products "
+                         "are not those of a Hessian (a framework bug in double backward, e.g. weight_norm, or a "
+                         "random forward pass)")
+    change = float((again[:, 0] - W[:, 0]).norm() / (W[:, 0].norm() or 1.0))
+    if change > rtol:
+        raise ValueError(f"the operator is not deterministic (a repeated product differs by {change:.2e} relative): "
+                         "random forward passes (dropout, augmentation) or data that change between passes")
+    return asym
 
 
 @dataclass(frozen=True)

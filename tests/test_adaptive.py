@@ -180,3 +180,12 @@ def test_weight_norm_sentence_follows_the_claims_as_shown():
     assert "LOWER norm" in adaptive.weight_norm_sentence(lower) and "against the paper" in adaptive.weight_norm_sentence(lower)
     flatter = list(_claims(0.735, 0.758, 388.0, 10.0).values())  # lambda_1 contradicted: no reading either way
     assert "does not show" in adaptive.weight_norm_sentence(flatter)
+
+
+def test_weight_norm_sentence_states_the_ratio_and_the_decay_it_was_measured_at():
+    lower = list(_claims(0.735, 0.758, 10.0, 388.0, gadam_norm=30.0).values())
+    weights = next(c for c in lower if c.statement.startswith("Gadam's solution has the higher weight norm"))
+    text = adaptive.weight_norm_sentence(lower, gadam_weight_decay=2.991, paper_weight_decay=0.25)
+    assert f"{weights.effect:.3g}x the norm of SGD's" in text and weights.interval_text() in text
+    assert "**contradicted**" in text and "2.991, 12x the paper's 0.25" in text
+    assert "paper's 0.25" not in adaptive.weight_norm_sentence(lower)

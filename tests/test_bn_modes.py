@@ -298,3 +298,19 @@ def test_parameters_are_checked_and_the_model_needs_batchnorm():
                          ({"seeds": [0, 0]}, "seeds"), ({"seeds": [-1]}, "seeds"), ({"seeds": 0}, "seeds")]:
         with pytest.raises(ValueError, match=name):
             bn_modes.BnModesParameters(**{**PAPER, **change})
+
+
+def test_regularised_sentence_reads_the_two_modes():
+    import pandas as pd
+
+    from flatbook.chapters.bn_modes import regularised_sentence
+
+    def table(t, e):
+        return pd.DataFrame({"lambda_max": {"train": t, "eval": e}, "trace": {"train": 1.0, "eval": 1.0},
+                             "frobenius": {"train": 1.0, "eval": 1.0}})
+
+    both = regularised_sentence(table(13.6, 28.2))
+    assert "13.6x the least regularised one in train mode (sharper) and 28.2x in eval mode (sharper)" in both
+    assert "larger in eval mode" in both and "cannot be the whole reason" in both
+    split = regularised_sentence(table(5.0, 0.5))
+    assert "(flatter)" in split and "the choice of mode decides the answer" in split and "whole reason" not in split

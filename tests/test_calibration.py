@@ -61,3 +61,24 @@ def test_reference_config_and_parameters():
                        (dict(chapters=[]), "non-empty")):
         with pytest.raises(ValueError, match=match):
             calibration.CalibrationParameters(**{**ok, **bad})
+
+
+def test_compared_settings_are_the_two_the_claims_pair():
+    base = Config(model="wrn28x10", dataset="fashion-mnist")
+    three = [base.replace(weight_decay=wd) for wd in (1e-3, 0.0, 5e-3)]
+    assert [c.weight_decay for c in calibration.compared_settings(three)] == [0.0, 5e-3]
+    pair = [base.replace(optimizer="gadam", weight_decay=0.3, averaging_start=1), base.replace(weight_decay=1e-3)]
+    assert [c.optimizer for c in calibration.compared_settings(pair)] == ["sgd", "gadam"]
+
+
+def test_coverage_sentence_names_what_was_calibrated_and_why_a_per_setting_check_fails():
+    low = calibration.calibration_table({"wd_wrn": _runs([0.7, 7.0], [1.0, 10.0])})
+    text = calibration.coverage_sentence(["wd_wrn"], 0, ["train"], low, calibration.ratio_bias(low))
+    assert "calibrates wd_wrn (seed 0, train mode" in text
+    assert "wd_allcnnc, wd_preresnet, adaptive are not calibrated in this build" in text
+    assert "from 0.7 to 0.7 (0 of 2 within 10%)" in text
+    assert "In wd_wrn (train) a setting's estimate misses" in text and "1 of 1 chapter-modes" in text
+    skew = calibration.calibration_table({"wd_wrn": _runs([0.8, 12.0], [1.0, 10.0])})  # opposite signs
+    text = calibration.coverage_sentence(list(calibration.CALIBRATED_CHAPTERS), 1, ["train", "eval"], skew,
+                                         calibration.ratio_bias(skew))
+    assert "not calibrated" not in text and "misses" not in text and "0 of 1 chapter-modes" in text

@@ -111,6 +111,10 @@ def test_marginal_mark():
     ratio = stats.ratio_over_seeds([1.0, 1.0, 1.0], [2.0, 2.2, 1.9])  # log-scale distance against log(mde)
     c = claims.claim_from_estimate("up", ratio, 1, "r")
     assert c.marginal == (abs(math.log(ratio.value)) < 1.5 * math.log(ratio.mde))
+    from dataclasses import replace
+
+    assert "|log ratio| is within 1.5x the log of the smallest detectable ratio" in replace(c, marginal=True).line()
+    assert "the effect is within 1.5x the smallest detectable one" in claims.claim_from_estimate("up", near, 1, "d").line()
 
 
 def test_p_value_agrees_with_the_interval():
@@ -137,6 +141,8 @@ def test_two_sided_claim_can_fail():
     # "no change" carries its equivalence (TOST) p-value, so Holm's correction keeps it decided
     no_change = claims.two_sided_claim("changes", same, "r", margin=1.1)
     assert no_change.p_value < 0.01 and not no_change.marginal
+    assert "two-sided, contradicted when the interval lies within [1/1.1, 1.1]" in no_change.method
+    assert "two-sided, fails when" in claims.two_sided_claim("changes", same, "r", margin=1.1, role="check").method
     kept = claims.holm([no_change, _claim_with_p(0.001), _claim_with_p(0.002)])
     assert kept[0].outcome == "contradicted" and "adjusted p" in kept[0].adjustment
 

@@ -173,3 +173,18 @@ def test_gedanken_claims_report_failures_and_untestable_rays(gedanken):
     assert claims[5].outcome == "untestable" and "loss -> 0" in claims[5].failed
     flat_path = SimpleNamespace(loss_limit=sp.Integer(0), trace_limit=sp.Integer(0))
     assert _gedanken_claims(gedanken, path=flat_path)[6].decision == "fails"
+
+
+def test_lambda_path_sentence_tells_a_rise_over_the_whole_grid_from_a_peak():
+    from flatbook.chapters.theorem import lambda_path_sentence
+
+    def v(peak, last, after, at=1e4):
+        return {"lambda_max_peak_over_first": peak, "lambda_max_last_over_first": last,
+                "lambda_max_steps_after_peak": after, "lambda_max_peak_alpha": at}
+
+    text = lambda_path_sentence({"a": v(1.0, 1e-6, 10), "b": v(4.4e5, 4.4e5, 0), "c": v(1.2e3, 1e3, 1, 3981.0)}, 1.0)
+    assert "a: $\\lambda_1$ falls from the start, to 1e-06" in text
+    assert "b: $\\lambda_1$ **rises over the whole grid**, to 4.4e+05" in text and "peak at" not in text.split("; c")[0]
+    assert "c: $\\lambda_1$ first **rises**, up to 1.2e+03" in text and "(peak at $\\alpha$ = 3.98e+03)" in text
+    assert "flattens eventually" in text
+    assert "flattens" not in lambda_path_sentence({"a": v(1.0, 0.5, 3)}, 1.0)

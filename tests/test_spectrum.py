@@ -153,9 +153,23 @@ def test_check_operator_catches_asymmetric_and_random_operators():
         def matmat(self, V):
             return super().matmat(V) * (1 + 0.1 * torch.rand(()))
 
-    with pytest.raises(ValueError, match="not deterministic"):
+    # random per product: the run's first two products no longer agree as a symmetric matrix's would
+    with pytest.raises(ValueError, match="not symmetric|not deterministic"):
         slq(Noisy(A), steps=5)
+
+    class Drifting(MatrixOperator):  # the same matrix for the run's 5 products, then another (changed data)
+        calls = 0
+
+        def matmat(self, V):
+            Drifting.calls += 1
+            return super().matmat(V) * (1.0 if Drifting.calls <= 5 else 1.01)
+
+    with pytest.raises(ValueError, match="not deterministic"):
+        slq(Drifting(A), steps=5)
+    assert Drifting.calls == 6  # the checks and the residuals share one product after the run
     slq(MatrixOperator(B), steps=5, check=False)  # the check can be turned off
+    with pytest.raises(ValueError, match="not symmetric"):
+        slq(MatrixOperator(B), steps=1)  # one step: check_operator itself, before the run
 
 
 def test_check_operator_asymmetry_is_relative_to_the_products():

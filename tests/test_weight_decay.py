@@ -129,6 +129,19 @@ def test_grid_claims_need_enough_points():
     assert not any("validation accuracy" in c.statement for c in six)  # a claim the paper never made
 
 
+
+def test_grid_claims_fitted_only_leave_out_a_collapsed_run():
+    """A grid whose last run collapsed (10% training accuracy, lambda_1 tiny): over every run the rise
+    of lambda_1 is broken, over the fitted runs it is clear; the fitted-only claim states how many."""
+    wds = (0.0, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2)
+    results = [_result(wd, 0.9, top, seed=0, train_acc=0.995) for wd, top in zip(wds[:-1], range(1, 8))]
+    results.append(_result(wds[-1], 0.1, 0.01, seed=0, train_acc=0.10))
+    every, norms, fitted = grid_claims(results, role="check", fitted_also=True)
+    assert "7 of 8 runs" in fitted.statement and fitted.outcome == "passes"
+    assert fitted.effect == pytest.approx(1.0) and every.effect < fitted.effect
+    assert len(grid_claims(results, role="check")) == 2
+
+
 def test_run_facts_report_the_regime():
     facts = dict(run_facts(_sweep([1.0, 2.0, 3.0], [0.90, 0.91, 0.92]), "mlp"))
     assert facts["seeds per weight decay"].startswith("4")
@@ -319,3 +332,13 @@ def test_decay_per_step_beside_the_papers():
     label, text = decay_per_step_fact(_sweep([1.0, 2.0, 3.0], [0.9, 0.91, 0.92]), "mlp")
     # the sweep's largest weight decay 1e-3 at lr 0.01, momentum 0.9 -> 1e-4; the paper's MLP 5e-4 -> 5e-5
     assert "eta gamma / (1 - mu)" in label and text.startswith("0.0001 (weight decay 0.001)") and "(2x)" in text
+
+
+def test_weight_norm_fact_says_which_weight_decays_have_not_settled():
+    import pandas as pd
+
+    from flatbook.chapters.weight_decay import weight_norm_fact
+
+    name, text = weight_norm_fact(pd.DataFrame({"weight_norm_change": {0.0: 0.002, 5e-3: -0.031}}))
+    assert "0: +0.2%, 0.005: -3.1%" in text and "not settled" in text and "weight decay 0.005:" in text
+    assert "every weight decay settled" in weight_norm_fact(pd.DataFrame({"weight_norm_change": {0.0: 0.002}}))[1]

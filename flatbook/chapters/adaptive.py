@@ -153,6 +153,12 @@ class AdaptiveChapter(ChapterParameters):
         """(SGD, Gadam) experiments.Configs of the first seed, with the weight decays used."""
         return self._configs
 
+    @property
+    def paper_gadam_weight_decay(self) -> float:
+        """The paper's Gadam weight decay on this dataset (``PAPER_SETTINGS``; CIFAR-100's on another
+        dataset, the paper's main setting)."""
+        return PAPER_SETTINGS.get(self.dataset, PAPER_SETTINGS["cifar100"])["gadam_weight_decay"]
+
     def training_plan(self) -> list[Any]:
         """Every experiments.Config ``run`` trains (SGD then Gadam, each seed), in its order."""
         from ..seeds import seeded
@@ -332,23 +338,32 @@ def seed_comparison(sgd: list, gadam: list):
     return pd.DataFrame(rows).set_index("optimizer")
 
 
-def weight_norm_sentence(chapter_claims: Sequence[Any]) -> str:
+def weight_norm_sentence(chapter_claims: Sequence[Any], gadam_weight_decay: float | None = None,
+                         paper_weight_decay: float | None = None) -> str:
     """The computed sentence under the adaptive chapter's claims (as shown: after Holm's correction):
-    what the weight-norm claim and the primary lambda_1 claim say together about the paper's reading
-    that Gadam's sharper solution is not the small-weights-are-sharp effect."""
+    the weight-norm ratio Gadam / SGD with its interval, what the weight-norm claim and the primary
+    lambda_1 claim say together about the paper's reading that Gadam's sharper solution is not the
+    small-weights-are-sharp effect, and (given ``gadam_weight_decay`` and ``paper_weight_decay``) how
+    far Gadam's decoupled weight decay here is from the paper's, which sets the weights' scale."""
     weights = next(c for c in chapter_claims if c.statement.startswith("Gadam's solution has the higher weight norm"))
     sharper = next(c for c in chapter_claims if c.primary and c.component.startswith("sharper"))
+    norms = (f"*Computed:* Gadam's weights have {weights.effect:.3g}x the norm of SGD's "
+             f"({weights.interval_text()}), so the paper's \"higher norms\" is **{weights.outcome}** here.")
+    if gadam_weight_decay is not None and paper_weight_decay:
+        norms += (f" Gadam's decoupled weight decay here is {gadam_weight_decay:.4g}, {gadam_weight_decay / paper_weight_decay:.3g}x "
+                  f"the paper's {paper_weight_decay:g} (the one whose decay exponent over this run is the profile's), "
+                  "and that decay sets the scale its weights settle at: this is a statement about this run's decay, "
+                  "not the paper's.")
     if sharper.decision == "holds" and weights.decision == "holds":
-        return ("*Computed:* Gadam is sharper by $\\lambda_1$ and its weights have the higher norm, both decided by "
+        return (norms + " Gadam is sharper by $\\lambda_1$ and its weights have the higher norm, both decided by "
                 "their intervals (the weight claim after Holm's correction): here, as the paper says, the sharper "
                 "solution is not the small-weights-are-sharp effect.")
     if sharper.decision == "holds" and weights.decision == "fails":
-        return ("*Computed:* Gadam is sharper by $\\lambda_1$ while its weights have the LOWER norm, both decided by "
+        return (norms + " Gadam is sharper by $\\lambda_1$ while its weights have the LOWER norm, both decided by "
                 "their intervals: here the sharpness difference may be the small-weights-are-sharp effect, against "
                 "the paper's reading.")
-    return (f"*Computed:* the weight-norm claim is **{weights.outcome}** and the $\\lambda_1$ claim "
-            f"**{sharper.outcome}**, so this run does not show whether the small-weights-are-sharp effect explains "
-            "a difference in sharpness.")
+    return (norms + f" With the $\\lambda_1$ claim **{sharper.outcome}**, this run does not show whether the "
+            "small-weights-are-sharp effect explains a difference in sharpness.")
 
 
 def claims(sgd: list, gadam: list) -> list[Any]:

@@ -32,8 +32,8 @@ from typing import Any, Sequence
 
 from .base import ChapterParameters
 
-__all__ = ["CalibrationParameters", "MIN_REFERENCE_STEPS", "TOLERANCE", "reference_config", "calibrate",
-           "calibration_table", "ratio_bias", "calibration_claims"]
+__all__ = ["CalibrationParameters", "MIN_REFERENCE_STEPS", "TOLERANCE", "reference_config", "compared_settings",
+           "calibrate", "calibration_table", "ratio_bias", "calibration_claims", "coverage_sentence"]
 
 MIN_REFERENCE_STEPS = 50  # the reference's Lanczos steps: at least this many
 TOLERANCE = 0.10  # an estimate within 10% of the whole-split lambda_1 counts as calibrated
@@ -89,16 +89,26 @@ def reference_config(config: Any, reference_steps: int = MIN_REFERENCE_STEPS, bn
                           probes=1, hessian_batch_size=128, bn_mode=bn_mode)
 
 
+def compared_settings(configs: Sequence[Any]) -> list[Any]:
+    """The two configs whose lambda_1 ratio a chapter's claims compare: in the order (SGD before Gadam,
+    smaller weight decay first), the first and the last: no weight decay and the largest in the CNN
+    chapters, SGD and Gadam in the adaptive chapter. A middle weight decay enters only the trend claim."""
+    ordered = sorted(configs, key=lambda c: (c.optimizer == "gadam", float(c.weight_decay)))
+    return ordered if len(ordered) <= 2 else [ordered[0], ordered[-1]]
+
+
 def calibrate(plans: dict[str, Sequence[Any]], *, bn_modes: Sequence[str], reference_steps: int,
               results_dir: str | None = None, workers: int = 1, progress: bool = True) -> dict[str, list[dict[str, Any]]]:
-    """For each chapter of ``plans`` (chapter -> its seed-0 configs), each config and each mode: the
-    chapter's estimate and the whole-split reference (``reference_config``), as dicts of the config,
-    the mode and the two ``experiments.Result``. Every measurement reuses the chapter's trained weights
-    from the cache; the uncached ones run in ``workers`` processes (``experiments.run_many``: a speed
-    setting, the results are the same bits with any number)."""
+    """For each chapter of ``plans`` (chapter -> its seed-0 configs), each of the two settings its claims
+    compare (``compared_settings``) and each mode: the chapter's estimate and the whole-split reference
+    (``reference_config``), as dicts of the config, the mode and the two ``experiments.Result``, in
+    ``compared_settings``' order. Every measurement reuses the chapter's trained weights from the cache;
+    the uncached ones run in ``workers`` processes (``experiments.run_many``: a speed setting, the
+    results are the same bits with any number)."""
     from ..experiments import run_many
 
-    items = [(name, c, mode) for name, configs in plans.items() for c in configs for mode in bn_modes]
+    items = [(name, c, mode) for name, configs in plans.items() for c in compared_settings(configs)
+             for mode in bn_modes]
     if not items:
         raise ValueError("nothing to calibrate: plans hold no configs")
     estimates = run_many([c.replace(bn_mode=mode) for _, c, mode in items], workers=workers, results_dir=results_dir,
@@ -129,7 +139,6 @@ def calibration_table(chapter_runs: dict[str, list[dict[str, Any]]], tolerance: 
             ratio = e.spectrum.lambda_max / r.spectrum.lambda_max
             c = item["config"]
             rows.append({"chapter": chapter, "setting": _setting(c), "bn_mode": item["bn_mode"],
-                         "order": (c.optimizer == "gadam", float(c.weight_decay)),
                          "estimate": e.spectrum.lambda_max,
                          "estimate_steps_images": f"{e.config.lanczos_steps} steps, {e.spectrum.settings.get('num_samples')} images",
                          "whole_split": r.spectrum.lambda_max,
@@ -140,14 +149,13 @@ def calibration_table(chapter_runs: dict[str, list[dict[str, Any]]], tolerance: 
 
 
 def ratio_bias(table):
-    """Per (chapter, mode): the claims' lambda_1 ratio (last setting over first, in the chapter's
-    order: largest weight decay over none, Gadam over SGD) from the estimates and from the whole
-    split, and the bias (estimate ratio / whole-split ratio)."""
+    """Per (chapter, mode): the claims' lambda_1 ratio (last setting over first, in the table's order,
+    ``compared_settings``': largest weight decay over none, Gadam over SGD) from the estimates and from
+    the whole split, and the bias (estimate ratio / whole-split ratio)."""
     import pandas as pd
 
     rows = []
     for (chapter, mode), g in table.groupby(["chapter", "bn_mode"], sort=False):
-        g = g.sort_values("order")  # smallest weight decay (SGD) first, largest (Gadam) last, as the claims pair them
         first, last = g.iloc[0], g.iloc[-1]
         est = last["estimate"] / first["estimate"]
         ref = last["whole_split"] / first["whole_split"]
@@ -177,4 +185,37 @@ def calibration_claims(table, bias, tolerance: float = TOLERANCE) -> list:
             "of the whole split's", abs(float(b["bias"]) - 1), tolerance, "|estimated ratio / whole-split ratio - 1|",
             evidence=[("estimated ratio", f"{b['ratio_estimated']:.4g}"),
                       ("whole-split ratio", f"{b['ratio_whole_split']:.4g}")]))
+    return out
+
+
+def coverage_sentence(chapters: Sequence[str], seed: int, bn_modes: Sequence[str], table, bias,
+                      tolerance: float = TOLERANCE) -> str:
+    """What this build calibrated and what its checks say together, computed: the chapters, seed and
+    modes covered (and the calibrated chapters left out, with the command that covers them), the range
+    of the per-setting estimate / whole-split ratios, and, where the per-setting check fails while the
+    ratio check passes, that the subsample misjudged both settings in the same direction."""
+    covered = list(chapters)
+    left = [c for c in CALIBRATED_CHAPTERS if c not in covered]
+    out = (f"*Computed:* this build calibrates {', '.join(covered)} (seed {seed}, {' and '.join(bn_modes)} mode; the "
+           "two settings each chapter's claims compare)")
+    if left:
+        out += (f"; {', '.join(left)} {'is' if len(left) == 1 else 'are'} not calibrated in this build (the budget of "
+                "`make book`): `python -m flatbook run calibration --profile <the chapters' profile> -p chapters "
+                f"\"{list(CALIBRATED_CHAPTERS)}\"` measures every one")
+    lo, hi = float(table["ratio"].min()), float(table["ratio"].max())
+    out += (f". Per setting, estimate / whole split runs from {lo:.3g} to {hi:.3g} ({int(table['within_tolerance'].sum())} "
+            f"of {len(table)} within {tolerance:.0%}).")
+    per_setting_fails, ratio_holds = [], []
+    for (chapter, mode), g in table.groupby(["chapter", "bn_mode"], sort=False):
+        b = bias[(bias["chapter"] == chapter) & (bias["bn_mode"] == mode)].iloc[0]
+        same_sign = bool((g["ratio"] > 1).all() or (g["ratio"] < 1).all())
+        if not g["within_tolerance"].all() and abs(float(b["bias"]) - 1) <= tolerance and same_sign:
+            per_setting_fails.append(f"{chapter} ({mode})")
+        if abs(float(b["bias"]) - 1) <= tolerance:
+            ratio_holds.append(f"{chapter} ({mode})")
+    if per_setting_fails:
+        out += (f" In {'; '.join(per_setting_fails)} a setting's estimate misses by more than {tolerance:.0%} while the "
+                "ratio the claims compare is within it: the subsample errs in the same direction at both settings, "
+                "and a ratio cancels what they share.")
+    out += f" The claims' ratio is within {tolerance:.0%} for {len(ratio_holds)} of {len(bias)} chapter-modes."
     return out

@@ -41,7 +41,8 @@ ROUNDING_LOSS = 1e-12  # mean loss below which 1 - p_c nears float64's rounding 
 
 __all__ = ["ROUNDING_LIMIT", "ROUNDING_LOSS", "MEASURED", "TheoremParameters", "GedankenParameters",
            "check_training_parameters",
-           "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict", "checked_claim",
+           "chapter_configs", "fitted_subset", "monotone_fraction", "scaling_verdict", "lambda_path_sentence",
+           "checked_claim",
            "theorem1_claims", "gedanken_claims"]
 
 MEASURED = "measured on this run (deterministic given its seeds)"
@@ -202,6 +203,33 @@ def scaling_verdict(df, transform: str) -> dict[str, Any]:
         out[f"{measure}_steps_after_peak"] = len(values) - 1 - peak
         out[f"{measure}_falls_after_peak"] = bool(peak < len(values) - 1
                                                   and monotone_fraction(values[peak:]) == 1.0)
+    return out
+
+
+def lambda_path_sentence(verdicts: dict[str, dict[str, Any]], first_alpha: float) -> str:
+    """What lambda_1 did along each scaling sweep (``scaling_verdict`` of each, by name), computed:
+    falls from the start; rises over the whole grid (its largest value at the last scale); or rises,
+    peaks inside the grid and ends at some multiple of its start. Then what that means: a rise is the
+    same classifier made SHARPER over those scales; the exact limits say it flattens eventually, and
+    whether this grid got that far is for the checks to say."""
+    parts, rose = [], False
+    for name, v in verdicts.items():
+        up, end = v["lambda_max_peak_over_first"], v["lambda_max_last_over_first"]
+        if up <= 1.01:
+            parts.append(f"{name}: $\\lambda_1$ falls from the start, to {end:.3g} times its starting value")
+            continue
+        rose = True
+        if v["lambda_max_steps_after_peak"] == 0:
+            parts.append(f"{name}: $\\lambda_1$ **rises over the whole grid**, to {end:.3g} times its value at "
+                         f"$\\alpha$ = {first_alpha:g} (its largest value is at the last scale)")
+        else:
+            parts.append(f"{name}: $\\lambda_1$ first **rises**, up to {up:.3g} times its value at $\\alpha$ = "
+                         f"{first_alpha:g} (peak at $\\alpha$ = {v['lambda_max_peak_alpha']:.3g}), then ends at "
+                         f"{end:.3g} times its starting value")
+    out = "*Computed:* " + "; ".join(parts) + "."
+    if rose:
+        out += (" Where it rises, the same classifier is *sharper* over that range of scales; the limits above say "
+                "it flattens eventually, and the checks below say whether this grid of scales got that far.")
     return out
 
 
