@@ -57,5 +57,13 @@ def test_ablation_table_and_sentence():
     text = cnn.ablation_sentence(table)
     assert "a factor 4" in text and "a factor 2," in text and "rising with the shrinkage" in text
     assert "3 of the 3" in text and "not a test" in text
+    inverse = []  # the gentler the steps, the larger the ratio (what the laptop WRN showed)
+    for epochs, wd, top in ((40, 0.006553, 21.0), (20, 0.01311, 14.0), (80, 0.003277, 63.0)):
+        inverse += [_result(c.replace(epochs=epochs), 1.0), _result(c.replace(epochs=epochs, weight_decay=wd), top)]
+    assert "falling as it rises" in cnn.ablation_sentence(cnn.ablation_table(inverse))
+    mixed = []
+    for epochs, wd, top in ((40, 0.006553, 5.0), (20, 0.01311, 14.0), (80, 0.003277, 9.0)):
+        mixed += [_result(c.replace(epochs=epochs), 1.0), _result(c.replace(epochs=epochs, weight_decay=wd), top)]
+    assert "not ordered by" in cnn.ablation_sentence(cnn.ablation_table(mixed))
     with pytest.raises(ValueError, match="pairs"):
         cnn.ablation_table(pairs[1:])

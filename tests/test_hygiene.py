@@ -87,3 +87,26 @@ def test_code_cells_compile_without_escape_warnings(path):
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert not re.search(r"[\t\f\v\b]", node.value), f"{path.name} cell {i}: {node.value[:80]!r}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_every_parameter_reaches_the_chapters_object(path):
+    """A notebook builds the parameter class its metadata names from its whole namespace
+    (``from_namespace(globals())``), never by listing keywords: a listed call silently dropped a
+    parameter a profile set (the adaptive chapter trained without ``channels_last`` while the plan,
+    built from the profile, had it)."""
+    import papermill as pm
+
+    nb = nbformat.read(str(path), as_version=4)
+    check = nb.metadata.get("flatbook", {}).get("check")
+    if not check:
+        pytest.skip("no parameter class named")
+    cls = check.split(":")[1]
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert f"{cls}.from_namespace(globals())" in code, f"{path.name} must build {cls} with from_namespace(globals())"
+    import importlib
+
+    module, name = check.split(":")
+    fields = {f.name for f in __import__("dataclasses").fields(getattr(importlib.import_module(module), name)) if f.init}
+    cell = set(pm.inspect_notebook(str(path)))
+    assert fields - cell == set(), f"{path.name}: parameters of {name} missing from the parameters cell: {fields - cell}"

@@ -169,3 +169,34 @@ def test_the_book_is_found_from_the_package_outside_the_checkout(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     root = repo_root()
     assert (root / "_toc.yml").is_file() and (root / "flatbook" / "book" / "registry.py").is_file()
+
+
+def test_train_first_trains_every_planned_run_once_costliest_first(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    import flatbook.experiments as experiments
+    from flatbook.book import registry, runner
+    from flatbook.book.plan import chapter_plan, plan_cost
+
+    root = Path(__file__).resolve().parent.parent
+    seen = {}
+
+    def record(configs, *, workers, progress):
+        seen["configs"], seen["workers"] = list(configs), workers
+        return []
+
+    monkeypatch.setattr(experiments, "run_many", record)
+    names = ["wd_wrn", "decay_exponent", "calibration"]
+    n = runner.train_first(names, "ci", 2, root=root, echo=lambda *_: None)
+    planned = {c.key() for name in names for c in chapter_plan(name, "ci", root=root)}
+    assert n == len(planned) == len(seen["configs"]) and {c.key() for c in seen["configs"]} == planned
+    assert seen["workers"] == 2
+    costs = [plan_cost([c])["flops"] for c in seen["configs"]]
+    assert costs == sorted(costs, reverse=True)
+    profiles = tmp_path / "book" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "bad.yaml").write_text("description: x\ntrain_first_workers: 0\nchapters: {}\n")
+    with pytest.raises(registry.ParameterError, match="train_first_workers"):
+        registry.load_profile("bad", tmp_path)
+    assert registry.load_profile("laptop", root).train_first_workers == 2
+    assert registry.load_profile("ci", root).train_first_workers is None

@@ -342,3 +342,12 @@ def test_weight_norm_fact_says_which_weight_decays_have_not_settled():
     name, text = weight_norm_fact(pd.DataFrame({"weight_norm_change": {0.0: 0.002, 5e-3: -0.031}}))
     assert "0: +0.2%, 0.005: -3.1%" in text and "not settled" in text and "weight decay 0.005:" in text
     assert "every weight decay settled" in weight_norm_fact(pd.DataFrame({"weight_norm_change": {0.0: 0.002}}))[1]
+
+
+def test_interpolation_note_names_the_runs_that_break_the_rule():
+    from flatbook.chapters.weight_decay import interpolation_note
+
+    runs = _sweep([1.0, 2.0, 3.0], [0.9, 0.91, 0.92], seeds=(0, 1, 2))
+    runs[-1].metrics["train_acc"] = 0.335
+    name, text = interpolation_note(runs)
+    assert text.startswith("33.50%: not interpolating") and "below it: 1 of 9 runs (sgd seed 2, wd 0.001: 33.50%)" in text

@@ -154,6 +154,7 @@ class Profile:
     name: str
     description: str
     overrides: dict[str, dict[str, Any]]  # chapter name -> parameter overrides
+    train_first_workers: int | None = None  # run_book trains every chapter's plan first, in this many processes
 
     def for_chapter(self, chapter: Chapter) -> dict[str, Any]:
         """This profile's overrides for ``chapter``, checked against its parameters cell."""
@@ -177,8 +178,12 @@ def load_profile(name: str, root: Path | None = None) -> Profile:
     if not path.is_file():
         raise ParameterError(f"unknown profile {name!r}; profiles are: {', '.join(profile_names(root))}")
     data = load_yaml(path) or {}
-    if not isinstance(data, dict) or set(data) - {"description", "chapters"}:
-        raise ParameterError(f"{path}: expected the keys 'description' and 'chapters', got {sorted(data)}")
+    if not isinstance(data, dict) or set(data) - {"description", "chapters", "train_first_workers"}:
+        raise ParameterError(f"{path}: expected the keys 'description', 'chapters' and optionally "
+                             f"'train_first_workers', got {sorted(data)}")
+    first = data.get("train_first_workers")
+    if first is not None and (isinstance(first, bool) or not isinstance(first, int) or first < 1):
+        raise ParameterError(f"{path}: train_first_workers must be a positive integer (worker processes), got {first!r}")
     overrides = data.get("chapters") or {}
     if not isinstance(overrides, dict) or not all(isinstance(v, (dict, type(None))) for v in overrides.values()):
         raise ParameterError(f"{path}: 'chapters' must map chapter names to mappings of parameter overrides")
@@ -186,4 +191,4 @@ def load_profile(name: str, root: Path | None = None) -> Profile:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ParameterError(f"{path}: unknown chapters {unknown}; chapters are: {sorted(known)}")
-    return Profile(name, str(data.get("description", "")), {k: dict(v or {}) for k, v in overrides.items()})
+    return Profile(name, str(data.get("description", "")), {k: dict(v or {}) for k, v in overrides.items()}, first)

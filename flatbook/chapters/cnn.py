@@ -290,8 +290,10 @@ def ablation_sentence(table) -> str:
     spread_r = float(r.max() / r.min())
     spread_s = float(s.max() / s.min())
     fitted = int((table["train_acc"] >= 99.0).sum())
-    same_order = list(r.rank(method="first")) == list(s.rank(method="first"))
-    order = "rising with" if same_order else "not ordered by"
+    rank_r, rank_s = list(r.rank(method="first")), list(s.rank(method="first"))
+    order = ("rising with" if rank_r == rank_s else
+             "falling as it rises: larger with gentler steps" if rank_r == list(s.rank(method="first", ascending=False))
+             else "not ordered by")
     return (f"*Computed:* at E = {table['decay_exponent'].median():.3g}, runs of {table.index.min():g} to "
             f"{table.index.max():g} epochs change the shrinkage per step eta gamma / (1 - mu) by a factor "
             f"{spread_s:.3g}; the lambda_1 ratio (with over without weight decay) goes from {r.min():.3g} to "

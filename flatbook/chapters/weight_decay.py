@@ -450,8 +450,14 @@ def interpolation_note(results: Sequence[Any]) -> tuple[str, str]:
 
     low = min(r.metrics["train_acc"] for r in results)
     word = "interpolating" if low >= MIN_TRAIN_ACCURACY else "not interpolating"
-    return ("lowest training accuracy (eval mode)", f"{100 * low:.2f}%: {word} (the rule: at least "
-                                                    f"{100 * MIN_TRAIN_ACCURACY:g}%)")
+    text = f"{100 * low:.2f}%: {word} (the rule: at least {100 * MIN_TRAIN_ACCURACY:g}%)"
+    below = [r for r in results if r.metrics["train_acc"] < MIN_TRAIN_ACCURACY]
+    if below and len(below) < len(results):  # name the runs that break the rule when they are the exception
+        text += (f"; below it: {len(below)} of {len(results)} runs ("
+                 + "; ".join(f"{r.config.optimizer} seed {r.config.seed}, wd {float(r.config.weight_decay):.4g}: "
+                             f"{100 * r.metrics['train_acc']:.2f}%" for r in below[:4])
+                 + ("; ..." if len(below) > 4 else "") + ")")
+    return ("lowest training accuracy (eval mode)", text)
 
 
 def paper_num_params(model: str) -> int:
