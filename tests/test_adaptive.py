@@ -188,4 +188,5 @@ def test_weight_norm_sentence_states_the_ratio_and_the_decay_it_was_measured_at(
     text = adaptive.weight_norm_sentence(lower, gadam_weight_decay=2.991, paper_weight_decay=0.25)
     assert f"{weights.effect:.3g}x the norm of SGD's" in text and weights.interval_text() in text
     assert "**contradicted**" in text and "2.991, 12x the paper's 0.25" in text
+    assert "paper's 0.25" not in adaptive.weight_norm_sentence(lower, gadam_weight_decay=0.25, paper_weight_decay=0.25)
     assert "paper's 0.25" not in adaptive.weight_norm_sentence(lower)

@@ -349,9 +349,9 @@ def weight_norm_sentence(chapter_claims: Sequence[Any], gadam_weight_decay: floa
     sharper = next(c for c in chapter_claims if c.primary and c.component.startswith("sharper"))
     norms = (f"*Computed:* Gadam's weights have {weights.effect:.3g}x the norm of SGD's "
              f"({weights.interval_text()}), so the paper's \"higher norms\" is **{weights.outcome}** here.")
-    if gadam_weight_decay is not None and paper_weight_decay:
+    if gadam_weight_decay is not None and paper_weight_decay and gadam_weight_decay != paper_weight_decay:
         norms += (f" Gadam's decoupled weight decay here is {gadam_weight_decay:.4g}, {gadam_weight_decay / paper_weight_decay:.3g}x "
-                  f"the paper's {paper_weight_decay:g} (the one whose decay exponent over this run is the profile's), "
+                  f"the paper's {paper_weight_decay:g} (chosen by its decay exponent over this shorter run), "
                   "and that decay sets the scale its weights settle at: this is a statement about this run's decay, "
                   "not the paper's.")
     if sharper.decision == "holds" and weights.decision == "holds":
