@@ -189,7 +189,7 @@ class Claim:
 
     def interval_text(self, digits: int = 3) -> str:
         if self.level == 1.0:
-            return ("computed exactly, no sampling" if self.method.startswith("exact computation")
+            return ("computed, no sampling" if self.method.startswith("exact computation")
                     else "measured, deterministic given its seeds: no interval")
         if math.isnan(self.low) and math.isnan(self.high):
             return f"permutation p = {self.p_value:.3g}" if not math.isnan(self.p_value) else "no interval"

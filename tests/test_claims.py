@@ -40,7 +40,7 @@ def test_conditions():
 def test_exact_claim():
     assert claims.exact_claim("agrees", 1e-12, 1e-9).outcome == "passes"  # the book's own check by default
     bad = claims.exact_claim("agrees", 1e-3, 1e-9)
-    assert bad.outcome == "fails" and "computed exactly" in bad.line()
+    assert bad.outcome == "fails" and "computed, no sampling" in bad.line()
     assert claims.exact_claim("agrees", 1e-12, 1e-9, role="paper").outcome == "supported"
     assert claims.exact_claim("wrong", 1e-3, 1e-9, role="correction").outcome == "refuted"
     with pytest.raises(ValueError, match="tolerance"):

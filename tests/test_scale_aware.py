@@ -30,8 +30,8 @@ def test_group_results_keeps_groups_that_differ_only_in_the_treatment():
             _fake("mlp", 0.0, 0.8, 1.0, epochs=7),  # another setting: a group of one, dropped
             _fake("logreg", 0.0, 0.7, 1.0), _fake("logreg", 1e-3, 0.7, 1.0, spectrum=False)]  # no spectrum: dropped
     groups = group_results(runs, in_regime_only=False)
-    assert list(groups) == ["mlp, fashion-mnist, 5 ep"]
-    assert [(r.config.optimizer, r.config.weight_decay) for r in groups["mlp, fashion-mnist, 5 ep"]] == \
+    assert list(groups) == ["mlp, fashion-mnist, 5 ep, seed 0"]
+    assert [(r.config.optimizer, r.config.weight_decay) for r in groups["mlp, fashion-mnist, 5 ep, seed 0"]] == \
         [("gadam", 5e-4), ("sgd", 0.0), ("sgd", 1e-4)]  # sorted by optimiser, then weight decay
     assert group_results(runs, models=["logreg"], in_regime_only=False) == {}
     assert len(group_results(runs, min_runs=1, in_regime_only=False)) == 3

@@ -100,7 +100,7 @@ def _group_label(config: Any) -> str:
         data += f" {config.train_per_class}/class"
     if config.image_size is not None:
         data += f" {config.image_size}px"
-    return f"{config.model}{'(' + options + ')' if options else ''}, {data}, {config.epochs} ep"
+    return f"{config.model}{'(' + options + ')' if options else ''}, {data}, {config.epochs} ep, seed {config.seed}"
 
 
 def outside_regime(result: Any) -> str:

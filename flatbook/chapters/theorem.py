@@ -228,8 +228,11 @@ def lambda_path_sentence(verdicts: dict[str, dict[str, Any]], first_alpha: float
                          f"{end:.3g} times its starting value")
     out = "*Computed:* " + "; ".join(parts) + "."
     if rose:
-        out += (" Where it rises, the same classifier is *sharper* over that range of scales; the limits above say "
-                "it flattens eventually, and the checks below say whether this grid of scales got that far.")
+        out += (" Where it rises, the same classifier is *sharper* over that range of scales. The exact limits above "
+                "are for logistic regression and a ReLU network on one activation piece; a scaled ReLU network keeps "
+                "its activation pattern and its margins grow linearly in the scale, so the same polynomial-times-"
+                "exponential argument says it flattens eventually, which no limit here computes for these trained "
+                "networks: the checks below say whether this grid of scales got that far.")
     return out
 
 
