@@ -153,7 +153,8 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def key(self) -> str:
-        """The cache key: a hash of the resolved config and RESULT_FORMAT."""
+        """The cache key: a hash of the resolved config and RESULT_FORMAT; ``channels_last`` enters only
+        when true (a field added after format 3, so the keys of runs without it did not change)."""
         config = self.resolved().to_dict()
         if not config["channels_last"]:  # a field added after format 3: runs without it keep their keys
             del config["channels_last"]

@@ -175,8 +175,8 @@ def test_train_first_trains_every_planned_run_once_costliest_first(monkeypatch, 
     from pathlib import Path
 
     import flatbook.experiments as experiments
-    from flatbook.book import registry, runner
-    from flatbook.book.plan import chapter_plan, plan_cost
+    from flatbook.book import registry
+    from flatbook.book.plan import chapter_plan, plan_cost, train_first
 
     root = Path(__file__).resolve().parent.parent
     seen = {}
@@ -187,7 +187,7 @@ def test_train_first_trains_every_planned_run_once_costliest_first(monkeypatch, 
 
     monkeypatch.setattr(experiments, "run_many", record)
     names = ["wd_wrn", "decay_exponent", "calibration"]
-    n = runner.train_first(names, "ci", 2, root=root, echo=lambda *_: None)
+    n = train_first(names, "ci", 2, root=root, echo=lambda *_: None)
     planned = {c.key() for name in names for c in chapter_plan(name, "ci", root=root)}
     assert n == len(planned) == len(seen["configs"]) and {c.key() for c in seen["configs"]} == planned
     assert seen["workers"] == 2

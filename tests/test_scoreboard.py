@@ -75,3 +75,12 @@ def test_notes_carry_the_chapters_corrections_and_the_calibration(tmp_path):
     row = next(r for r in scoreboard_rows(tmp_path) if r.chapter == "wd_wrn")
     assert "the book's correction, confirmed: Eq. (3) is not the Hessian" in row.notes
     assert "calibration (train mode): the claims' lambda_1 ratio 13 against 10" in row.notes and "fails" in row.notes
+
+
+def test_note_headlines_never_cut_inside_parentheses():
+    from flatbook.book import scoreboard
+
+    _headline = scoreboard._headline
+    assert _headline("Eq. (3) is not the Hessian: the dropped term") == "Eq. (3) is not the Hessian"
+    text = "Tr(H) = X^2 L sum_i P_i^2 (Eq. (4) as printed has X in place of X^2: a typo)"
+    assert _headline(text) == text

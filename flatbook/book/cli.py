@@ -146,10 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{rep.chapter}: executed in {rep.wall_seconds:.1f} s at profile {rep.profile!r} -> {rep.output}")
             return 0
         if args.command == "book":
+            from .plan import train_first
             from .runner import run_book
 
             t0 = time.perf_counter()
-            reports, failures = run_book(args.profile, args.chapters)
+            reports, failures = run_book(args.profile, args.chapters, train_first=train_first)
             if failures:
                 print(f"\n{len(failures)} chapter(s) failed:", file=sys.stderr)
                 for f in failures:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["chapter_plan", "seed_plans", "plan_cost", "DEFAULT_TFLOPS"]
+__all__ = ["chapter_plan", "seed_plans", "plan_cost", "train_first", "DEFAULT_TFLOPS"]
 
 DEFAULT_TFLOPS = 20.0  # an assumed sustained rate for one modern GPU (float32/TF32 training); not measured here
 
@@ -64,3 +64,35 @@ def plan_cost(configs: Sequence[Any], tflops: float = DEFAULT_TFLOPS) -> dict[st
     totals["flops"] = totals["train_flops"] + totals["hessian_flops"]
     totals["hours"] = totals["flops"] / (tflops * 1e12) / 3600
     return totals
+
+
+def train_first(names: Sequence[str], profile: str, workers: int, *, root: Any = None, echo=print,
+                progress: bool = True) -> int:
+    """Train every run the chapters ``names`` plan at ``profile`` (``book.plan.chapter_plan``; chapters
+    with their own ``results_dir`` are left to themselves) before any chapter executes: one pool of
+    ``workers`` processes for the whole book, the costliest runs first (FLOPs, ``plan.plan_cost``),
+    so no core idles at the end of each chapter's sweep as it does when every chapter runs its own
+    pool. A speed setting only: each run computes on its config's threads, so the chapters then find
+    the same bits in the cache. Returns the number of configs."""
+    import time
+
+    from ..experiments import run_many, unique_configs
+    from .registry import get_chapter
+    from .runner import resolve_parameters
+
+    configs = []
+    for name in names:
+        chapter = get_chapter(name, root)
+        if resolve_parameters(chapter, profile, None, root).get("results_dir") is not None:
+            continue
+        configs += chapter_plan(name, profile, root=root)
+    configs = unique_configs(configs)
+    if not configs:
+        return 0
+    configs.sort(key=lambda c: -plan_cost([c])["flops"])
+    echo(f"[0/{len(names)}] training every planned run first: {len(configs)} runs in {workers} processes, "
+         "costliest first (cached runs are skipped)")
+    start = time.perf_counter()
+    run_many(configs, workers=workers, progress=progress)
+    echo(f"[0/{len(names)}] planned runs: done in {time.perf_counter() - start:.1f} s")
+    return len(configs)

@@ -330,35 +330,6 @@ def run_chapter(
             partial.unlink()
 
 
-def train_first(names: Sequence[str], profile: str, workers: int, *, root: Path | None = None, echo=print,
-                progress: bool = True) -> int:
-    """Train every run the chapters ``names`` plan at ``profile`` (``book.plan.chapter_plan``; chapters
-    with their own ``results_dir`` are left to themselves) before any chapter executes: one pool of
-    ``workers`` processes for the whole book, the costliest runs first (FLOPs, ``plan.plan_cost``),
-    so no core idles at the end of each chapter's sweep as it does when every chapter runs its own
-    pool. A speed setting only: each run computes on its config's threads, so the chapters then find
-    the same bits in the cache. Returns the number of configs."""
-    from ..experiments import run_many, unique_configs
-    from .plan import chapter_plan, plan_cost
-
-    configs = []
-    for name in names:
-        chapter = get_chapter(name, root)
-        if resolve_parameters(chapter, profile, None, root).get("results_dir") is not None:
-            continue
-        configs += chapter_plan(name, profile, root=root)
-    configs = unique_configs(configs)
-    if not configs:
-        return 0
-    configs.sort(key=lambda c: -plan_cost([c])["flops"])
-    echo(f"[0/{len(names)}] training every planned run first: {len(configs)} runs in {workers} processes, "
-         "costliest first (cached runs are skipped)")
-    start = time.perf_counter()
-    run_many(configs, workers=workers, progress=progress)
-    echo(f"[0/{len(names)}] planned runs: done in {time.perf_counter() - start:.1f} s")
-    return len(configs)
-
-
 def run_book(
     profile: str = "laptop",
     names: Sequence[str] | None = None,
@@ -366,14 +337,17 @@ def run_book(
     root: Path | None = None,
     progress: bool = True,
     echo=print,
+    train_first=None,
 ) -> tuple[list[RunReport], list[Exception]]:
-    """Execute chapters in reading order (all, or ``names``); go on past failures and return both."""
+    """Execute chapters in reading order (all, or ``names``); go on past failures and return both.
+    When the profile sets ``train_first_workers`` and ``train_first`` is given (``book.plan.train_first``,
+    as the CLI passes it), it trains every planned run first."""
     root = root or repo_root()
     selected = [get_chapter(n, root) for n in names] if names else all_chapters(root)
     loaded = load_profile(profile, root)  # a bad profile fails before any chapter runs
     for ch in selected:  # and so does any bad override in it
         resolve_parameters(ch, profile, None, root)
-    if loaded.train_first_workers:
+    if loaded.train_first_workers and train_first is not None:
         train_first([ch.name for ch in selected], profile, loaded.train_first_workers, root=root, echo=echo,
                     progress=progress)
     reports, failures = [], []

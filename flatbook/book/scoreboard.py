@@ -64,8 +64,19 @@ def _regime_text(parts: Sequence) -> str:
     return "; ".join(conditions.values()) if conditions else "exact (no regime)"
 
 
+def _headline(statement: str) -> str:
+    """A statement up to its first ": " outside parentheses (the part before the explanation), or
+    whole when it has none: a cut inside "(...)" left a note with an open parenthesis."""
+    depth = 0
+    for i, ch in enumerate(statement):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and statement.startswith(": ", i):
+            return statement[:i]
+    return statement
+
+
 def _notes(chapter: str, shown: Sequence, calibration: Sequence) -> str:
-    notes = [f"the book's correction, {c.outcome}: {c.statement.split(':')[0]}" for c in shown
+    notes = [f"the book's correction, {c.outcome}: {_headline(c.statement)}" for c in shown
              if c.role == "correction" and c.decision == "holds"]
     for c in calibration:
         if c.statement.startswith(f"{chapter}, ") and "ratio its claims compare" in c.statement:
