@@ -64,7 +64,7 @@ from . import __version__
 
 __all__ = ["Config", "Result", "run", "sweep", "run_many", "default_nproc", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
            "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS",
-           "worker_devices", "unique_configs"]
+           "worker_devices", "unique_configs", "training_part", "map_in_processes"]
 
 RESULT_FORMAT = 3  # 2: per-image validation correctness (val_correct), Ritz residuals in the spectrum;
 # 3: the CPU threads a run computes with are part of its config (``threads``): CPU kernels split their
@@ -830,18 +830,20 @@ SPECTRUM_FIELDS = ("spectrum", "lanczos_steps", "probes", "bn_mode", "hessian_ba
                    "spectrum_seed")
 
 
-def _training_part(c: Config) -> dict[str, Any]:
+def training_part(c: Config) -> dict[str, Any]:
+    """The resolved config without its spectrum settings (``SPECTRUM_FIELDS``): two configs with the
+    same training part train the same weights."""
     return {k: v for k, v in c.resolved().to_dict().items() if k not in SPECTRUM_FIELDS}
 
 
 def _trained_with_same_settings(root: Path, c: Config) -> Result | None:
     """A cached Result trained exactly as ``c`` (all fields but ``SPECTRUM_FIELDS`` equal), or None."""
-    wanted = _training_part(c)
+    wanted = training_part(c)
     for entry, other in _stored_entries(root):
         if isinstance(other, Exception):
             continue
         try:
-            if _training_part(other) == wanted:
+            if training_part(other) == wanted:
                 return _load_entry(entry, other.resolved(), entry.name)
         except (ValueError, KeyError, TypeError, _CorruptEntry):
             continue
@@ -899,6 +901,33 @@ def _worker(config: dict, results_dir: str, data_root: str | None, device: str |
     return r.key
 
 
+def map_in_processes(fn, calls: list[tuple], *, workers: int, desc: str, unit: str, progress: bool = True,
+                     context: Any = None, initializer: Any = None, initargs: tuple = ()) -> None:
+    """``fn(*call)`` for every tuple of ``calls`` in ``workers`` processes (``context``: a multiprocessing
+    context, default "spawn": never fork a process that has run torch ops), with one progress bar over
+    the calls; the first exception a call raises is raised here. Results are not returned: the
+    callers' workers store what they compute (the results cache, measures beside the weights)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(calls), desc=desc, unit=unit)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context or mp.get_context("spawn"),
+                             initializer=initializer, initargs=initargs) as pool:
+        futures = [pool.submit(fn, *call) for call in calls]
+        try:
+            for f in as_completed(futures):
+                f.result()
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+
+
 def sweep(base: Config | dict, weight_decays: list[float], *, workers: int = 1,
           results_dir: str | Path | None = None, data_root: str | Path | None = None, device: str | None = None,
           progress: bool = True) -> list[Result]:
@@ -951,30 +980,16 @@ def run_many(configs: list[Config | dict], *, workers: int = 1, results_dir: str
                            checkpoint_every=checkpoint_every, progress=progress)
     elif workers > 1 and len(todo) > 1:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = mp.get_context("spawn")  # never fork a process that has run torch ops
         n_processes = min(workers, len(todo))
         devices = ctx.Queue()
         for d in worker_devices(n_processes, device):
             devices.put(d)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), desc=f"{configs[0].model}: {len(todo)} runs in {workers} processes", unit="run")
-        with ProcessPoolExecutor(max_workers=n_processes, mp_context=ctx, initializer=_claim_device,
-                                 initargs=(devices,)) as pool:
-            futures = [pool.submit(_worker, c.to_dict(), str(root), None if data_root is None else str(data_root),
-                                   device) for c in todo]
-            try:
-                for f in as_completed(futures):
-                    f.result()
-                    if bar is not None:
-                        bar.update(1)
-            finally:
-                if bar is not None:
-                    bar.close()
+        map_in_processes(_worker, [(c.to_dict(), str(root), None if data_root is None else str(data_root), device)
+                                   for c in todo], workers=n_processes, context=ctx,
+                         desc=f"{configs[0].model}: {len(todo)} runs in {workers} processes", unit="run",
+                         progress=progress, initializer=_claim_device, initargs=(devices,))
     out = [run(c, results_dir=root, data_root=data_root, device=device, progress=progress, nproc=1)
            for c in configs]
     trained_here = {c.key() for c in todo}

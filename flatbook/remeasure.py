@@ -31,6 +31,7 @@ from typing import Any
 __all__ = ["spectrum", "relative_flatness", "many", "OPERATORS", "MEASURES"]
 
 OPERATORS = ("hessian", "layer-normalized")
+DENSE_UP_TO, FLATNESS_PROBES, FLATNESS_SEED = 4096, 100, 0  # relative_flatness's defaults (also read by _stored)
 MEASURE_FORMAT = 1
 
 
@@ -145,7 +146,8 @@ def _flatness_settings(result: Any, layer: str | None, bn_mode: str | None, hess
 
 def relative_flatness(result: Any, *, layer: str | None = None, bn_mode: str | None = None,
                       hessian_samples: int | None = None, hessian_batch_size: int | None = None,
-                      dense_up_to: int = 4096, probes: int = 100, seed: int = 0, data_root: Any = None,
+                      dense_up_to: int = DENSE_UP_TO, probes: int = FLATNESS_PROBES, seed: int = FLATNESS_SEED,
+                      data_root: Any = None,
                       device: str | None = None, recompute: bool = False) -> float:
     """Petzka et al.'s relative flatness (``scale_measures.relative_flatness``: exact up to
     ``dense_up_to`` weights, else Hutchinson with ``probes``) of ``layer`` (default: the last
@@ -192,26 +194,13 @@ def many(results: list[Any], measure: str = "spectrum", *, workers: int = 1, pro
     workers = positive_int("workers", workers)
     results = list(results)
     if workers > 1 and len(results) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from .experiments import map_in_processes
 
         todo = [r for r in results if not _stored(r, measure, settings)]
         if len(todo) > 1:
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=len(todo), desc=f"{measure}: {len(todo)} models in {workers} processes", unit="model")
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-                futures = [pool.submit(_take, measure, r, settings) for r in todo]
-                try:
-                    for f in as_completed(futures):
-                        f.result()
-                        if bar is not None:
-                            bar.update(1)
-                finally:
-                    if bar is not None:
-                        bar.close()
+            map_in_processes(_take, [(measure, r, settings) for r in todo], workers=min(workers, len(todo)),
+                             desc=f"{measure}: {len(todo)} models in {workers} processes", unit="model",
+                             progress=progress)
     from tqdm.auto import tqdm
 
     todo = sum(not _stored(r, measure, settings) for r in results)
@@ -229,6 +218,6 @@ def _stored(result: Any, measure: str, settings: dict) -> bool:
                       settings.get("spectrum_seed"))
         return _cache_file(result, f"spectrum:{settings.get('operator', 'hessian')}", s).exists()
     s = _flatness_settings(result, settings.get("layer"), settings.get("bn_mode"), settings.get("hessian_samples"),
-                           settings.get("hessian_batch_size"), settings.get("dense_up_to", 4096),
-                           settings.get("probes", 100), settings.get("seed", 0))
+                           settings.get("hessian_batch_size"), settings.get("dense_up_to", DENSE_UP_TO),
+                           settings.get("probes", FLATNESS_PROBES), settings.get("seed", FLATNESS_SEED))
     return _cache_file(result, "relative_flatness", s).exists()

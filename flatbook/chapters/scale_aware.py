@@ -141,11 +141,10 @@ def one_per_trained_model(results: list[Any]) -> list[Any]:
     the chapters' own), ties broken by cache key; the order of ``results`` is kept otherwise."""
     import json
 
-    from ..experiments import SPECTRUM_FIELDS
+    from ..experiments import training_part
 
     def trained(r: Any) -> str:
-        return json.dumps({k: v for k, v in r.config.to_dict().items() if k not in SPECTRUM_FIELDS},
-                          sort_keys=True, default=str)
+        return json.dumps(training_part(r.config), sort_keys=True, default=str)
 
     def cost(r: Any) -> tuple:
         c = r.config
