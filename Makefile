@@ -1,7 +1,7 @@
 # flatbook: two commands for a newcomer.
 #   make book   set up .venv, get the offline data, execute every chapter (laptop profile), render HTML
 #   make test   set up .venv, run the test suite
-# Others: make setup | data | html | check-install | clean.   Variables: VENV (default .venv), PYTHON (python3), PROFILE.
+# Others: make setup | data | html | check-install | check-torch-oldest | gpu-bundle | clean.   Variables: VENV (default .venv), PYTHON (python3), PROFILE.
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.flatbook-installed
 PIP_VERSION := 26.3
 FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: book test html setup data check-install clean
+.PHONY: book test html setup data check-install check-torch-oldest gpu-bundle clean
 
 book: setup data
 	@start=$$(date +%s); \
@@ -80,6 +80,48 @@ check-install:
 	(cd $(CLEAN_VENV) && bin/python $$example) || exit $$?; \
 	rm -rf $(CLEAN_VENV) build; \
 	echo "== make check-install: done in $$(( $$(date +%s) - start )) s"
+
+# What benchmarks/gpu_check.py needs on the GPU machine that its image lacks (it has torch, numpy,
+# scipy, pandas, matplotlib, seaborn, sympy, tqdm, PyYAML and pytest, and no network): the wheels of
+# papermill, nbformat, ipykernel and tabulate with their dependencies (at requirements.txt's pins,
+# for CPython 3.12 on x86-64 Linux) and Fashion-MNIST's four gzipped files, in one git-ignored
+# folder to copy along with the source tree; there: python3 benchmarks/gpu_check.py --bundle gpu_bundle.
+GPU_BUNDLE ?= gpu_bundle
+GPU_PYTHON_VERSION ?= 3.12
+gpu-bundle: setup data
+	@start=$$(date +%s); \
+	echo "== make gpu-bundle: wheels for Python $(GPU_PYTHON_VERSION) and Fashion-MNIST into $(GPU_BUNDLE)/"; \
+	rm -rf $(GPU_BUNDLE) && mkdir -p $(GPU_BUNDLE)/wheels $(GPU_BUNDLE)/fashion-mnist || exit $$?; \
+	grep -E '^(papermill|nbformat|nbclient|ipykernel|ipython|tabulate)==' requirements.txt > $(GPU_BUNDLE)/wanted.txt; \
+	$(PY) -m pip download --quiet --dest $(GPU_BUNDLE)/wheels --only-binary=:all: --implementation cp \
+		--python-version $(GPU_PYTHON_VERSION) --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -r $(GPU_BUNDLE)/wanted.txt || exit $$?; \
+	cp $(FASHION_MNIST_DEB)/*-ubyte.gz $(GPU_BUNDLE)/fashion-mnist/ || exit $$?; \
+	echo "== make gpu-bundle: $$(ls $(GPU_BUNDLE)/wheels | wc -l) wheels, $$(du -sh $(GPU_BUNDLE) | cut -f1) in all, done in $$(( $$(date +%s) - start )) s"
+
+# The oldest supported PyTorch, as the GPU machine has it: a venv with torch 2.11.0 / torchvision
+# 0.26.0 and only the packages that machine's image has (no nbformat, papermill or Jupyter Book), the
+# source on PYTHONPATH (not installed, as there); then the toolkit's and the distributed tests, and
+# the dry run of benchmarks/gpu_check.py on the CPU. Other packages at requirements.txt's pins.
+OLDEST_VENV ?= _build/torch-oldest-venv
+OLDEST_TORCH := torch==2.11.0 torchvision==0.26.0
+IMAGE_PACKAGES := numpy scipy pandas matplotlib seaborn sympy mpmath tqdm PyYAML pytest
+OLDEST_TESTS := tests/test_gpu_paths.py tests/test_curvature.py tests/test_spectrum.py tests/test_train.py \
+	tests/test_models.py tests/test_batching.py tests/test_scale_measures.py tests/test_checks.py \
+	tests/test_schedules.py tests/test_distributed.py
+check-torch-oldest:
+	@start=$$(date +%s); \
+	echo "== make check-torch-oldest: $(OLDEST_TORCH) in $(OLDEST_VENV), the toolkit and distributed tests, gpu_check's CPU dry run"; \
+	rm -rf $(OLDEST_VENV) && $(PYTHON) -m venv $(OLDEST_VENV) || exit $$?; \
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip==$(PIP_VERSION) || exit $$?; \
+	grep -v -E '^(torch|torchvision)==' requirements.txt > $(OLDEST_VENV)/pins.txt; \
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -c $(OLDEST_VENV)/pins.txt $(OLDEST_TORCH) $(IMAGE_PACKAGES) || exit $$?; \
+	$(OLDEST_VENV)/bin/python -c 'import torch; print("== make check-torch-oldest: torch", torch.__version__)'; \
+	PYTHONPATH=$$(pwd) $(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS) || exit $$?; \
+	PYTHONPATH=$$(pwd) $(OLDEST_VENV)/bin/python benchmarks/gpu_check.py --device cpu --quick \
+		--time-scale 4 --out $(OLDEST_VENV)/gpu_check_cpu || exit $$?; \
+	rm -rf $(OLDEST_VENV); \
+	echo "== make check-torch-oldest: done in $$(( $$(date +%s) - start )) s"
 
 clean:
 	rm -rf _build

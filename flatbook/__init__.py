@@ -22,9 +22,9 @@ __version__ = "0.1.0"
 
 # The toolkit's modules (this package's top level), loaded on first attribute access; the layers
 # above it are the subpackages ``flatbook.theory``, ``flatbook.chapters`` and ``flatbook.book``.
-_SUBMODULES = ("batching", "checks", "claims", "curvature", "data", "decay", "device", "experiments", "models",
-               "remeasure", "scale_measures", "schedules", "seeds", "spectrum", "stats", "train", "theory", "chapters",
-               "book")
+_SUBMODULES = ("batching", "checks", "claims", "curvature", "data", "decay", "device", "distributed", "experiments",
+               "launch", "models", "remeasure", "scale_measures", "schedules", "seeds", "spectrum", "stats", "train",
+               "theory", "chapters", "book")
 
 # public names re-exported from submodules (imported on first access)
 _EXPORTS = {

@@ -78,9 +78,19 @@ def _crop_flip_draws(n: int, gen: torch.Generator, padding: int) -> tuple[torch.
     return offsets, flips
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor of random draws on ``device``. On a GPU through pinned memory with
+    ``non_blocking=True``: a copy from ordinary memory waits for every kernel queued before it (a
+    host synchronisation per batch); from pinned memory the host goes on at once. The values are
+    the same either way."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _apply_crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
     n, c, h, w = x.shape
-    offsets, flips = offsets.to(x.device), flips.to(x.device)
+    offsets, flips = _to_device(offsets, x.device), _to_device(flips, x.device)
     padded = F.pad(x, (padding, padding, padding, padding))
     rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (n, h)
     cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # (n, w)
@@ -142,7 +152,7 @@ class TensorBatches:
             yield from self._shard_batches(n, stop, gen)
             return
         if self.shuffle:  # one gather per epoch, then contiguous slices (cheaper than a gather per batch)
-            order = torch.randperm(n, generator=gen).to(self.x.device)
+            order = _to_device(torch.randperm(n, generator=gen), self.x.device)
             x, y = x[order], y[order]
         for start in range(0, stop, self.batch_size):
             xb, yb = x[start:start + self.batch_size], y[start:start + self.batch_size]
@@ -161,7 +171,7 @@ class TensorBatches:
             size = min(self.batch_size, n - start)
             mine = shard_slice(size, rank, world)
             rows = slice(start + mine.start, start + mine.stop)
-            idx = rows if order is None else order[rows].to(self.x.device)
+            idx = rows if order is None else _to_device(order[rows], self.x.device)
             xb, yb = self.x[idx], self.y[idx]
             if self.augment == "crop-flip":
                 offsets, flips = _crop_flip_draws(size, gen, 4)

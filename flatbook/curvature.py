@@ -45,6 +45,7 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from .batching import TensorBatches
 from .checks import finite_number, positive_int
+from .device import ieee_float32
 from .distributed import collective_device, ranks
 
 __all__ = ["HessianOperator", "dense_hessian", "BN_MODES"]
@@ -246,6 +247,7 @@ class HessianOperator:
             "device": str(self.device), "num_params": self.num_params,
             "params": "all" if params is None else list(self.param_names), "method": method,
             "block_strategy": self.block_strategy, "world_size": self.world_size,
+            "tf32": False,  # products run in IEEE float32 (device.ieee_float32), TF32 off on GPUs
         }
 
     # ------------------------------------------------------------------------------------
@@ -405,7 +407,8 @@ class HessianOperator:
         self.device = next(iter(variable.values())).device
         tangents = self._unflatten(V, variable)
         acc = torch.zeros(k, self.num_params, dtype=torch.float64, device=self.device)
-        with warnings.catch_warnings():  # torch's own forward-AD decompositions use torch.jit.script
+        with warnings.catch_warnings(), ieee_float32():  # no TF32 on GPUs: products in true float32
+            # torch's own forward-AD decompositions use torch.jit.script
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
             for x, y in self._batches(mine_only=True):
                 flat = self._hvp_block(variable, fixed, x, y, tangents)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "NAMES", "SPLITS", "VAL_SIZE", "DEBIAN_FASHION_MNIST", "DatasetNotFound", "DatasetCorrupt",
+    "NAMES", "SPLITS", "VAL_SIZE", "DEBIAN_FASHION_MNIST", "unpack_gzipped_fashion_mnist", "DatasetNotFound", "DatasetCorrupt",
     "data_roots", "load", "normalize", "NORMALIZATION", "NATIVE_SHAPES", "TRAIN_FILE_SIZES",
 ]
 
@@ -165,7 +165,16 @@ def _mnist_like_ready(root: Path, name: str) -> bool:
 
 def _unpack_debian_fashion_mnist(root: Path) -> bool:
     """Unpack Debian's gzipped Fashion-MNIST into ``root/FashionMNIST/raw`` (atomically, once)."""
-    if not all((DEBIAN_FASHION_MNIST / f"{f}.gz").is_file() for pair in _IDX_FILES.values() for f in pair):
+    return unpack_gzipped_fashion_mnist(DEBIAN_FASHION_MNIST, root)
+
+
+def unpack_gzipped_fashion_mnist(source: str | Path, root: str | Path) -> bool:
+    """Unpack the four gzipped Fashion-MNIST IDX files in ``source`` (``train-images-idx3-ubyte.gz``
+    and the others, as Debian's package and the original site ship them) into
+    ``root/FashionMNIST/raw``, where ``load(root=root)`` or ``$FLATBOOK_DATA=root`` finds them; each
+    file atomically and only once. False (nothing written) when ``source`` lacks any of the four."""
+    source, root = Path(source), Path(root)
+    if not all((source / f"{f}.gz").is_file() for pair in _IDX_FILES.values() for f in pair):
         return False
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -176,11 +185,11 @@ def _unpack_debian_fashion_mnist(root: Path) -> bool:
                 continue
             tmp = raw / f".{f}.{os.getpid()}.tmp"
             try:
-                with gzip.open(DEBIAN_FASHION_MNIST / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
+                with gzip.open(source / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
                 os.replace(tmp, target)
             except (OSError, EOFError) as exc:
-                raise DatasetCorrupt(f"cannot unpack {DEBIAN_FASHION_MNIST / (f + '.gz')}: {exc}") from exc
+                raise DatasetCorrupt(f"cannot unpack {source / (f + '.gz')}: {exc}") from exc
             finally:
                 if tmp.exists():
                     tmp.unlink()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["default_device", "describe_device", "flush_denormals", "compute_threads", "as_a_run"]
+__all__ = ["default_device", "describe_device", "flush_denormals", "compute_threads", "as_a_run", "ieee_float32",
+           "seed_cuda_generator"]
 
 
 def default_device() -> str:
@@ -93,3 +94,57 @@ class as_a_run:
         for c in reversed(self._contexts):
             c.__exit__(*exc)
         return False
+
+
+class ieee_float32:
+    """Context manager: float32 matrix products and convolutions in true IEEE float32 inside (no
+    TF32 on NVIDIA GPUs, whose cuDNN convolutions default to TF32's 10-bit mantissa), and the
+    caller's settings restored on exit. Hessian products run inside it, so the two product methods
+    (double backward, forward over reverse) agree to float32 rounding on a GPU as on the CPU, not
+    to TF32's ~1e-3. PyTorch >= 2.9 has ``fp32_precision`` ("ieee" / "tf32" / "none") per backend;
+    older versions the ``allow_tf32`` flags. On the CPU the settings change nothing."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[object, str, object]] = []
+
+    @staticmethod
+    def _switches() -> list[tuple[object, str, object]]:
+        """(object, attribute, value meaning IEEE float32) for every TF32 switch this PyTorch has."""
+        import torch
+
+        matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+        conv = getattr(cudnn, "conv", None)
+        if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+            return [(matmul, "fp32_precision", "ieee"), (conv, "fp32_precision", "ieee")]
+        return [(matmul, "allow_tf32", False), (cudnn, "allow_tf32", False)]
+
+    def __enter__(self):
+        self._saved = []
+        for owner, name, ieee in self._switches():
+            self._saved.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, ieee)
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, before in reversed(self._saved):
+            setattr(owner, name, before)
+        self._saved = []
+        return False
+
+
+def seed_cuda_generator(device, seed: int) -> None:
+    """Seed the CUDA generator of ``device`` itself ("cuda:N"; "cuda" means the current GPU), not
+    the current device's as ``torch.cuda.manual_seed`` does: a run trained on cuda:1 while the
+    current device is cuda:0 draws from cuda:1's generator."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"seed_cuda_generator needs a CUDA device, got {device}")
+    if torch.cuda.is_available():
+        torch.cuda.init()  # the per-GPU generators exist only once CUDA is initialised (lazily, by torch)
+    index = torch.cuda.current_device() if device.index is None else device.index
+    generators = torch.cuda.default_generators
+    if not 0 <= index < len(generators):
+        raise ValueError(f"no CUDA generator for {device}: this machine has {len(generators)} GPU(s)")
+    generators[index].manual_seed(int(seed))

@@ -46,7 +46,7 @@ from torch import nn
 from .checks import positive_int
 
 __all__ = ["RENDEZVOUS_VARIABLES", "DistributedError", "Ranks", "ranks", "current_group", "init_from_env",
-           "local_rank", "backend_of", "rank_device", "agree", "broadcast_object", "on_rank_zero", "collective_device", "shard_slice", "GlobalBatchNorm", "global_batchnorm",
+           "local_rank", "backend_of", "rank_device", "sharded_dropouts", "synced_batchnorm", "agree", "broadcast_object", "on_rank_zero", "collective_device", "shard_slice", "GlobalBatchNorm", "global_batchnorm",
            "ShardedDropout", "torchrun_command", "check_batch_split"]
 
 RENDEZVOUS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -171,9 +171,19 @@ def backend_of(group: Any) -> str:
 
 
 def rank_device(group: Any) -> str:
-    """This rank's default device in ``group``: its current GPU with NCCL (``init_from_env`` set it
-    to ``cuda:LOCAL_RANK``), else the CPU."""
-    return f"cuda:{torch.cuda.current_device()}" if backend_of(group) == "nccl" else "cpu"
+    """This rank's default device in ``group``: ``cuda:LOCAL_RANK`` with NCCL, else the CPU. With
+    NCCL the current CUDA device must be that GPU (``init_from_env`` sets it): NCCL's collectives run
+    on the current device, so a rank whose current device is another rank's GPU would share that GPU
+    and hang or fail inside NCCL; this is refused here with a DistributedError naming both."""
+    if backend_of(group) != "nccl":
+        return "cpu"
+    local, current = local_rank(), torch.cuda.current_device()
+    if current != local:
+        raise DistributedError(f"this rank's current CUDA device is cuda:{current} but LOCAL_RANK={local}: with NCCL "
+                               f"each rank computes on cuda:LOCAL_RANK. Join the group with "
+                               f"flatbook.distributed.init_from_env() (it sets the device), or call "
+                               f"torch.cuda.set_device({local}) before init_process_group")
+    return f"cuda:{local}"
 
 
 def collective_device(group: Any, device: torch.device | str) -> torch.device:
@@ -349,13 +359,14 @@ class ShardedDropout(nn.Dropout):
         super().__init__(layer.p, inplace=False)
         self.training = layer.training
         self.group = group
+        self.global_batch: int | None = None  # set by the training loop, which knows it; else all-reduced
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         import torch.distributed as dist
 
-        total = _global_batch_size(len(x), x.device, self.group)
+        total = self.global_batch if self.global_batch is not None else _global_batch_size(len(x), x.device, self.group)
         mine = shard_slice(total, dist.get_rank(self.group), dist.get_world_size(self.group))
         if mine.stop - mine.start != len(x):
             raise ValueError(f"dropout on a share of {len(x)} rows, but rank {dist.get_rank(self.group)}'s share of a "
@@ -365,20 +376,46 @@ class ShardedDropout(nn.Dropout):
         return x * noise[mine]
 
 
+def sharded_dropouts(model: nn.Module) -> list[ShardedDropout]:
+    """The ``ShardedDropout`` layers of ``model`` (inside ``global_batchnorm``), in module order."""
+    return [m for m in model.modules() if isinstance(m, ShardedDropout)]
+
+
+def synced_batchnorm(layer: nn.modules.batchnorm._BatchNorm, group: Any) -> nn.SyncBatchNorm:
+    """torch's ``SyncBatchNorm`` over ``group`` in place of ``layer``, sharing its parameters and
+    buffers (the same tensors, so the state_dict and the optimiser see no change). For NCCL: its
+    fused CUDA kernels gather the ranks' statistics in one collective per layer in the forward pass
+    and one in the backward (torch still reads the ranks' counts back to the host once per layer
+    and forward pass, to drop empty ranks); the same global-batch statistics and running-statistics
+    update as ``GlobalBatchNorm`` (unbiased variance over the global count). At world size 1 torch
+    runs it as a plain BatchNorm."""
+    sync = nn.SyncBatchNorm(layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats,
+                            process_group=group, device="meta")
+    for name in ("weight", "bias"):
+        setattr(sync, name, getattr(layer, name))  # the same Parameter objects (or None)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        setattr(sync, name, getattr(layer, name))  # the same buffer tensors
+    sync.train(layer.training)
+    return sync
+
+
 @contextmanager
 def global_batchnorm(model: nn.Module, group: Any) -> Iterator[nn.Module]:
-    """Inside, every BatchNorm layer of ``model`` is a ``GlobalBatchNorm`` over ``group`` sharing the
-    layer's parameters and buffers (state_dict keys unchanged) and every ``nn.Dropout`` a
-    ``ShardedDropout``; on exit the original layers are back, holding whatever the training did to
-    those tensors. Other dropout layers (Dropout2d, AlphaDropout, ...) are refused (ValueError):
-    their masks would differ from one process's. No-op for ``group`` None."""
+    """Inside, every BatchNorm layer of ``model`` normalises with the global batch's statistics over
+    ``group``, sharing the layer's parameters and buffers (state_dict keys unchanged): torch's
+    ``SyncBatchNorm`` on NCCL (``synced_batchnorm``: fused kernels, two collectives per layer and
+    step instead of GlobalBatchNorm's separate all-reduces), flatbook's ``GlobalBatchNorm`` on gloo (the CPU, where SyncBatchNorm does not run); and
+    every ``nn.Dropout`` is a ``ShardedDropout``. On exit the original layers are back, holding
+    whatever the training did to those tensors. Other dropout layers (Dropout2d, AlphaDropout, ...)
+    are refused (ValueError): their masks would differ from one process's. No-op for ``group`` None."""
     if group is None:
         yield model
         return
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, (GlobalBatchNorm,
+                                                                                             nn.SyncBatchNorm)):
                 if not child.track_running_stats:
                     raise ValueError(f"layer {name!r} is a BatchNorm without running statistics (track_running_stats="
                                      "False): distributed training needs the running statistics for evaluation")
@@ -388,8 +425,9 @@ def global_batchnorm(model: nn.Module, group: Any) -> Iterator[nn.Module]:
             elif isinstance(child, nn.modules.dropout._DropoutNd) and not isinstance(child, ShardedDropout):
                 raise ValueError(f"layer {name!r} is a {type(child).__name__}: distributed training reproduces "
                                  "nn.Dropout and BatchNorm layers exactly, not this one")
+    batchnorm = synced_batchnorm if backend_of(group) == "nccl" else GlobalBatchNorm
     for parent, name, child in swapped:
-        wrapper = ShardedDropout if isinstance(child, nn.Dropout) else GlobalBatchNorm
+        wrapper = ShardedDropout if isinstance(child, nn.Dropout) else batchnorm
         setattr(parent, name, wrapper(child, group))
     try:
         yield model

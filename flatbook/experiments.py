@@ -62,7 +62,7 @@ from typing import Any
 
 from . import __version__
 
-__all__ = ["Config", "Result", "run", "sweep", "run_many", "default_nproc", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
+__all__ = ["Config", "Result", "run", "sweep", "run_many", "describe_route", "default_nproc", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
            "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS",
            "worker_devices", "unique_configs", "training_part", "map_in_processes"]
 
@@ -872,27 +872,66 @@ def _measure(c: Config, model, x, y, device, num_params: int, progress: bool, pr
 _WORKER_DEVICE: str | None = None  # the device a run_many worker process was given (one GPU each)
 
 
-def worker_devices(workers: int, device: str | None = None) -> list[str | None]:
+def worker_devices(workers: int, device: str | None = None, gpus: int | None = None) -> list[str | None]:
     """The device of each of ``workers`` worker processes of ``run_many``: with several CUDA devices
     in use (``device`` None or "cuda" on a machine with GPUs), one GPU per worker, round-robin
-    (``cuda:0``, ``cuda:1``, ...: workers = number of GPUs puts one run on each); otherwise (the
-    CPU, or one pinned device such as "cuda:1") ``device`` for every worker."""
-    from .checks import positive_int
+    (``cuda:0``, ``cuda:1``, ...: workers = number of GPUs puts one run on each, 2 x GPUs two small
+    runs on each, which keeps a GPU busy while the other run's step waits on kernel launches);
+    otherwise (the CPU, or one pinned device such as "cuda:1") ``device`` for every worker.
+    ``gpus``: the number of GPUs to plan for (default: the ones this machine has)."""
+    from .checks import nonnegative_int, positive_int
 
     import torch
 
     workers = positive_int("workers", workers)
-    wants_cuda = device == "cuda" or (device is None and torch.cuda.is_available())
-    count = torch.cuda.device_count() if wants_cuda else 0
+    if gpus is not None:
+        gpus = nonnegative_int("gpus", gpus)
+    wants_cuda = device == "cuda" or (device is None and (torch.cuda.is_available() if gpus is None else gpus > 0))
+    count = (torch.cuda.device_count() if gpus is None else gpus) if wants_cuda else 0
     if count == 0:
         return [device] * workers
     return [f"cuda:{i % count}" for i in range(workers)]
 
 
+def describe_route(runs: int, *, workers: int = 1, nproc: int = 1, device: str | None = None,
+                   gpus: int | None = None) -> str:
+    """How ``run_many(configs, workers=..., nproc=..., device=...)`` computes ``runs`` uncached
+    configs (the route ``python -m flatbook plan`` prints): one torchrun job of ``nproc`` data-parallel
+    ranks taking the runs one after another; or ``workers`` processes, each on its own device
+    (``worker_devices``: GPUs round-robin, several runs a GPU when workers exceed GPUs); or this
+    process, one run after another. ``gpus``: plan for that many GPUs (default: this machine's)."""
+    from .checks import nonnegative_int, positive_int
+
+    runs, workers, nproc = nonnegative_int("runs", runs), positive_int("workers", workers), positive_int("nproc", nproc)
+    if runs == 0:
+        return "nothing to train (every run is cached or shared)"
+    if nproc > 1:
+        return (f"one torchrun job of {nproc} data-parallel ranks (one GPU each with NCCL, else gloo on the CPU), "
+                f"the {runs} run(s) one after another")
+    if workers == 1 or runs == 1:
+        where = worker_devices(1, device, gpus)[0] or ("cuda" if (gpus or 0) > 0 else "the default device")
+        return f"this process, {runs} run(s) one after another on {where}"
+    placed = worker_devices(min(workers, runs), device, gpus)
+    on_gpus = sorted({d for d in placed if d and str(d).startswith("cuda:")})
+    if on_gpus:
+        per_gpu = -(-len(placed) // len(on_gpus))
+        return (f"{runs} runs in {len(placed)} worker processes on {len(on_gpus)} GPU(s) ({', '.join(placed)}): "
+                f"up to {per_gpu} run(s) at a time per GPU")
+    return (f"{runs} runs in {len(placed)} worker processes on {placed[0] or 'the default device'}, each on its "
+            "configs' threads")
+
+
 def _claim_device(devices) -> None:
-    """Worker-process initialiser: take the next device of the shared queue for this process."""
+    """Worker-process initialiser: take the next device of the shared queue for this process and,
+    for a GPU, make it the process's current CUDA device (``torch.cuda.set_device``), so that
+    everything that allocates on "the current device" (cuDNN workspaces, the CUDA RNG, NCCL)
+    uses this worker's GPU and not cuda:0."""
     global _WORKER_DEVICE
     _WORKER_DEVICE = devices.get()
+    if _WORKER_DEVICE is not None and str(_WORKER_DEVICE).startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(torch.device(_WORKER_DEVICE))
 
 
 def _worker(config: dict, results_dir: str, data_root: str | None, device: str | None) -> str:

@@ -49,6 +49,7 @@ __all__ = [
     "LanczosResult",
     "start_vectors",
     "lanczos",
+    "basis_home",
     "check_operator",
     "Spectrum",
     "slq",
@@ -233,14 +234,19 @@ def lanczos(
     (its T is exact) and its columns are left out of later products.
 
     ``basis_device="cpu"`` keeps the P x steps x probes basis in host memory (large models on
-    a GPU); ``basis_dtype=torch.float32`` halves it (the recurrence stays float64).
+    a GPU); ``basis_dtype=torch.float32`` halves it (the recurrence stays float64). By default
+    (None) the basis stays on the operator's device, a GPU's included, when it takes at most half
+    of that GPU's free memory, and goes to host memory otherwise (``basis_home``).
     """
     P = _operator_size(op)
     steps = positive_int("steps", steps)
     probes = positive_int("probes", probes)
     seed = check_seed(seed)
     m_max = min(steps, P)
-    device = torch.device(basis_device) if basis_device is not None else _operator_device(op)
+    if basis_device is not None:
+        device = torch.device(basis_device)
+    else:
+        device = basis_home(_operator_device(op), probes * m_max * P * torch.finfo(basis_dtype).bits // 8)
     if start is None:
         q = start_vectors(P, probes, seed=seed).to(device)
     else:
@@ -496,6 +502,18 @@ def check_operator(op: SymmetricOperator, *, seed: int = 0, rtol: float | None =
     HU = _products(op, U, torch.device("cpu"))
     again = _products(op, U[:, :1], torch.device("cpu"))  # one column repeated: random passes change any column
     return _check_symmetry_and_repeat(op, U, HU, again, rtol)
+
+
+def basis_home(device: torch.device, basis_bytes: int, free_bytes=None) -> torch.device:
+    """Where a Lanczos basis of ``basis_bytes`` lives by default: on ``device`` itself (no copies
+    between host and GPU at every step) unless ``device`` is a GPU whose free memory
+    (``free_bytes(device)``, default ``torch.cuda.mem_get_info``) is under twice the basis; then the
+    CPU, whose memory is larger and whose copies cost one transfer of a P-vector per step."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device
+    free = (free_bytes or (lambda d: torch.cuda.mem_get_info(d)[0]))(device)
+    return device if basis_bytes <= free / 2 else torch.device("cpu")
 
 
 def slq(

@@ -56,9 +56,9 @@ from torch import nn
 from .batching import AUGMENTATIONS, TensorBatches
 from .checks import finite_number, positive_int
 from .checks import seed as check_seed
-from .device import default_device
+from .device import default_device, seed_cuda_generator
 from .distributed import (Ranks, agree, check_batch_split, collective_device, global_batchnorm, on_rank_zero,
-                          rank_device, ranks, shard_slice)
+                          rank_device, ranks, shard_slice, sharded_dropouts)
 from .schedules import averaging_lr, paper_lr
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "History", "NonFiniteLoss", "fit", "evaluate", "recompute_bn",
@@ -150,7 +150,11 @@ def make_optimizer(name: str, params: Iterable[torch.Tensor], *, lr: float, mome
 def recompute_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Reset every BatchNorm layer's running statistics and recompute them as the equal-weight
     average over one pass of ``batches`` (train-mode forward, no gradients). No-op without BN.
-    The model's train/eval flag and the layers' momenta are restored."""
+    The model's train/eval flag and the layers' momenta are restored.
+
+    Batch i (0-based) enters the average with momentum 1 / (i + 1): the cumulative average that
+    momentum None gives, the same floating-point numbers, without torch reading each layer's
+    batch count back to the host on every batch (a GPU synchronisation per layer and batch)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
@@ -158,14 +162,17 @@ def recompute_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: every batch counts equally
     model.train()
     device = next(model.parameters()).device
-    for xb, yb in batches:
-        model(xb.to(device, non_blocking=True))
-    for bn, m in zip(bns, momenta):
-        bn.momentum = m
-    model.train(was_training)
+    try:
+        for i, (xb, yb) in enumerate(batches):
+            for bn in bns:
+                bn.momentum = 1.0 / (i + 1)
+            model(xb.to(device, non_blocking=True))
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        model.train(was_training)
 
 
 def default_eval_batch_size(device: torch.device | str) -> int:
@@ -339,8 +346,8 @@ def fit(
     history equal one process's up to the order of floating-point sums. Rank 0 alone reads and
     writes the checkpoint (broadcast to the others when resuming) and shows progress; the
     checkpoint is the single-process one, so a run may resume on another number of ranks. ``device`` defaults to the rank's GPU
-    (``torch.cuda.current_device()``, set by ``distributed.init_from_env``) with NCCL, else the
-    CPU.
+    (``cuda:LOCAL_RANK``, which ``distributed.init_from_env`` makes the current device; a rank whose
+    current device is another GPU is refused) with NCCL, else the CPU.
     """
     # --- validate everything before any work
     if not isinstance(model, nn.Module):
@@ -383,6 +390,8 @@ def fit(
         if device is None:
             device = rank_device(group.group)
     device = torch.device(device if device is not None else default_device())
+    if device.type == "cuda" and device.index is None:  # "cuda": the current GPU, named, so every
+        device = torch.device("cuda", torch.cuda.current_device())  # RNG call below means that one
     if bf16 and device.type != "cuda":
         raise ValueError(f"bf16 autocast is for CUDA; the device is {device}")
     if not any(p.requires_grad for p in model.parameters()):
@@ -398,7 +407,7 @@ def fit(
         settings["channels_last"] = True
     fingerprint = _fingerprint(settings, model, len(x_train))
     if group.distributed:
-        agree(group.group, "the training run (settings, model shapes, number and sum of the training data)",
+        agree(group.group, "the training run (settings, model shapes, SHA-256 of the training and validation data)",
               (fingerprint, _data_checksum(x_train, y_train), None if val is None else _data_checksum(x_val, y_val)))
 
     model.to(device)
@@ -421,7 +430,7 @@ def fit(
     cuda_rng: list[torch.Tensor] | None = None
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    state = _read_checkpoint(ckpt_path, fingerprint, device, group)
+    state = _read_checkpoint(ckpt_path, fingerprint, group)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -468,7 +477,7 @@ def fit(
                 if cuda_rng is not None:
                     torch.cuda.set_rng_state(cuda_rng[0].cpu(), device)
                 else:
-                    torch.cuda.manual_seed(int(seed))
+                    seed_cuda_generator(device, seed)  # the training GPU's generator, not the current one's
             for epoch in range(start_epoch, epochs):
                 t0 = time.perf_counter()
                 rate = learning_rate(epoch, epochs=epochs, lr=lr, schedule=schedule, lr_ratio=lr_ratio,
@@ -530,11 +539,19 @@ def fit(
 
 
 def _data_checksum(x: torch.Tensor, y: torch.Tensor) -> tuple:
-    """(shape, float64 sum of x, sum of y): cheap evidence that two ranks hold the same data."""
-    return (tuple(x.shape), float(torch.sum(x, dtype=torch.float64)), int(y.sum()))
+    """(shape, dtype and SHA-256 of the bytes of x; the same of y): evidence that two ranks hold the
+    same data, exact and the same on every CPU (a float sum's rounding depends on the kernel that
+    added it, and a permutation of the data keeps the sum)."""
+    return _tensor_digest(x) + _tensor_digest(y)
 
 
-def _read_checkpoint(path: Path | None, fingerprint: str, device: torch.device, group: Ranks) -> dict | None:
+def _tensor_digest(t: torch.Tensor) -> tuple:
+    """(shape, dtype, SHA-256 hex of the tensor's bytes in row-major order)."""
+    raw = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+    return (tuple(t.shape), str(t.dtype), hashlib.sha256(raw.data).hexdigest())  # the buffer, not a copy of it
+
+
+def _read_checkpoint(path: Path | None, fingerprint: str, group: Ranks) -> dict | None:
     """The checkpoint at ``path`` if there is one (None otherwise), checked against this run's
     fingerprint. Distributed: rank 0 reads it and broadcasts it (or its error) to every rank."""
 
@@ -542,7 +559,10 @@ def _read_checkpoint(path: Path | None, fingerprint: str, device: torch.device, 
         if path is None or not path.exists():
             return None
         try:
-            state = torch.load(path, map_location="cpu" if group.distributed else device, weights_only=False)
+            # to the CPU whatever the device: the RNG states must be CPU ByteTensors (Generator.set_state
+            # refuses any other), load_state_dict copies the weights and the optimiser's state onto
+            # the parameters' device, and the averaged weights are moved below
+            state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
             raise RuntimeError(f"checkpoint {path} is unreadable ({exc}); delete it to start afresh") from exc
         if state.get("fingerprint") != fingerprint:
@@ -562,7 +582,17 @@ def _data_parallel(model: nn.Module, group: Ranks, device: torch.device) -> nn.M
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   process_group=group.group, forward_sync_buffers=False)
+                                   process_group=group.group, **_no_buffer_sync(DistributedDataParallel))
+
+
+def _no_buffer_sync(ddp_class: type) -> dict[str, bool]:
+    """DistributedDataParallel's keyword that turns off its buffer broadcast before each forward:
+    ``forward_sync_buffers`` where the installed PyTorch has it (it replaces
+    ``broadcast_buffers``), else ``broadcast_buffers``, which every supported version accepts."""
+    import inspect
+
+    parameters = inspect.signature(ddp_class.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
 
 
 @contextlib.contextmanager
@@ -657,7 +687,10 @@ def _train_epoch_shared(model: nn.Module, opt: torch.optim.Optimizer, batches: T
         from tqdm.auto import tqdm
 
         iterator = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}", leave=False, unit="batch")
+    dropouts = sharded_dropouts(model)
     for step, (xb, yb) in enumerate(iterator):
+        for layer in dropouts:  # the global batch the host knows: no all-reduce of the shares' sizes
+            layer.global_batch = global_sizes[step]
         with _autocast(device, bf16):
             logits = model(xb)
         loss_sum = F.cross_entropy(_at_least_float32(logits), yb, reduction="sum")
@@ -666,6 +699,8 @@ def _train_epoch_shared(model: nn.Module, opt: torch.optim.Optimizer, batches: T
         opt.step()
         sums.append(loss_sum.detach().double())
         hits.append((logits.detach().argmax(1) == yb).sum().double())
+    for layer in dropouts:
+        layer.global_batch = None
     where = collective_device(group.group, device)
     totals = torch.stack([torch.stack(sums), torch.stack(hits)]).to(where)
     dist.all_reduce(totals, group=group.group)

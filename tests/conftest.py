@@ -7,9 +7,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
 import pytest
+
+if TYPE_CHECKING:  # the toolkit's tests run where nbformat is not installed
+    import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,8 +22,10 @@ def root() -> Path:
     return ROOT
 
 
-def make_notebook(parameters_source: str, *code: str, title: str = "# A chapter") -> nbformat.NotebookNode:
+def make_notebook(parameters_source: str, *code: str, title: str = "# A chapter") -> "nbformat.NotebookNode":
     """A chapter notebook: a title, the parameters cell, then code cells."""
+    import nbformat  # here, not at the top: the toolkit's tests run where nbformat is not installed
+
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell(textwrap.dedent(parameters_source).strip())
@@ -54,6 +59,8 @@ def toy_book(tmp_path: Path) -> Path:
         "print('never reached')",
         title="# Broken chapter",
     )
+    import nbformat
+
     nbformat.write(good, str(tmp_path / "book" / "good.ipynb"))
     nbformat.write(broken, str(tmp_path / "book" / "broken.ipynb"))
     (tmp_path / "book" / "profiles" / "ci.yaml").write_text(

@@ -157,3 +157,20 @@ def test_the_readme_layout_lists_every_module_of_the_tree():
             listed.add(f"{folder}/{name}")
     actual = {str(p.relative_to(PACKAGE)) for p in _sources()}
     assert listed == actual, f"missing from the README: {sorted(actual - listed)}; not in the tree: {sorted(listed - actual)}"
+
+
+def test_every_toolkit_module_is_a_lazy_submodule_and_the_console_script_has_every_command():
+    import flatbook
+    import flatbook.__main__ as entry
+    from flatbook.book import cli
+
+    toolkit = {p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert set(flatbook._SUBMODULES) == toolkit | subpackages
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert 'flatbook = "flatbook.__main__:main"' in text
+    commands = cli._parser()._subparsers._group_actions[0].choices
+    assert {"train", "list", "run", "book", "html", "plan"} <= set(commands)
+    with pytest.raises(SystemExit) as info:  # train's own --help, through the console script's entry
+        entry.main(["train", "--help"])
+    assert info.value.code == 0

@@ -239,6 +239,32 @@ def test_forward_flops_against_closed_forms():
     assert forward_flops(small) == sum(2 * p * i * o * k for p, i, o, k in convs)
 
 
+def test_elementwise_and_optimizer_counts_against_closed_forms():
+    from flatbook.chapters.weight_decay import forward_elementwise, run_flops
+    from flatbook.experiments import paper_config
+
+    # logistic regression: a Flatten (a view) and one linear layer: no elementwise work
+    assert forward_elementwise(paper_config("logreg")) == {"elementwise": 0.0, "parameters": 7850.0}
+    # the MLP 784-10-100-10: ReLU after the two hidden layers writes 10 + 100 elements
+    mlp = paper_config("mlp", epochs=3, hessian_samples=100, lanczos_steps=5)
+    counted = forward_elementwise(mlp)
+    P = 784 * 10 + 10 + 10 * 100 + 100 + 100 * 10 + 10
+    assert counted == {"elementwise": 110.0, "parameters": float(P)}
+    one = run_flops(mlp)
+    n = 55_000  # the paper's MNIST training split
+    steps = 3 * -(-n // 128)
+    assert one["optimizer_flops"] == 6.0 * P * steps  # SGD with momentum and decay: 6 FLOPs a parameter and step
+    validated = sum(1 for e in range(1, 4) if e % mlp.val_every == 0 or e == 3)
+    passes = 3 * 3 * n + validated * mlp.val_size  # no BatchNorm pass
+    assert one["elementwise_flops"] == 110.0 * (passes + 6 * 100 * 5 * mlp.probes)
+    # All-CNN-C (no BatchNorm): a ReLU on each of its nine convolutions' outputs, three dropouts (the
+    # input, after each stride-2 stage) and the pool's 100 outputs
+    relus = [32 * 32 * 96, 32 * 32 * 96, 16 * 16 * 96, 16 * 16 * 192, 16 * 16 * 192, 8 * 8 * 192, 6 * 6 * 192,
+             6 * 6 * 192, 6 * 6 * 100]
+    dropouts = [3 * 32 * 32, 16 * 16 * 96, 8 * 8 * 192]
+    assert forward_elementwise(paper_config("allcnnc"))["elementwise"] == sum(relus) + sum(dropouts) + 100
+
+
 def _measured(train_samples=1000, epochs=2, hessian_samples=500, steps=10, probes=1, train_s=2.0, spectrum_s=5.0):
     from flatbook.experiments import paper_config
 

@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                                 "process or under torchrun (see python -m flatbook train --help).")
     sub = p.add_subparsers(dest="command", required=True)
 
+    sub.add_parser("train", add_help=False,
+                   help="compute experiment configs into the results cache (python -m flatbook train --help; "
+                        "flatbook.launch, also under torchrun)")
     sub.add_parser("list", help="list the chapters with their parameters and profile overrides")
 
     run = sub.add_parser("run", help="execute one chapter with papermill")
@@ -61,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("-y", "--yaml", action="append", default=[], metavar="YAML")
     plan.add_argument("--profile", default="paper", choices=profiles)
     plan.add_argument("--output", default=None, help="write the configs as a JSON list (for python -m flatbook train)")
+    plan.add_argument("--workers", type=int, default=None,
+                      help="worker processes for the route (default: the profile's train_first_workers, else 1)")
+    plan.add_argument("--nproc", type=int, default=None,
+                      help="data-parallel ranks for the route (default: $FLATBOOK_NPROC, else 1)")
+    plan.add_argument("--gpus", type=int, default=None, help="plan the route for this many GPUs (default: this machine's)")
     plan.add_argument("--tflops", type=float, default=None,
                       help="sustained rate for the time estimate, in TFLOP/s (default: an assumed 20)")
     return p
@@ -71,7 +79,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from .plan import DEFAULT_TFLOPS, chapter_plan, plan_cost
+    from .plan import ASSUMED_TFLOPS, DEFAULT_TFLOPS, chapter_plan, plan_cost
     from .registry import chapters
 
     overrides = _overrides(args)
@@ -80,8 +88,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     names = args.chapters or [c.name for c in chapters()]
     tflops = DEFAULT_TFLOPS if args.tflops is None else args.tflops
     planned: list = []
-    print(f"{'chapter':<16} {'runs':>5} {'PFLOP':>10} {'hours':>8}   (at {tflops:g} TFLOP/s sustained"
-          f"{', assumed' if args.tflops is None else ''})", file=sys.stderr)
+    print(f"{'chapter':<16} {'runs':>5} {'PFLOP':>10} {'hours':>8}   (PFLOP: convolutions and matrix products; "
+          f"hours at sustained rates: CNN convolutions and products {tflops:g} TFLOP/s"
+          f"{' (assumed)' if args.tflops is None else ''}, dense layers {ASSUMED_TFLOPS['dense']:g}, elementwise and "
+          f"optimiser work {ASSUMED_TFLOPS['elementwise']:g} (assumed): an estimate until benchmarks/gpu_check.py "
+          "measures them)", file=sys.stderr)
     for name in names:
         configs = chapter_plan(name, args.profile, overrides)
         cost = plan_cost(configs, tflops)
@@ -93,6 +104,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     distinct = plan_cost(everything, tflops)
     print(f"{'all chapters':<16} {int(distinct['runs']):>5} {distinct['flops'] / 1e15:>10.3f} {distinct['hours']:>8.3f}"
           f"   (distinct configs: a run shared by chapters is computed once)", file=sys.stderr)
+    from ..experiments import default_nproc, describe_route
+    from .registry import load_profile
+
+    workers = args.workers if args.workers is not None else (load_profile(args.profile).train_first_workers or 1)
+    nproc = args.nproc if args.nproc is not None else default_nproc()
+    print(f"route: {describe_route(len(everything), workers=workers, nproc=nproc, gpus=args.gpus)}", file=sys.stderr)
     text = json.dumps([c.to_dict() for c in everything], indent=1)
     if args.output is None:
         print(text)
@@ -134,6 +151,11 @@ def _cmd_list() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # the toolkit's command (python -m flatbook dispatches it before this module)
+        from ..launch import main as train_main
+
+        return train_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":

@@ -5,8 +5,10 @@
 by the chapter's parameter class) and asks the parameter object for its ``training_plan()``: the
 ``experiments.Config`` of every model the chapter trains (chapters that train nothing, or reuse
 the cache of others, plan none). ``plan_cost`` counts their floating-point operations
-(``chapters.weight_decay.run_flops``: training passes and Hessian products) and converts them to
-hours at a sustained rate.
+(``chapters.weight_decay.run_flops``: training passes and Hessian products; convolutions and matrix
+products apart from the elementwise and optimiser work) and converts them to hours at ASSUMED
+sustained rates per network family (``ASSUMED_TFLOPS``), an estimate until
+``benchmarks/gpu_check.py`` measures the rates on the GPU at hand.
 
 ``python -m flatbook plan [CHAPTER ...] --profile P --output configs.json`` writes the configs as
 a JSON list that ``python -m flatbook train configs.json`` computes (in one process, or under
@@ -18,9 +20,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["chapter_plan", "seed_plans", "plan_cost", "train_first", "DEFAULT_TFLOPS"]
+__all__ = ["chapter_plan", "seed_plans", "plan_cost", "train_first", "DEFAULT_TFLOPS", "ASSUMED_TFLOPS"]
 
-DEFAULT_TFLOPS = 20.0  # an assumed sustained rate for one modern GPU (float32/TF32 training); not measured here
+# Assumed sustained rates on one modern GPU, in TFLOP/s (10^12 FLOP/s), none measured yet:
+DEFAULT_TFLOPS = 20.0  # convolutions and matrix products of the CNNs (float32, batch 128)
+ASSUMED_TFLOPS = {
+    "cnn": DEFAULT_TFLOPS,
+    # logistic regression and the MLP: 784-wide products of a 128-image batch launch kernels too
+    # small to approach the peak
+    "dense": 2.0,
+    # BatchNorm, ReLU, pooling and the optimiser's updates: memory-bound (float32, about 1 FLOP for
+    # every 8 to 12 bytes read and written, at a few TB/s)
+    "elementwise": 0.3,
+}
+_DENSE_MODELS = ("logreg", "mlp")
 
 
 def chapter_plan(name: str, profile: str = "paper", overrides: Mapping[str, Any] | None = None,
@@ -50,19 +63,29 @@ def seed_plans(names: Sequence[str], profile: str, seed: int = 0, root: Path | N
 
 
 def plan_cost(configs: Sequence[Any], tflops: float = DEFAULT_TFLOPS) -> dict[str, float]:
-    """Total training and Hessian FLOPs of ``configs`` and the hours they take at ``tflops``
-    (10^12 floating-point operations a second, sustained)."""
+    """Total FLOPs of ``configs`` (``run_flops``) and the hours they take at assumed sustained rates:
+    the CNNs' convolutions and matrix products at ``tflops`` (10^12 FLOP/s; default the assumed 20),
+    logistic regression's and the MLP's at ``ASSUMED_TFLOPS["dense"]``, the elementwise and optimiser
+    work of all at ``ASSUMED_TFLOPS["elementwise"]``. ``flops`` = ``train_flops`` + ``hessian_flops``
+    (convolutions and matrix products); ``elementwise_flops``, ``optimizer_flops`` beside them."""
     from ..checks import finite_number
     from ..chapters.weight_decay import run_flops
+    from ..experiments import Config
 
     tflops = finite_number("tflops", tflops, minimum=0, strict=True)
-    totals = {"runs": float(len(configs)), "train_flops": 0.0, "hessian_flops": 0.0}
+    keys = ("train_flops", "hessian_flops", "elementwise_flops", "optimizer_flops")
+    totals = {"runs": float(len(configs)), **{k: 0.0 for k in keys}}
+    seconds = 0.0
     for c in configs:
         one = run_flops(c)
-        totals["train_flops"] += one["train_flops"]
-        totals["hessian_flops"] += one["hessian_flops"]
+        for k in keys:
+            totals[k] += one[k]
+        dense = Config.from_dict(c).model in _DENSE_MODELS
+        rate = ASSUMED_TFLOPS["dense"] if dense else tflops
+        seconds += one["flops"] / (rate * 1e12)
+        seconds += (one["elementwise_flops"] + one["optimizer_flops"]) / (ASSUMED_TFLOPS["elementwise"] * 1e12)
     totals["flops"] = totals["train_flops"] + totals["hessian_flops"]
-    totals["hours"] = totals["flops"] / (tflops * 1e12) / 3600
+    totals["hours"] = seconds / 3600
     return totals
 
 

@@ -243,6 +243,54 @@ def paper_cost(measured: Any, paper: Any, runs: int = 3) -> dict[str, float]:
             "hessian_flops": hessian_flops, "flops": train_flops + hessian_flops, "cpu_seconds": cpu}
 
 
+# floating-point operations an output element of a layer costs in a forward pass (elementwise work,
+# counted per element a leaf module writes): BatchNorm computes statistics, subtracts, scales and
+# shifts; ReLU, pooling, dropout and the rest about one each
+_ELEMENTWISE_COST = {"BatchNorm": 4.0, "Flatten": 0.0, "Unflatten": 0.0, "Identity": 0.0}  # views cost nothing
+# optimiser FLOPs per parameter and step: SGD with momentum and L2 decay (decay 2, momentum 2,
+# update 2); Adam/AdamW (decay 2, two moments 5, bias-corrected update 6)
+OPTIMIZER_FLOPS_PER_PARAMETER = {"sgd": 6.0, "adam": 13.0, "adamw": 13.0, "gadam": 13.0}
+
+
+def forward_elementwise(config: Any) -> dict[str, float]:
+    """Per input image, one forward pass of ``config``'s model on the meta device: ``elementwise``,
+    the FLOPs of everything but convolutions and matrix products (each leaf module that is not a
+    convolution or a linear layer writes its output's elements at ``_ELEMENTWISE_COST`` FLOPs an
+    element: BatchNorm 4, others 1; additions written in ``forward`` code, such as residual sums,
+    are not counted), and ``parameters``, the model's parameter count."""
+    import torch
+    from torch import nn
+
+    from ..data import NATIVE_SHAPES
+    from ..experiments import Config, MNIST_LIKE_MODELS, build_model
+
+    c = Config.from_dict(config).resolved()
+    channels, size = NATIVE_SHAPES[c.dataset]
+    if c.image_size is not None:
+        size = c.image_size
+    if c.pad_to is not None:
+        size, channels = c.pad_to, 3
+    shape = (1, size * size * channels) if c.model in MNIST_LIKE_MODELS else (1, 3, size, size)
+    with torch.device("meta"):
+        model = build_model(c)
+        x = torch.empty(shape)
+    written = [0.0]
+
+    def count(module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            cost = next((v for k, v in _ELEMENTWISE_COST.items() if k in type(module).__name__), 1.0)
+            written[0] += cost * output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if not list(m.children()) and not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return {"elementwise": written[0], "parameters": float(sum(p.numel() for p in model.parameters()))}
+
+
 def run_flops(config: Any) -> dict[str, float]:
     """Floating-point operations of ONE experiment ``config`` (``forward_flops`` per image): the
     training, 3 forward passes per training image and epoch, and on each validated epoch (every
@@ -250,7 +298,12 @@ def run_flops(config: Any) -> dict[str, float]:
     with BatchNorm, one statistics pass over the training images (two once iterate averaging has
     begun: the averaged weights get their own); the Hessian, about 6 forward passes per image and
     product (gradient and its derivative) over the Hessian images, ``lanczos_steps`` x ``probes``
-    products (none with ``spectrum`` false)."""
+    products (none with ``spectrum`` false). ``train_flops``, ``hessian_flops`` and their sum
+    ``flops`` count convolutions and matrix products (``forward_flops``); ``elementwise_flops`` the
+    rest of the same passes (``forward_elementwise`` times the same pass counts) and
+    ``optimizer_flops`` the optimiser's steps (``OPTIMIZER_FLOPS_PER_PARAMETER`` x parameters x
+    steps, and 2 x parameters per averaged epoch). The elementwise and optimiser work is
+    memory-bound on a GPU: ``book.plan.plan_cost`` times it at its own, lower rate."""
     import torch
 
     from ..experiments import Config, build_model
@@ -269,9 +322,15 @@ def run_flops(config: Any) -> dict[str, float]:
             averaging = c.averaging_start is not None and epoch >= c.averaging_start
             passes += c.val_size + bn_pass * n_train * (2.0 if averaging else 1.0)
     train_flops = f * passes
-    hessian_flops = 6.0 * f * n_hessian * c.lanczos_steps * c.probes if c.spectrum else 0.0
+    hessian_passes = 6.0 * n_hessian * c.lanczos_steps * c.probes if c.spectrum else 0.0
+    hessian_flops = f * hessian_passes
+    other = forward_elementwise(c)
+    steps = c.epochs * -(-n_train // c.batch_size)
+    averaged_epochs = 0 if c.averaging_start is None else c.epochs - c.averaging_start + 1
+    optimizer_flops = other["parameters"] * (OPTIMIZER_FLOPS_PER_PARAMETER[c.optimizer] * steps + 2.0 * averaged_epochs)
     return {"forward_flops": float(f), "train_flops": train_flops, "hessian_flops": hessian_flops,
-            "flops": train_flops + hessian_flops}
+            "flops": train_flops + hessian_flops, "elementwise_flops": other["elementwise"] * (passes + hessian_passes),
+            "optimizer_flops": optimizer_flops}
 
 
 # --- several seeds: the table and the claims ---------------------------------------------------
