@@ -455,9 +455,11 @@ def test_worker_devices_put_one_worker_on_each_gpu(monkeypatch):
     devices = queue.Queue()
     for d in ("cuda:0", "cuda:1"):
         devices.put(d)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(str(d)))  # no GPU here
     experiments._claim_device(devices)
     try:
-        assert experiments._WORKER_DEVICE == "cuda:0"
+        assert experiments._WORKER_DEVICE == "cuda:0" and chosen == ["cuda:0"]
     finally:
         experiments._WORKER_DEVICE = None
 
