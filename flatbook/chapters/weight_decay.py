@@ -181,13 +181,10 @@ def cnn_chapter_config(*, model: str, dataset: str, train_per_class: int | None,
                   bn_mode=bn_mode, val_size=val_size, seed=seed, channels_last=channels_last)
 
 
-def forward_flops(config) -> int:
-    """Floating-point operations of ONE forward pass of ``config``'s model on one input image of the
-    shape the experiment feeds it (a multiply-add counts 2), counted by
-    ``torch.utils.flop_counter`` on the meta device (no memory, no compute). Counts convolutions
-    and matrix products, which dominate; BatchNorm, ReLU and pooling are not counted."""
+def _meta_model_and_image(config: Any) -> tuple[Any, Any]:
+    """``config``'s model and one input image of the shape the experiment feeds it (after resizing
+    and padding; flattened for the MNIST-like models), both on the meta device (no memory)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from ..data import NATIVE_SHAPES
     from ..experiments import Config, MNIST_LIKE_MODELS, build_model
@@ -200,8 +197,17 @@ def forward_flops(config) -> int:
         size, channels = c.pad_to, 3
     shape = (1, size * size * channels) if c.model in MNIST_LIKE_MODELS else (1, 3, size, size)
     with torch.device("meta"):
-        model = build_model(c)
-        x = torch.empty(shape)
+        return build_model(c), torch.empty(shape)
+
+
+def forward_flops(config) -> int:
+    """Floating-point operations of ONE forward pass of ``config``'s model on one input image of the
+    shape the experiment feeds it (a multiply-add counts 2), counted by
+    ``torch.utils.flop_counter`` on the meta device (no memory, no compute). Counts convolutions
+    and matrix products, which dominate; BatchNorm, ReLU and pooling are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, x = _meta_model_and_image(config)
     model.eval()
     with FlopCounterMode(display=False) as counter:
         model(x)
@@ -261,19 +267,7 @@ def forward_elementwise(config: Any) -> dict[str, float]:
     import torch
     from torch import nn
 
-    from ..data import NATIVE_SHAPES
-    from ..experiments import Config, MNIST_LIKE_MODELS, build_model
-
-    c = Config.from_dict(config).resolved()
-    channels, size = NATIVE_SHAPES[c.dataset]
-    if c.image_size is not None:
-        size = c.image_size
-    if c.pad_to is not None:
-        size, channels = c.pad_to, 3
-    shape = (1, size * size * channels) if c.model in MNIST_LIKE_MODELS else (1, 3, size, size)
-    with torch.device("meta"):
-        model = build_model(c)
-        x = torch.empty(shape)
+    model, x = _meta_model_and_image(config)
     written = [0.0]
 
     def count(module, _inputs, output) -> None:
