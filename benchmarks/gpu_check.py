@@ -43,6 +43,7 @@ check-torch-oldest`` does in a venv like the GPU machine's).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -153,6 +154,26 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+@contextlib.contextmanager
+def one_network(label: str, failures: list[str], device: str):
+    """One network's measurement: an exception is reported (``emit``) and recorded in ``failures``
+    instead of ending the section (one network's failure must not hide the others), and the GPU's
+    cached memory is released after it either way."""
+    import gc
+
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - reported, and the section fails at its end
+        failures.append(label)
+        emit(f"{label}: FAILED ({type(exc).__name__}: {exc})")
+    finally:
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
 def step_loop_seconds(model, opt, x, y, *, bf16: bool, steps: int, device: str, forward=None) -> float:
     """Seconds for ``steps`` training steps of batch 128 (``train``'s step loop: TensorBatches,
     forward, cross-entropy, backward, optimiser step), after two warm-up steps."""
@@ -201,8 +222,7 @@ def fashion_mnist_status() -> str:
     for root in data.data_roots():
         if data._mnist_like_ready(root, "fashion-mnist"):
             return f"found in {root}"
-    if all((data.DEBIAN_FASHION_MNIST / f"{f}.gz").is_file() for f in (
-            "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")):
+    if all((data.DEBIAN_FASHION_MNIST / f"{f}.gz").is_file() for pair in data._IDX_FILES.values() for f in pair):
         return f"found in {data.DEBIAN_FASHION_MNIST}"
     return "missing"
 
@@ -224,7 +244,7 @@ def section_throughput(args) -> None:
     for label, (name, options) in networks(args).items():
         flops = forward_flops(build(name, options, args.device))
         for mode, bf16, channels_last in modes:
-            try:
+            with one_network(f"{label}, {mode}", failures, args.device):
                 model = build(name, options, args.device)
                 opt = train.make_optimizer("sgd", model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
                 with train._memory_format(model, channels_last):
@@ -232,13 +252,7 @@ def section_throughput(args) -> None:
                 rate = 128 * steps / seconds
                 emit(f"{label}, {mode}: {rate:,.0f} images/s, {3 * flops * rate / 1e12:.2f} TFLOP/s "
                      f"({flops / 1e9:.3f} GFLOP a forward pass)")
-            except Exception as exc:  # noqa: BLE001 - one network's failure must not hide the others
-                failures.append(f"{label}, {mode}")
-                emit(f"{label}, {mode}: FAILED ({type(exc).__name__}: {exc})")
-            finally:
                 model = opt = None
-                if args.device.startswith("cuda"):
-                    torch.cuda.empty_cache()
     if failures:
         raise RuntimeError(f"throughput failed for {failures}")
 
@@ -369,7 +383,7 @@ def section_hvp(args) -> None:
          f"{float((a - b).abs().max() / a.abs().max()):.1e} (float32 rounding: about 1e-6)")
     failures = []
     for label, (name, options) in networks(args).items():
-        try:
+        with one_network(label, failures, args.device):
             model = build(name, options, args.device)
             P = sum(p.numel() for p in model.parameters())
             v = torch.randn(P, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -398,13 +412,7 @@ def section_hvp(args) -> None:
             seconds = time.perf_counter() - t0
             emit(f"{label} (P = {P:,}): one product over {n:,} images {seconds:.3f} s = {seconds / g_seconds:.2f} "
                  f"gradients (both in IEEE float32); peak memory {peak_memory(args.device)}")
-        except Exception as exc:  # noqa: BLE001 - one network's failure must not hide the others
-            failures.append(label)
-            emit(f"{label}: FAILED ({type(exc).__name__}: {exc})")
-        finally:
             model = op = None
-            if args.device.startswith("cuda"):
-                torch.cuda.empty_cache()
     if failures:
         raise RuntimeError(f"Hessian products failed for {failures}")
 
