@@ -228,8 +228,6 @@ def fashion_mnist_status() -> str:
 
 
 def section_throughput(args) -> None:
-    import torch
-
     from flatbook import train
 
     steps = 3 if args.quick else 20
