@@ -57,6 +57,25 @@ def test_exact_measures_on_known_eigenvalues():
         exact_measures([])
 
 
+def test_exact_top_measures_without_the_eigendecomposition():
+    """lambda_max (ARPACK), trace and Frobenius of a known matrix Q diag(e) Q^T, with a top eigenvalue
+    close to the next (a slow case for Lanczos) and negative ones, to rounding."""
+    from flatbook.chapters import lanczos_checks
+
+    gen = torch.Generator().manual_seed(3)
+    e = torch.cat([torch.tensor([5.0, 5.0 - 1e-3, -7.0]), torch.rand(197, generator=gen, dtype=torch.float64)])
+    Q, _ = torch.linalg.qr(torch.randn(200, 200, generator=gen, dtype=torch.float64))
+    H = Q @ torch.diag(e.double()) @ Q.T
+    m = lanczos_checks.exact_top_measures(H)
+    assert set(m) == {"lambda_max", "trace", "frobenius"}
+    assert m["lambda_max"] == pytest.approx(5.0, abs=1e-12)
+    assert m["trace"] == pytest.approx(float(e.sum()), abs=1e-11)
+    assert m["frobenius"] == pytest.approx(float(e.norm()), abs=1e-11)
+    assert lanczos_checks.exact_top_measures(H.numpy()) == m
+    with pytest.raises(ValueError, match="square"):
+        lanczos_checks.exact_top_measures(torch.ones(3, 4))
+
+
 def test_exact_measures_match_the_matrix(mlp_hessian):
     H, e = mlp_hessian
     m = exact_measures(e)

@@ -200,3 +200,51 @@ def test_train_first_trains_every_planned_run_once_costliest_first(monkeypatch, 
         registry.load_profile("bad", tmp_path)
     assert registry.load_profile("laptop", root).train_first_workers == 2
     assert registry.load_profile("ci", root).train_first_workers is None
+
+
+def test_chapters_execute_in_parallel_on_pinned_threads_and_failures_are_kept(toy_book):
+    """A profile's chapter_workers run chapters at once, execute_first first; each kernel computes on
+    chapter_threads threads (the run box says so); a failure is reported as in the sequential book."""
+    import nbformat
+
+    from conftest import make_notebook
+
+    nbformat.write(make_notebook("k = 1", "import torch\nprint('threads', torch.get_num_threads())",
+                                 title="# Threads chapter"), str(toy_book / "book" / "threads.ipynb"))
+    (toy_book / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/good\n"
+                                       "  - file: book/broken\n  - file: book/threads\n")
+    (toy_book / "book" / "profiles" / "lanes.yaml").write_text(
+        "description: lanes\nchapter_workers: 2\nchapter_threads: 1\nexecute_first: [threads]\n"
+        "chapters:\n  good: {}\n  broken: {}\n  threads: {}\n")
+    res = run_cli("book", "--profile", "lanes", "--no-html", root=toy_book)
+    assert res.returncode == 1, res.stderr
+    assert "executing 3 chapters, 2 at once, each on 1 CPU thread: threads, good, broken" in res.stdout
+    assert "good: done" in res.stdout and "threads: done" in res.stdout and "broken: FAILED" in res.stdout
+    assert "chapter 'broken' failed in code cell 3" in res.stderr and "deliberate failure" in res.stderr
+    executed = nbformat.read(str(toy_book / "_build" / "executed" / "threads.ipynb"), as_version=4)
+    assert "threads 1\n" in _stdout(executed)
+    report = next(c for c in executed.cells if REPORT_CELL_TAG in c.get("metadata", {}).get("tags", []))
+    assert "cpu (1 thread," in report.source
+    assert not (toy_book / "_build" / "executed" / "broken.ipynb").exists()
+
+
+def test_execution_order_and_the_profile_keys_for_it(tmp_path):
+    from flatbook.book import registry
+    from flatbook.book.runner import execution_order
+
+    assert execution_order(["a", "b", "c", "d"], ["c", "x", "a"]) == ["c", "a", "b", "d"]
+    assert execution_order(["a", "b"], []) == ["a", "b"]
+    root = Path(__file__).resolve().parent.parent
+    laptop = registry.load_profile("laptop", root)
+    assert laptop.chapter_workers == 2 and laptop.chapter_threads == 1
+    assert set(laptop.execute_first) <= {c.name for c in registry.chapters(root)}
+    ci = registry.load_profile("ci", root)
+    assert ci.chapter_workers == 1 and ci.chapter_threads is None and ci.execute_first == ()
+    profiles = tmp_path / "book" / "profiles"
+    profiles.mkdir(parents=True)
+    (tmp_path / "_toc.yml").write_text((root / "_toc.yml").read_text())
+    for bad, match in (("chapter_workers: 0", "chapter_workers"), ("chapter_threads: true", "chapter_threads"),
+                       ("execute_first: [nosuch]", "unknown chapters"), ("execute_first: [gedanken, gedanken]", "distinct")):
+        (profiles / "bad.yaml").write_text(f"description: x\n{bad}\nchapters: {{}}\n")
+        with pytest.raises(registry.ParameterError, match=match):
+            registry.load_profile("bad", tmp_path)

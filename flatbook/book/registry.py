@@ -155,6 +155,9 @@ class Profile:
     description: str
     overrides: dict[str, dict[str, Any]]  # chapter name -> parameter overrides
     train_first_workers: int | None = None  # run_book trains every chapter's plan first, in this many processes
+    chapter_workers: int = 1  # run_book then executes this many chapters at once, each in its own process
+    chapter_threads: int | None = None  # CPU threads each chapter's kernel computes on (None: PyTorch's default)
+    execute_first: tuple[str, ...] = ()  # chapters run_book starts first (the costliest), the rest in reading order
 
     def for_chapter(self, chapter: Chapter) -> dict[str, Any]:
         """This profile's overrides for ``chapter``, checked against its parameters cell."""
@@ -178,12 +181,18 @@ def load_profile(name: str, root: Path | None = None) -> Profile:
     if not path.is_file():
         raise ParameterError(f"unknown profile {name!r}; profiles are: {', '.join(profile_names(root))}")
     data = load_yaml(path) or {}
-    if not isinstance(data, dict) or set(data) - {"description", "chapters", "train_first_workers"}:
+    allowed = {"description", "chapters", "train_first_workers", "chapter_workers", "chapter_threads", "execute_first"}
+    if not isinstance(data, dict) or set(data) - allowed:
         raise ParameterError(f"{path}: expected the keys 'description', 'chapters' and optionally "
-                             f"'train_first_workers', got {sorted(data)}")
-    first = data.get("train_first_workers")
-    if first is not None and (isinstance(first, bool) or not isinstance(first, int) or first < 1):
-        raise ParameterError(f"{path}: train_first_workers must be a positive integer (worker processes), got {first!r}")
+                             f"{', '.join(repr(k) for k in sorted(allowed - {'description', 'chapters'}))}, got {sorted(data)}")
+    counts = {}
+    for key, what in (("train_first_workers", "worker processes"), ("chapter_workers", "chapters executed at once"),
+                      ("chapter_threads", "CPU threads a chapter computes on")):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ParameterError(f"{path}: {key} must be a positive integer ({what}), got {value!r}")
+        counts[key] = value
+    first = counts["train_first_workers"]
     overrides = data.get("chapters") or {}
     if not isinstance(overrides, dict) or not all(isinstance(v, (dict, type(None))) for v in overrides.values()):
         raise ParameterError(f"{path}: 'chapters' must map chapter names to mappings of parameter overrides")
@@ -191,4 +200,12 @@ def load_profile(name: str, root: Path | None = None) -> Profile:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ParameterError(f"{path}: unknown chapters {unknown}; chapters are: {sorted(known)}")
-    return Profile(name, str(data.get("description", "")), {k: dict(v or {}) for k, v in overrides.items()}, first)
+    execute_first = data.get("execute_first") or []
+    if not isinstance(execute_first, list) or not all(isinstance(n, str) for n in execute_first) \
+            or len(set(execute_first)) != len(execute_first):
+        raise ParameterError(f"{path}: execute_first must be a list of distinct chapter names, got {execute_first!r}")
+    unknown = sorted(set(execute_first) - known)
+    if unknown:
+        raise ParameterError(f"{path}: execute_first names unknown chapters {unknown}; chapters are: {sorted(known)}")
+    return Profile(name, str(data.get("description", "")), {k: dict(v or {}) for k, v in overrides.items()}, first,
+                   counts["chapter_workers"] or 1, counts["chapter_threads"], tuple(execute_first))

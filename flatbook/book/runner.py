@@ -31,9 +31,10 @@ from .. import __version__
 from .registry import Chapter, get_chapter, load_profile, repo_root, chapters as all_chapters
 from .parameters import ParameterError, check_overrides
 
-__all__ = ["ChapterFailed", "RunReport", "default_output", "resolve_parameters", "run_chapter", "run_book"]
+__all__ = ["ChapterFailed", "RunReport", "default_output", "execution_order", "resolve_parameters", "run_chapter", "run_book"]
 
 REPORT_CELL_TAG = "flatbook-run-report"
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class ChapterFailed(RuntimeError):
@@ -271,8 +272,12 @@ def run_chapter(
     root: Path | None = None,
     progress: bool = True,
     log_output: bool = False,
+    threads: int | None = None,
 ) -> RunReport:
-    """Execute one chapter; see the module docstring. Raises ParameterError or ChapterFailed."""
+    """Execute one chapter; see the module docstring. Raises ParameterError or ChapterFailed.
+    ``threads``: the CPU threads the chapter's kernel computes on (its ``OMP_NUM_THREADS`` and
+    ``MKL_NUM_THREADS``, which PyTorch reads when it starts; None: PyTorch's default, the cores).
+    CPU kernels split their sums by thread count, so it is part of what fixes a chapter's bits."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -288,13 +293,23 @@ def run_chapter(
     output.parent.mkdir(parents=True, exist_ok=True)
     defaults = {n: p.default for n, p in chapter.parameters.items()}
 
-    from ..device import describe_device
+    from ..device import compute_threads, describe_device
 
-    device = describe_device()
+    if threads is not None:
+        from ..checks import positive_int
+
+        threads = positive_int("threads", threads)
+        with compute_threads(threads):
+            device = describe_device()
+    else:
+        device = describe_device()
     partial = output.with_name(f".{output.stem}.partial-{os.getpid()}.ipynb")
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
+    saved_env = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
     try:
+        if threads is not None:  # the kernel, a child process, starts with these
+            os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
         papermill.execute_notebook(
             str(chapter.path),
             str(partial),
@@ -326,8 +341,37 @@ def run_chapter(
     except Exception as exc:  # kernel died, notebook unreadable, ...
         raise ChapterFailed(chapter.name, f"{type(exc).__name__}: {exc}") from exc
     finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         if partial.exists():
             partial.unlink()
+
+
+def execution_order(names: Sequence[str], first: Sequence[str]) -> list[str]:
+    """``names`` with those listed in ``first`` moved to the front, in ``first``'s order (a profile's
+    ``execute_first``: the costliest chapters, so that with several at once no process idles at the
+    end waiting for one long chapter); the rest keep their order."""
+    chosen = [n for n in first if n in names]
+    return chosen + [n for n in names if n not in chosen]
+
+
+def _execute_in_worker(name: str, profile: str, root: Path, threads: int | None) -> tuple[str, Any]:
+    """run_chapter in a worker process of ``run_book``: ("ok", RunReport) or ("failed", message)
+    (exceptions with several constructor arguments do not travel between processes)."""
+    try:
+        return "ok", run_chapter(name, profile=profile, root=root, progress=False, threads=threads)
+    except (ChapterFailed, ParameterError) as exc:
+        return "failed", str(exc)
+
+
+def _failure_from_worker(name: str, message: str) -> ChapterFailed:
+    """A ChapterFailed for ``name`` whose text is ``message``, the worker's own ChapterFailed text."""
+    exc = ChapterFailed(name, "")
+    exc.args = (message,)
+    return exc
 
 
 def run_book(
@@ -339,9 +383,12 @@ def run_book(
     echo=print,
     train_first=None,
 ) -> tuple[list[RunReport], list[Exception]]:
-    """Execute chapters in reading order (all, or ``names``); go on past failures and return both.
+    """Execute chapters (all, or ``names``); go on past failures and return both, in reading order.
     When the profile sets ``train_first_workers`` and ``train_first`` is given (``book.plan.train_first``,
-    as the CLI passes it), it trains every planned run first."""
+    as the CLI passes it), it trains every planned run first. The profile's ``chapter_workers``
+    chapters then execute at once, each in its own process (their runs are trained already, so no two
+    train the same run), the profile's ``execute_first`` chapters first; each computes on the
+    profile's ``chapter_threads`` (when set), so the number executed at once changes no result."""
     root = root or repo_root()
     selected = [get_chapter(n, root) for n in names] if names else all_chapters(root)
     loaded = load_profile(profile, root)  # a bad profile fails before any chapter runs
@@ -349,15 +396,39 @@ def run_book(
         resolve_parameters(ch, profile, None, root)
     if loaded.train_first_workers and train_first is not None:
         train_first([ch.name for ch in selected], profile, loaded.train_first_workers, root=root, echo=echo,
-                    progress=progress)
-    reports, failures = [], []
-    for i, ch in enumerate(selected, 1):
-        echo(f"[{i}/{len(selected)}] {ch.name}: executing at profile {profile!r} ...")
-        try:
-            rep = run_chapter(ch.name, profile=profile, root=root, progress=progress)
-            echo(f"[{i}/{len(selected)}] {ch.name}: done in {rep.wall_seconds:.1f} s -> {rep.output}")
-            reports.append(rep)
-        except (ChapterFailed, ParameterError) as exc:
-            echo(f"[{i}/{len(selected)}] {ch.name}: FAILED: {exc}")
-            failures.append(exc)
-    return reports, failures
+                     progress=progress)
+    reading = [ch.name for ch in selected]
+    order = execution_order(reading, loaded.execute_first)
+    threads = loaded.chapter_threads
+    reports: dict[str, RunReport] = {}
+    failures: dict[str, Exception] = {}
+    if loaded.chapter_workers > 1 and len(order) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        workers = min(loaded.chapter_workers, len(order))
+        echo(f"executing {len(order)} chapters, {workers} at once"
+             + (f", each on {threads} CPU thread{'s' * (threads != 1)}" if threads else "")
+             + f": {', '.join(order)}")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_execute_in_worker, name, profile, root, threads): name for name in order}
+            for done, future in enumerate(as_completed(futures), 1):
+                name = futures[future]
+                status, value = future.result()
+                if status == "ok":
+                    echo(f"[{done}/{len(order)}] {name}: done in {value.wall_seconds:.1f} s -> {value.output}")
+                    reports[name] = value
+                else:
+                    echo(f"[{done}/{len(order)}] {name}: FAILED: {value}")
+                    failures[name] = _failure_from_worker(name, value)
+    else:
+        for i, name in enumerate(order, 1):
+            echo(f"[{i}/{len(order)}] {name}: executing at profile {profile!r} ...")
+            try:
+                rep = run_chapter(name, profile=profile, root=root, progress=progress, threads=threads)
+                echo(f"[{i}/{len(order)}] {name}: done in {rep.wall_seconds:.1f} s -> {rep.output}")
+                reports[name] = rep
+            except (ChapterFailed, ParameterError) as exc:
+                echo(f"[{i}/{len(order)}] {name}: FAILED: {exc}")
+                failures[name] = exc
+    return [reports[n] for n in reading if n in reports], [failures[n] for n in reading if n in failures]
