@@ -23,6 +23,7 @@ book: setup data
 test: setup data
 	@start=$$(date +%s); \
 	echo "== make test: running pytest (unit, exact-reference, chapter execution at profile 'ci', HTML build)"; \
+	$(PY) -m ruff check flatbook tests benchmarks || exit $$?; \
 	$(PY) -m pytest -q $(PYTEST_ARGS) || exit $$?; \
 	echo "== make test: done in $$(( $$(date +%s) - start )) s"
 

@@ -195,7 +195,8 @@ def paper_logreg_estimate(sweep_epochs: int) -> None:
 
 
 def cnn_throughput(device: torch.device, repeats: int, n: int) -> None:
-    print(f"\n3. laptop-profile CNNs on {n} images (32x32x3 unless image_size says), 10 classes, batch 128 (images per second, best of {repeats})")
+    print(f"\n3. laptop-profile CNNs on {n} images (32x32x3 unless image_size says), 10 classes, batch 128 "
+          f"(images per second, best of {repeats})")
     print(f"{'model':52} {'params':>10} {'train':>8} {'BN pass':>8} {'HVP':>8}")
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 10, (n,), generator=g).to(device)

@@ -40,10 +40,12 @@ from typing import Any, Iterable, Sequence
 
 from .stats import Estimate, RankCorrelation, decide, p_value
 
-__all__ = ["OUTCOMES", "ROLES", "ROLE_OUTCOMES", "ROLE_TITLES", "conjunction", "holm", "MARGINAL_FACTOR", "Condition", "Claim", "claim_from_estimate", "two_sided_claim", "trend_claim", "exact_claim", "show",
+__all__ = ["OUTCOMES", "ROLES", "ROLE_OUTCOMES", "ROLE_TITLES", "conjunction", "holm", "MARGINAL_FACTOR", "Condition",
+           "Claim", "claim_from_estimate", "two_sided_claim", "trend_claim", "exact_claim", "show",
            "markdown", "composite_lines", "CLAIMS_MIME", "claims_in_notebook", "decay_condition", "seeds_condition",
            "interpolation_condition", "resolution_condition", "MIN_DECAY_EXPONENT", "MIN_SEEDS",
-           "MIN_TRAIN_ACCURACY", "MIN_VAL_IMAGES", "failed_conditions", "values_text", "checked_claim", "FACTS_MIME", "show_facts", "facts_in_notebook"]
+           "MIN_TRAIN_ACCURACY", "MIN_VAL_IMAGES", "failed_conditions", "values_text", "checked_claim", "FACTS_MIME",
+           "show_facts", "facts_in_notebook"]
 
 ROLES = ("paper", "correction", "check")
 ROLE_OUTCOMES = {"paper": ("supported", "contradicted", "inconclusive", "untestable"),
@@ -79,6 +81,7 @@ class Condition:
     shortfall: str = ""
 
     def line(self) -> str:
+        """One line: the measured value, the requirement and whether it is met (with the shortfall)."""
         mark = "met" if self.met else f"NOT met ({self.shortfall})" if self.shortfall else "NOT met"
         return f"{self.name} = {self.value:.4g} ({self.requirement}: {mark})"
 
@@ -95,6 +98,8 @@ def decay_condition(exponent: float, paper_exponent: float | None = None,
 
 
 def seeds_condition(seeds: int) -> Condition:
+    """The regime condition "at least MIN_SEEDS seeds per setting": one seed cannot separate an effect
+    from training noise."""
     met = seeds >= MIN_SEEDS
     return Condition("seeds per setting", seeds, f"at least {MIN_SEEDS}", met,
                      "" if met else f"{MIN_SEEDS - seeds} more needed: one seed cannot separate the effect from "
@@ -102,6 +107,8 @@ def seeds_condition(seeds: int) -> Condition:
 
 
 def interpolation_condition(min_train_accuracy: float) -> Condition:
+    """The regime condition "lowest training accuracy (eval mode) at least MIN_TRAIN_ACCURACY": the
+    near-zero-loss regime of Theorem 1; ``min_train_accuracy`` is a fraction in [0, 1]."""
     met = min_train_accuracy >= MIN_TRAIN_ACCURACY
     return Condition("lowest training accuracy (eval mode)", 100 * min_train_accuracy,
                      f"at least {100 * MIN_TRAIN_ACCURACY:g}%: the near-zero-loss regime of Theorem 1", met,
@@ -185,9 +192,13 @@ class Claim:
 
     @property
     def primary(self) -> bool:
+        """True for a component of one of the paper's enumerated claims (``paper_claim`` set): no Holm
+        correction; every other decided claim is secondary."""
         return bool(self.paper_claim)
 
     def interval_text(self, digits: int = 3) -> str:
+        """The interval as text: "95% CI [low, high]", "unknown (one seed)" when no interval could be
+        computed, or what a deterministic measurement has in its place."""
         if self.level == 1.0:
             return ("computed, no sampling" if self.method.startswith("exact computation")
                     else "measured, deterministic given its seeds: no interval")
@@ -200,6 +211,8 @@ class Claim:
         return f"{self.level:.0%} CI [{self.low:.{digits}g}, {self.high:.{digits}g}]"
 
     def outcome_text(self) -> str:
+        """The outcome word in bold, with "(marginal)" when the effect lies within MARGINAL_FACTOR times
+        its minimum detectable effect."""
         return f"**{self.outcome}**" + (" (marginal)" if self.marginal else "")
 
     def effect_text(self) -> str:
@@ -227,6 +240,8 @@ class Claim:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field (infinities as "inf"/"-inf", NaN as None): what a notebook
+        stores beside the rendered claim, read back by ``from_dict``."""
         d = asdict(self)
         d["evidence"] = [list(e) for e in self.evidence]
         for k in ("effect", "low", "high", "null", "level", "mde", "p_value"):
@@ -239,6 +254,7 @@ class Claim:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Claim":
+        """The Claim that ``to_dict`` wrote (None back to NaN, "inf" back to infinity)."""
         def num(v: Any) -> float:
             if v is None:
                 return math.nan

@@ -46,7 +46,8 @@ from torch import nn
 from .checks import positive_int
 
 __all__ = ["RENDEZVOUS_VARIABLES", "DistributedError", "Ranks", "ranks", "current_group", "init_from_env",
-           "local_rank", "backend_of", "rank_device", "sharded_dropouts", "synced_batchnorm", "agree", "broadcast_object", "on_rank_zero", "collective_device", "shard_slice", "GlobalBatchNorm", "global_batchnorm",
+           "local_rank", "backend_of", "rank_device", "sharded_dropouts", "synced_batchnorm", "agree", "broadcast_object",
+           "on_rank_zero", "collective_device", "shard_slice", "GlobalBatchNorm", "global_batchnorm",
            "ShardedDropout", "torchrun_command", "check_batch_split"]
 
 RENDEZVOUS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -67,6 +68,7 @@ class Ranks:
 
     @property
     def distributed(self) -> bool:
+        """True when there is a process group (more than one rank shares the work)."""
         return self.group is not None
 
     @property
@@ -312,6 +314,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch normalisation of ``x`` with the mean and biased variance of the GLOBAL batch (the sums
+        over all ranks' shares, all-reduced) in training mode, updating the running statistics with
+        the unbiased global variance; with the running statistics in eval mode."""
         self._check_input_dim(x)
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
@@ -362,6 +367,8 @@ class ShardedDropout(nn.Dropout):
         self.global_batch: int | None = None  # set by the training loop, which knows it; else all-reduced
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (this rank's rows of the global batch) times this rank's rows of the mask one process
+        would draw for the whole global batch (scaled by 1/(1-p)); ``x`` itself in eval mode."""
         if not self.training or self.p == 0:
             return x
         import torch.distributed as dist
@@ -404,7 +411,8 @@ def global_batchnorm(model: nn.Module, group: Any) -> Iterator[nn.Module]:
     """Inside, every BatchNorm layer of ``model`` normalises with the global batch's statistics over
     ``group``, sharing the layer's parameters and buffers (state_dict keys unchanged): torch's
     ``SyncBatchNorm`` on NCCL (``synced_batchnorm``: fused kernels, two collectives per layer and
-    step instead of GlobalBatchNorm's separate all-reduces), flatbook's ``GlobalBatchNorm`` on gloo (the CPU, where SyncBatchNorm does not run); and
+    step instead of GlobalBatchNorm's separate all-reduces), flatbook's ``GlobalBatchNorm`` on gloo (the CPU, where
+    SyncBatchNorm does not run); and
     every ``nn.Dropout`` is a ``ShardedDropout``. On exit the original layers are back, holding
     whatever the training did to those tensors. Other dropout layers (Dropout2d, AlphaDropout, ...)
     are refused (ValueError): their masks would differ from one process's. No-op for ``group`` None."""

@@ -62,7 +62,8 @@ from typing import Any
 
 from . import __version__
 
-__all__ = ["Config", "Result", "run", "sweep", "run_many", "describe_route", "default_nproc", "results_dir", "RESULT_FORMAT", "ConfigError", "prepare_data",
+__all__ = ["Config", "Result", "run", "sweep", "run_many", "describe_route", "default_nproc", "results_dir",
+           "RESULT_FORMAT", "ConfigError", "prepare_data",
            "paper_config", "cached_results", "hessian_indices", "build_model", "num_classes", "MNIST_LIKE_MODELS",
            "worker_devices", "unique_configs", "training_part", "map_in_processes"]
 
@@ -117,6 +118,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """The Config with the fields of ``d`` (a Config is returned as it is); unknown fields are a
+        ConfigError naming them."""
         if isinstance(d, Config):
             return d
         if not isinstance(d, dict):
@@ -131,9 +134,11 @@ class Config:
         return cls(**d)
 
     def replace(self, **changes: Any) -> "Config":
+        """A copy with ``changes`` applied (``dataclasses.replace``); nothing is validated until ``resolved``."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name, as given (not resolved)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def resolved(self) -> "Config":
@@ -329,6 +334,8 @@ class Result:
         return model.to(device or "cpu").eval()
 
     def to_json(self) -> dict[str, Any]:
+        """The cache entry's JSON: format, key, config, metrics, history, spectrum, seconds, device,
+        version and the per-image validation correctness (bit-packed)."""
         return {"format": RESULT_FORMAT, "key": self.key, "config": self.config.to_dict(), "metrics": self.metrics,
                 "history": self.history, "spectrum": None if self.spectrum is None else self.spectrum.to_dict(),
                 "seconds": self.seconds, "device": self.device, "version": self.version,
@@ -492,7 +499,8 @@ def prepare_data(config: Config | dict, split: str, root: str | Path | None = No
 
 def build_model(c: Config):
     """The untrained model of ``c`` (``models.build`` with the config's classes, input channels and
-    the input size its resized and padded images have), on the CPU, initialised from the global torch RNG (``run`` seeds it first)."""
+    the input size its resized and padded images have), on the CPU, initialised from the global torch RNG (``run`` seeds it
+    first)."""
     from .models import build
 
     if c.model in MNIST_LIKE_MODELS:

@@ -74,6 +74,8 @@ def _under_launcher() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flatbook train CONFIG``: train (and measure) every config of a JSON file into the results
+    cache, in this process or as this rank of a torchrun job; the exit status is 0 on success."""
     args = _parser().parse_args(argv)
     from .distributed import DistributedError
     from .experiments import Config, ConfigError, run

@@ -50,6 +50,7 @@ PAPER_PARAMETER_COUNTS = {
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of scalar parameters of ``model`` (every tensor of ``model.parameters()``)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -96,6 +97,8 @@ class TFSameConv2d(nn.Conv2d):
     the odd pixel on the bottom/right (so stride 2 on 32x32 pads (0, 1, 0, 1))."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution with TensorFlow's "same" padding: pad so that the output has ceil(size / stride)
+        pixels a side (the extra pixel, if any, on the right and bottom), then convolve unpadded."""
         pads = []
         for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
@@ -109,7 +112,8 @@ def allcnnc(num_classes: int = 100, in_channels: int = 3, width: float = 1.0, im
     same = lambda i, o, s=1: TFSameConv2d(i, o, 3, stride=s)  # noqa: E731
     after = math.ceil(math.ceil(image_size / 2) / 2) - 2  # two stride-2 "same" convs, one "valid" 3x3
     if after < 1:
-        raise ValueError(f"image_size {image_size} is too small for All-CNN-C (needs >= 9: after two stride-2 convolutions and a valid 3x3 one, at least 1 pixel)")
+        raise ValueError(f"image_size {image_size} is too small for All-CNN-C (needs >= 9: after two stride-2 "
+                         "convolutions and a valid 3x3 one, at least 1 pixel)")
     net = nn.Sequential(
         nn.Dropout(0.2),
         same(in_channels, c1), nn.ReLU(), same(c1, c1), nn.ReLU(), same(c1, c1, 2), nn.ReLU(),

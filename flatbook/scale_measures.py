@@ -63,10 +63,13 @@ class LayerNormalizedOperator:
                                          "operator": "layer-normalised Hessian D H D, D = diag(||w_t||)"}
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """D H D V for the k columns of V, D = diag(||w_t|| per parameter tensor): one pass of the wrapped
+        Hessian's ``matmat`` over the data."""
         d = self.scale.to(V.device, V.dtype)[:, None]
         return d * self.hessian.matmat(d * V)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """D H D v (``matmat`` of one column)."""
         return self.matmat(v[:, None])[:, 0]
 
 

@@ -69,7 +69,9 @@ class SymmetricOperator(Protocol):
     device: torch.device
     dtype: torch.dtype
 
-    def matmat(self, V: torch.Tensor) -> torch.Tensor: ...
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """H V for a (P, k) tensor V: the k products in one call."""
+        ...
 
 
 class MatrixOperator:
@@ -91,9 +93,11 @@ class MatrixOperator:
         self.settings: dict[str, Any] = {"operator": "dense matrix", "dtype": str(dtype).replace("torch.", "")}
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """A v, in the matrix's dtype and device."""
         return self.A @ v.to(self.A)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """A V for the k columns of V, in the matrix's dtype and device."""
         return self.A @ V.to(self.A)
 
 
@@ -114,9 +118,11 @@ class DiagonalOperator:
         self.settings: dict[str, Any] = {"operator": "diagonal (eigenvalues)"}
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """diag(eigenvalues) v."""
         return self.eigenvalues * v.to(self.eigenvalues)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """diag(eigenvalues) V for the k columns of V."""
         return self.eigenvalues[:, None] * V.to(self.eigenvalues)
 
 
@@ -232,6 +238,18 @@ def lanczos(
     Gram-Schmidt, applied twice). A probe whose residual norm falls below ``breakdown_tol``
     times the largest |alpha| or beta seen has found an invariant subspace: it stops there
     (its T is exact) and its columns are left out of later products.
+
+    Example: P steps on a P x P matrix span the whole space, so the Ritz values are its
+    eigenvalues (here 1, 2, 3, 4).
+
+    >>> import torch
+    >>> from flatbook.spectrum import MatrixOperator, lanczos
+    >>> A = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+    >>> nodes, weights = lanczos(MatrixOperator(A), steps=4, seed=0).ritz()
+    >>> [round(float(theta), 10) for theta in nodes[0]]
+    [1.0, 2.0, 3.0, 4.0]
+    >>> round(float(weights[0].sum()), 12)  # the squared first components of a unit start vector
+    1.0
 
     ``basis_device="cpu"`` keeps the P x steps x probes basis in host memory (large models on
     a GPU); ``basis_dtype=torch.float32`` halves it (the recurrence stays float64). By default
@@ -375,6 +393,7 @@ class Spectrum:
 
     @property
     def probes(self) -> int:
+        """The number of probes (start vectors) the spectrum was computed from."""
         return self.nodes.shape[0]
 
     def _per_probe_moment(self, power: int) -> np.ndarray:
@@ -419,6 +438,8 @@ class Spectrum:
 
     @property
     def trace_se(self) -> float:
+        """The standard error of ``trace`` over the probes (NaN with one probe): P times the SE of the
+        probes' first moments."""
         return self.num_params * _mean_se(self._per_probe_moment(1))[1]
 
     @property
@@ -443,6 +464,8 @@ class Spectrum:
         return (self.weights[..., None] * kernel).sum(axis=1).mean(axis=0)
 
     def summary(self) -> dict[str, float]:
+        """The scalar measures by name: lambda_max (with SE and Ritz residual), lambda_min (with SE), trace
+        (with SE), frobenius, num_params and probes."""
         return {
             "lambda_max": self.lambda_max, "lambda_max_se": self.lambda_max_se,
             "lambda_max_residual": self.lambda_max_residual,
@@ -468,6 +491,7 @@ class Spectrum:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Spectrum":
+        """The Spectrum that ``to_dict`` wrote (format "flatbook.Spectrum/1"); anything else is a ValueError."""
         if not isinstance(d, dict) or d.get("format") != "flatbook.Spectrum/1":
             raise ValueError(f"not a flatbook Spectrum dict (format={d.get('format') if isinstance(d, dict) else d!r})")
         missing = {"num_params", "nodes", "weights", "settings"} - set(d)
@@ -536,7 +560,21 @@ def slq(
     changing data would change it), and the first two Lanczos products give u^T H v against
     v^T H u (a Hessian is symmetric), so the checks of ``check_operator`` cost no product of their
     own; a broken operator raises ValueError after the run (``check_operator`` itself runs first when
-    the run has fewer than two steps)."""
+    the run has fewer than two steps).
+
+    Example, on a spectrum known in closed form: one eigenvalue 10 well above 99 eigenvalues spread
+    over [0, 1] (trace 10 + 49.5 = 59.5). The top Ritz value converges in a few steps; the trace is
+    estimated from the probes (one probe's relative SD is about sqrt(2 / r_eff), r_eff = Tr(H)^2 /
+    ||H||_F^2 = 26.6, here 27%; eight probes, about 10%).
+
+    >>> import torch
+    >>> from flatbook.spectrum import DiagonalOperator, slq
+    >>> op = DiagonalOperator(torch.cat([torch.tensor([10.0]), torch.linspace(0, 1, 99)]).double())
+    >>> sp = slq(op, steps=20, probes=8, seed=0)
+    >>> round(sp.lambda_max, 8), sp.lambda_max_residual < 1e-8
+    (10.0, True)
+    >>> abs(sp.trace / 59.5 - 1) < 3 * 0.10
+    True"""
     if check and min(int(steps), _operator_size(op)) < 2:
         check_operator(op, seed=seed)
         check = False
@@ -600,6 +638,8 @@ def _check_symmetry_and_repeat(op: SymmetricOperator, Q: torch.Tensor, W: torch.
 
 @dataclass(frozen=True)
 class TraceEstimate:
+    """A Hutchinson trace estimate: ``value`` (mean of the samples' z^T H z), ``stderr`` (its standard
+    error over the samples) and ``samples`` (how many Rademacher probes)."""
     value: float
     stderr: float
     samples: int
@@ -627,7 +667,14 @@ def hutchinson_trace(op: SymmetricOperator, samples: int = 100, *, seed: int = 0
 def top_eigenvalues(op: SymmetricOperator, k: int = 1, *, tol: float = 1e-8, seed: int = 0,
                     maxiter: int | None = None) -> np.ndarray:
     """The k largest (algebraic) eigenvalues, descending, by ARPACK's implicitly restarted
-    Lanczos (scipy.sparse.linalg.eigsh) on the operator's products, to relative tolerance ``tol``."""
+    Lanczos (scipy.sparse.linalg.eigsh) on the operator's products, to relative tolerance ``tol``.
+
+    Example: the two largest of a diagonal matrix, known in closed form.
+
+    >>> from flatbook.spectrum import DiagonalOperator, top_eigenvalues
+    >>> values = top_eigenvalues(DiagonalOperator([5.0, 1.0, 3.0, 2.0, 4.0, 0.5]), k=2)
+    >>> [round(float(v), 8) for v in values]
+    [5.0, 4.0]"""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     P = _operator_size(op)

@@ -52,7 +52,8 @@ import numpy as np
 from .checks import positive_int
 
 __all__ = ["LEVEL", "POWER", "Estimate", "t_quantile", "minimum_detectable", "p_value", "decide", "paired_accuracy_difference",
-           "ratio_over_seeds", "difference_over_seeds", "ratio_or_difference", "scaled", "difference_of_means", "binomial_se", "RankCorrelation",
+           "ratio_over_seeds", "difference_over_seeds", "ratio_or_difference", "scaled", "difference_of_means",
+           "binomial_se", "RankCorrelation",
            "rank_correlation", "stratified_rank_correlation", "kendall_tau_b", "one_probe_relative_sd",
            "ritz_residual"]
 
@@ -99,10 +100,12 @@ class Estimate:
 
     @property
     def null(self) -> float:
+        """The value of "no effect" on this estimate's scale: 1 for a ratio, 0 for a difference."""
         return 1.0 if self.scale == "ratio" else 0.0
 
     @property
     def uncertainty_known(self) -> bool:
+        """False when the standard error is unknown (NaN: one seed, so no spread over training runs)."""
         return not math.isnan(self.se)
 
 
@@ -418,7 +421,8 @@ def stratified_rank_correlation(groups: Sequence[tuple[Sequence[float], Sequence
         per_group = [kendall_tau_b(x, y[np.array(list(itertools.permutations(range(x.size))))]) for x, y in usable]
         grids = np.meshgrid(*per_group, indexing="ij")
         null = np.mean(np.stack([g.ravel() for g in grids]), axis=0)
-        method = f"mean within-group Kendall tau-b over {len(usable)} groups; exact stratified permutation p ({total} arrangements)"
+        method = (f"mean within-group Kendall tau-b over {len(usable)} groups; exact stratified permutation p "
+                  f"({total} arrangements)")
 
         def p_of(t: float) -> float:
             return float(np.mean(np.abs(null) >= abs(t) - 1e-12))

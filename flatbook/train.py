@@ -91,6 +91,8 @@ class History:
         return iter(self.rows)
 
     def column(self, name: str) -> list[Any]:
+        """The values of one history column (one per epoch row); an unknown name is a KeyError listing
+        the columns."""
         if name not in HISTORY_COLUMNS:
             raise KeyError(f"unknown history column {name!r}; columns are {HISTORY_COLUMNS}")
         return [row[name] for row in self.rows]
@@ -102,6 +104,7 @@ class History:
         return pd.DataFrame(self.rows, columns=list(HISTORY_COLUMNS)).set_index("epoch")
 
     def to_list(self) -> list[dict[str, Any]]:
+        """The rows as plain dicts (copies), one per epoch."""
         return [dict(row) for row in self.rows]
 
 
@@ -109,6 +112,7 @@ class History:
 
 
 def has_batchnorm(model: nn.Module) -> bool:
+    """True when any module of ``model`` is a BatchNorm layer (1-D, 2-D or 3-D)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 

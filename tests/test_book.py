@@ -107,7 +107,7 @@ def test_html_book_builds_offline(html):
     assert r"\nabla^2 L" in page and "Tr(H) = λ₁(H) fails" in page
     assert page.count("<img") >= 3
     assert "num_scales = 25" not in page  # papermill's injected cell is removed
-    mathjax = [l for l in page.splitlines() if "tex-chtml.js" in l]
+    mathjax = [line for line in page.splitlines() if "tex-chtml.js" in line]
     assert mathjax and "http" not in mathjax[0]
     assert (html / "mathjax" / "tex-chtml.js").is_file()
     assert (html / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
@@ -115,6 +115,24 @@ def test_html_book_builds_offline(html):
     assert "thebe" not in page.lower()  # Jupyter Book's remote-kernel scripts are stripped
     refs = (html / "book" / "references.html").read_text()
     assert "Flatness is a False Friend" in refs and "Dinh" in refs
+
+
+@pytest.mark.slow
+def test_the_library_part_renders_with_an_api_reference_from_the_docstrings(html):
+    """The book's part "The flatbook library": the guides, and the API pages that autodoc generated
+    (signatures, and docstrings shown verbatim, maths and all), in a build without warnings."""
+    library = html / "book" / "library"
+    for page, text in (("running", "chapter_workers"), ("guide", "HessianOperator"), ("scale", "torchrun"),
+                       ("contributing", "Adding a chapter")):
+        assert text in (library / f"{page}.html").read_text(), page
+    api = (library / "api.html").read_text()
+    for name in ("flatbook.curvature.HessianOperator", "flatbook.spectrum.slq", "flatbook.spectrum.lanczos",
+                 "flatbook.spectrum.top_eigenvalues", "flatbook.experiments.Config", "flatbook.claims.Claim",
+                 "module-flatbook.theory.exact"):
+        assert f'id="{name}"' in api, name
+    assert "Stochastic Lanczos quadrature" in api and "2 * X.T @ X @ v / 50" in api.replace("&#64;", "@")
+    assert "||H y - theta y||" in api  # docstrings are preformatted: no reStructuredText reading of |...|
+    assert "API reference" in (html / "book" / "scoreboard.html").read_text()  # the sidebar lists the part
 
 
 def test_external_resources_are_detected(tmp_path):

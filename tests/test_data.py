@@ -83,7 +83,7 @@ def test_mnist_like_splits_are_the_authors(tmp_path, name, folder):
 def test_cifar_splits_and_layout(tmp_path, name):
     files = make_cifar(tmp_path, name)
     train = np.concatenate([d for d, _ in files["train"]])
-    labels = sum((l for _, l in files["train"]), [])
+    labels = sum((ls for _, ls in files["train"]), [])
     x, y = load(name, "train", tmp_path, val_size=4)
     xv, yv = load(name, "val", tmp_path, val_size=4)
     xt, yt = load(name, "test", tmp_path, val_size=4)

@@ -63,10 +63,10 @@ def test_citations_resolve():
 
 
 def test_requirements_are_pinned():
-    lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
-    lines = [l for l in lines if l]
-    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.\-]+", l) for l in lines), lines
-    pins = dict(l.split("==") for l in lines)
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    lines = [line for line in lines if line]
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.\-]+", line) for line in lines), lines
+    pins = dict(line.split("==") for line in lines)
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1" and pins["jupyter-book"] == "1.0.4.post1"
 
 

@@ -139,11 +139,11 @@ def test_toolkit_runs_with_its_core_dependencies_only():
     assert "upper layers imported: none" in done.stdout
 
 
-def test_the_readme_layout_lists_every_module_of_the_tree():
-    """The README's Layout section names every .py file of the package, in its subpackage, and
-    nothing that is not there."""
-    readme = (PACKAGE.parent / "README.md").read_text()
-    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+def test_the_layout_page_lists_every_module_of_the_tree():
+    """The book's Layout section (book/library/contributing.md) names every .py file of the package,
+    in its subpackage, and nothing that is not there."""
+    page = (PACKAGE.parent / "book" / "library" / "contributing.md").read_text()
+    block = page.split("## Layout", 1)[1].split("```", 2)[1]
     listed, folder = set(), None
     for line in block.splitlines():
         name = line.strip().split(" ", 1)[0] if line.strip() else ""
@@ -156,7 +156,8 @@ def test_the_readme_layout_lists_every_module_of_the_tree():
         elif indent == 4 and name.endswith(".py") and folder:
             listed.add(f"{folder}/{name}")
     actual = {str(p.relative_to(PACKAGE)) for p in _sources()}
-    assert listed == actual, f"missing from the README: {sorted(actual - listed)}; not in the tree: {sorted(listed - actual)}"
+    assert listed == actual, (f"missing from the layout page: {sorted(actual - listed)}; "
+                              f"not in the tree: {sorted(listed - actual)}")
 
 
 def test_every_toolkit_module_is_a_lazy_submodule_and_the_console_script_has_every_command():

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = (sorted((ROOT / "book").glob("*.ipynb")) + sorted((ROOT / "book").glob("*.md"))
+PAGES = (sorted((ROOT / "book").glob("*.ipynb")) + sorted((ROOT / "book").rglob("*.md"))
          + sorted((ROOT / "book" / "profiles").glob("*.yaml")))
 
 RUN_DEPENDENT = {

@@ -248,3 +248,11 @@ def test_execution_order_and_the_profile_keys_for_it(tmp_path):
         (profiles / "bad.yaml").write_text(f"description: x\n{bad}\nchapters: {{}}\n")
         with pytest.raises(registry.ParameterError, match=match):
             registry.load_profile("bad", tmp_path)
+
+
+def test_api_docstrings_become_literal_blocks():
+    from flatbook.book.sphinx_api import docstring_as_literal_block
+
+    assert docstring_as_literal_block(["The norm ||H v|| and |u^T H v|.", "", "  indented", "", ""]) == [
+        "::", "", "    The norm ||H v|| and |u^T H v|.", "", "      indented", ""]
+    assert docstring_as_literal_block([]) == [] and docstring_as_literal_block(["", "  "]) == []

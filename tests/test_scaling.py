@@ -90,9 +90,9 @@ def test_scale_output_touches_only_the_last_layer_and_scale_all_spreads_alpha():
     torch.testing.assert_close(L1[-1].weight, a * L0[-1].weight, rtol=1e-15, atol=0)
     torch.testing.assert_close(L1[-1].bias, a * L0[-1].bias, rtol=1e-15, atol=0)
     # three Linear layers: a = 8^(1/3) = 2, biases 2, 4, 8
-    for l, (l0, l2) in enumerate(zip(L0, linear_layers(allm)), start=1):
+    for depth, (l0, l2) in enumerate(zip(L0, linear_layers(allm)), start=1):
         torch.testing.assert_close(l2.weight, 2.0 * l0.weight, rtol=1e-14, atol=0)
-        torch.testing.assert_close(l2.bias, 2.0**l * l0.bias, rtol=1e-14, atol=0)
+        torch.testing.assert_close(l2.bias, 2.0**depth * l0.bias, rtol=1e-14, atol=0)
 
 
 def test_dinh_keeps_the_function_and_the_loss():

@@ -69,7 +69,10 @@ def test_without_reorthogonalisation_ghosts_appear():
     A, eig = random_symmetric(P=200, seed=5, spread=100.0)
     ghosts = slq(MatrixOperator(A), steps=120, reorthogonalize=False, seed=2)
     clean = slq(MatrixOperator(A), steps=120, reorthogonalize=True, seed=2)
-    near_top = lambda sp: int(np.sum(np.abs(sp.nodes[0] - eig[-1]) < 1e-6 * eig[-1]))
+
+    def near_top(sp):
+        return int(np.sum(np.abs(sp.nodes[0] - eig[-1]) < 1e-6 * eig[-1]))
+
     assert near_top(clean) == 1
     assert near_top(ghosts) >= 2  # spurious copies of the converged top eigenvalue
 

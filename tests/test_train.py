@@ -533,7 +533,7 @@ def test_history_columns_types_and_values():
             hits += int((out.argmax(1) == yb).sum())
             sizes.append(len(yb))
         recompute_bn(ref, TensorBatches(x, y, bs, shuffle=True, seed=seed + 7919))  # statistics do not matter here
-        weighted = sum(l * s for l, s in zip(losses, sizes)) / sum(sizes)
+        weighted = sum(loss * s for loss, s in zip(losses, sizes)) / sum(sizes)
         assert sizes == [32, 32, 6]
         assert h[epoch]["train_loss"] == pytest.approx(weighted, rel=1e-5)
         assert h[epoch]["train_acc"] == hits / 70

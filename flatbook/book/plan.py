@@ -46,8 +46,10 @@ def chapter_plan(name: str, profile: str = "paper", overrides: Mapping[str, Any]
     merged = resolve_parameters(chapter, profile, overrides, root)
     values = {**{n: p.default for n, p in chapter.parameters.items()}, **merged}
     built = chapter.build_parameters(values)
-    plan = getattr(built, "training_plan", None)
-    return list(plan()) if plan is not None else []
+    if built is None:
+        raise ValueError(f"chapter {name!r} names no parameter class (notebook metadata flatbook.check), so it "
+                         "cannot say what it trains")
+    return list(built.training_plan())
 
 
 def seed_plans(names: Sequence[str], profile: str, seed: int = 0, root: Path | None = None) -> dict[str, list[Any]]:

@@ -180,7 +180,8 @@ def build_html(
     """Stage the book and run ``jupyter-book build``; return the folder holding ``index.html``.
 
     The HTML lands in ``<output_root>/_build/html`` (``output_root`` defaults to the repo root).
-    Fails when Sphinx fails or when any page loads a resource from the network.
+    Fails when Sphinx fails, when it warns (warnings are errors), or when any page loads a resource
+    from the network.
     """
     root = root or repo_root()
     output_root = output_root or root
@@ -196,6 +197,9 @@ def build_html(
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "WARNING" in line]
     for w in warnings:
         echo("  " + w)
+    if warnings:  # warnings are errors: a broken reference or a page Sphinx misread fails the build
+        raise BuildFailed(f"jupyter-book build gave {len(warnings)} Sphinx warning(s), and the book builds with "
+                          "warnings as errors:\n" + "\n".join(warnings[:40]))
     html = output_root / "_build" / "html"
     external = external_resources(html)
     if external:

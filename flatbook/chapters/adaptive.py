@@ -128,7 +128,8 @@ class AdaptiveChapter(ChapterParameters):
             checks.finite_number(name, getattr(self, name), minimum=0, strict=True, allow_none=True)
         names = ("dataset", "train_per_class", "image_size", "pad_to", "model_options", "epochs", "batch_size",
                  "sgd_lr", "sgd_momentum", "sgd_weight_decay", "gadam_lr", "gadam_weight_decay", "averaging_start",
-                 "gadam_lr_averaging", "lanczos_steps", "probes", "hessian_samples", "bn_mode", "val_size", "val_every", "channels_last")
+                 "gadam_lr_averaging", "lanczos_steps", "probes", "hessian_samples", "bn_mode", "val_size", "val_every",
+                 "channels_last")
         sgd, gadam = chapter_configs(seed=seed, **{n: getattr(self, n) for n in names})
         renames = ({"lr": "sgd_lr", "momentum": "sgd_momentum", "weight_decay": "sgd_weight_decay"},
                    {"lr": "gadam_lr", "weight_decay": "gadam_weight_decay", "lr_averaging": "gadam_lr_averaging"})
@@ -350,7 +351,8 @@ def weight_norm_sentence(chapter_claims: Sequence[Any], gadam_weight_decay: floa
     norms = (f"*Computed:* Gadam's weights have {weights.effect:.3g}x the norm of SGD's "
              f"({weights.interval_text()}), so the paper's \"higher norms\" is **{weights.outcome}** here.")
     if gadam_weight_decay is not None and paper_weight_decay and gadam_weight_decay != paper_weight_decay:
-        norms += (f" Gadam's decoupled weight decay here is {gadam_weight_decay:.4g}, {gadam_weight_decay / paper_weight_decay:.3g}x "
+        norms += (f" Gadam's decoupled weight decay here is {gadam_weight_decay:.4g}, "
+                  f"{gadam_weight_decay / paper_weight_decay:.3g}x "
                   f"the paper's {paper_weight_decay:g} (chosen by its decay exponent over this shorter run), "
                   "and that decay sets the scale its weights settle at: this is a statement about this run's decay, "
                   "not the paper's.")

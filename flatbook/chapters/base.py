@@ -36,6 +36,13 @@ class ChapterParameters:
             raise ValueError(f"{cls.__name__} needs the parameters {missing}")
         return cls(**values)
 
+    def training_plan(self) -> list[Any]:
+        """Every ``experiments.Config`` the chapter trains, in its order (an empty list when it trains
+        nothing): ``python -m flatbook plan`` prices them and ``make book`` trains every chapter's plan
+        first, in one pool. Every chapter says it; a class that does not is an error, not an empty plan."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what its chapter trains: define "
+                                  "training_plan() (an empty list when it trains nothing)")
+
     def unused_parameters(self) -> dict[str, str]:
         """Parameters this run does not use, each with what it used instead (the run box shows it in
         place of the value): e.g. ``weight_decays`` when ``decay_exponents`` chose them. None here."""

@@ -50,8 +50,9 @@ import numpy as np
 from ..claims import values_text
 from .base import CnnTrainingParameters
 
-__all__ = ["PAPER_REPORTED", "MEASURES", "MODE_EQUIVALENCE_RATIO", "NEGLIGIBLE_EPS", "BnModesParameters", "mode_table", "ratio_tables", "mode_claims",
-           "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance", "invariance_claims"]
+__all__ = ["PAPER_REPORTED", "MEASURES", "MODE_EQUIVALENCE_RATIO", "NEGLIGIBLE_EPS", "BnModesParameters", "mode_table",
+           "ratio_tables", "mode_claims", "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance",
+           "invariance_claims"]
 
 # Appendix C, WRN-28x10 on CIFAR-100 with BatchNorm in eval mode (the paper's numbers, quoted)
 PAPER_DATASET = "cifar100"  # the data of the paper's Appendix C runs
@@ -139,8 +140,9 @@ def mode_table(results: Sequence[Any], eval_spectra: Sequence[Any]):
     trace, frobenius and val_acc (percent), ``<measure>_sd`` their seed-to-seed standard deviation
     (NaN with one seed), and the paper's numbers where it reports them (eval mode,
     ``PAPER_REPORTED``; only for runs on the paper's own data, ``PAPER_DATASET``: beside another
-    data set's rows they would invite a comparison of values that means nothing). ``results``: experiments.Results whose spectra are in train mode (any
-    weight decays x seeds); ``eval_spectra``: the same models' spectra in eval mode, in the same order."""
+    data set's rows they would invite a comparison of values that means nothing). ``results``:
+    experiments.Results whose spectra are in train mode (any weight decays x seeds); ``eval_spectra``:
+    the same models' spectra in eval mode, in the same order."""
     import pandas as pd
 
     paired = _paired_spectra(results, eval_spectra)
@@ -284,7 +286,8 @@ def mode_claims(results: Sequence[Any], eval_spectra: Sequence[Any], *, paper_ex
         out.append(cl.claim_from_estimate(
             "eval mode makes the regularised solution look sharper than train mode does (its lambda_1 ratio, "
             f"{pair}, is larger in eval mode)", est, 1, f"eval-mode ratio / train-mode ratio of lambda_1 ({pair})",
-            regime=wd_regime, evidence=[("train-mode ratio, per seed", values_text(ra)), ("eval-mode ratio, per seed", values_text(rb)),
+            regime=wd_regime, evidence=[("train-mode ratio, per seed", values_text(ra)),
+                                        ("eval-mode ratio, per seed", values_text(rb)),
                                         ("the paper's eval-mode ratio (WRN-28x10)", PAPER_EVAL_LAMBDA_RATIO)]))
     return out
 

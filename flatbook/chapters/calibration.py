@@ -140,9 +140,11 @@ def calibration_table(chapter_runs: dict[str, list[dict[str, Any]]], tolerance: 
             c = item["config"]
             rows.append({"chapter": chapter, "setting": _setting(c), "bn_mode": item["bn_mode"],
                          "estimate": e.spectrum.lambda_max,
-                         "estimate_steps_images": f"{e.config.lanczos_steps} steps, {e.spectrum.settings.get('num_samples')} images",
+                         "estimate_steps_images": f"{e.config.lanczos_steps} steps, "
+                                                  f"{e.spectrum.settings.get('num_samples')} images",
                          "whole_split": r.spectrum.lambda_max,
-                         "whole_split_steps_images": f"{r.config.lanczos_steps} steps, {r.spectrum.settings.get('num_samples')} images",
+                         "whole_split_steps_images": f"{r.config.lanczos_steps} steps, "
+                                                     f"{r.spectrum.settings.get('num_samples')} images",
                          "ratio": ratio, "within_tolerance": bool(abs(ratio - 1) <= tolerance),
                          "whole_split_residual": r.spectrum.lambda_max_residual})
     return pd.DataFrame(rows)

@@ -48,7 +48,8 @@ from ..checks import positive_int
 from ..spectrum import DiagonalOperator, SymmetricOperator, lanczos
 from .base import SmallModelsParameters
 
-__all__ = ["exact_measures", "exact_top_measures", "ritz_history", "estimator_grid", "summarise_grid", "ghost_count",
+__all__ = ["exact_measures", "exact_top_measures", "small_logreg_config", "ritz_history", "estimator_grid",
+           "summarise_grid", "ghost_count",
            "LanczosParameters", "steps_to_converge", "quadrature_identity", "GhostEffect", "ghost_effect",
            "smoothed_density_distance", "one_probe_spread", "lanczos_claims"]
 
@@ -193,6 +194,23 @@ class LanczosParameters(SmallModelsParameters):
             raise ValueError(f"the MLP has {n} parameters; its dense Hessian is limited to 20,000 "
                              "(choose a smaller mlp_hidden or image_size)")
 
+    def training_plan(self) -> list:
+        """The models the appendix trains: the Theorem 1 chapter's logistic regression and MLP (the
+        same configs, so the same cache entries), and a 500-parameter logistic regression on 7x7
+        images (``small_logreg_config``) for the identity checked at full rank."""
+        from .theorem import chapter_configs
+
+        logreg, mlp = chapter_configs(dataset=self.dataset, image_size=self.image_size,
+                                      train_per_class=self.train_per_class, epochs=self.epochs, lr=self.lr,
+                                      mlp_hidden=self.mlp_hidden, seed=self.seed)
+        return [logreg, mlp, small_logreg_config(logreg)]
+
+
+
+def small_logreg_config(logreg_config):
+    """The appendix's small logistic regression: ``logreg_config`` on images area-resized to 7x7
+    (49 x 10 weights + 10 biases = 500 parameters)."""
+    return logreg_config.replace(image_size=7)
 
 
 def steps_to_converge(history: np.ndarray, eigenvalues, k: int = 1, rtol: float = 1e-8) -> int | None:

@@ -32,7 +32,8 @@ import numpy as np
 from .base import ChapterParameters
 from .weight_decay import evaluated_images
 
-__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "one_per_trained_model", "group_results", "outside_regime", "excluded_runs", "measures_table", "rank_correlations", "resolved_groups",
+__all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "one_per_trained_model", "group_results",
+           "outside_regime", "excluded_runs", "measures_table", "rank_correlations", "resolved_groups",
            "claims", "resolved_group_summary", "invariance_claims"]
 
 # the measures of ``measures_table``, with how they are computed
@@ -81,6 +82,10 @@ class ScaleAwareParameters(ChapterParameters):
         checks.results_dir(self.results_dir)
         if not isinstance(self.in_regime_only, bool):
             raise ValueError(f"in_regime_only must be true or false, got {self.in_regime_only!r}")
+
+    def training_plan(self) -> list:
+        """Nothing: the chapter measures the runs the other chapters trained (from the cache)."""
+        return []
 
 
 

@@ -109,6 +109,10 @@ class GedankenParameters(ChapterParameters):
         symbolic.scale_grid(self.scale_min, self.scale_max, self.num_scales)
         checks.integer("verify_depths_up_to", self.verify_depths_up_to, 2, 8, why="SymPy time grows fast")
 
+    def training_plan(self) -> list:
+        """Nothing: the Gedanken chapter is exact algebra."""
+        return []
+
 
 
 def check_training_parameters(*, dataset: str, image_size: int | None, train_per_class: int | None, epochs: int,

@@ -31,7 +31,8 @@ from ..decay import decay_exponent, decay_exponent_of, train_split_size, weight_
 from .base import TrainingParameters
 
 __all__ = ["PAPER_REPORTED", "PAPER_WEIGHT_DECAYS", "paper_numbers", "paper_dataset", "paper_decay_exponent",
-           "seed_table", "sweep_claims", "grid_claims", "validation_images", "evaluated_images", "interpolation_note", "decay_per_step_fact", "run_facts", "trained_models_fact", "paper_num_params",
+           "seed_table", "sweep_claims", "grid_claims", "validation_images", "evaluated_images", "interpolation_note",
+           "decay_per_step_fact", "run_facts", "trained_models_fact", "paper_num_params",
            "LogregParameters", "MlpParameters", "SweepParameters",
            "chapter_config", "CNN_MODELS",
            "cnn_chapter_config", "forward_flops", "paper_cost"]
@@ -450,7 +451,8 @@ def sweep_claims(results: Sequence[Any], *, paper_exponent: float | None = None,
         names = {"lambda_max": "lambda_1", "trace": "the Hessian trace", "frobenius": "the Hessian Frobenius norm"}
         for q, label in names.items():
             seeds, a, b = paired_values(results, setting, lo, hi, lambda r, q=q: getattr(r.spectrum, q))
-            evidence = [(f"{label} at wd {lo:g}, per seed", cl.values_text(a)), (f"{label} at wd {hi:g}, per seed", cl.values_text(b))]
+            evidence = [(f"{label} at wd {lo:g}, per seed", cl.values_text(a)), (f"{label} at wd {hi:g}, per seed",
+                        cl.values_text(b))]
             if q == "lambda_max":
                 compared = [r for r in results if setting(r) in (lo, hi)]
                 worst = max(compared, key=lambda r: r.spectrum.lambda_max_residual / r.spectrum.lambda_max)

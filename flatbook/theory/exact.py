@@ -65,12 +65,12 @@ def logreg_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
         xt = torch.cat([xs, torch.ones(len(xs), 1, dtype=torch.float64)], dim=1)  # (n, D+1)
         p = torch.softmax(xs @ W.T + b, dim=1)  # (n, K)
         for k in range(K):
-            for l in range(k, K):
-                a = (p[:, k] * ((1.0 if k == l else 0.0) - p[:, l]))  # A_n[k, l]
+            for j in range(k, K):
+                a = (p[:, k] * ((1.0 if k == j else 0.0) - p[:, j]))  # A_n[k, j]
                 block = xt.T @ (a[:, None] * xt)
-                blocks[k, l] += block
-                if l != k:
-                    blocks[l, k] += block
+                blocks[k, j] += block
+                if j != k:
+                    blocks[j, k] += block
     blocks /= N
     # reorder from (class, feature-with-bias) to the model's order: W row-major then b
     full = blocks.permute(0, 2, 1, 3).reshape(K * (D + 1), K * (D + 1))

@@ -80,10 +80,10 @@ def scale_all(model: nn.Module, alpha: float) -> nn.Module:
     out = copy.deepcopy(model)
     layers = linear_layers(out)
     a = alpha ** (1.0 / len(layers))
-    for l, layer in enumerate(layers, start=1):
+    for depth, layer in enumerate(layers, start=1):
         layer.weight.mul_(a)
         if layer.bias is not None:
-            layer.bias.mul_(a**l)
+            layer.bias.mul_(a**depth)
     return out
 
 
