@@ -73,11 +73,11 @@ data:
 CLEAN_VENV ?= _build/clean-venv
 check-install:
 	@start=$$(date +%s); \
-	echo "== make check-install: pip install . (no extras) into a fresh $(CLEAN_VENV), then tests/toolkit_example.py"; \
+	echo "== make check-install: pip install . (no extras) into a fresh $(CLEAN_VENV), then tests/toolkit/toolkit_example.py"; \
 	rm -rf $(CLEAN_VENV) && $(PYTHON) -m venv $(CLEAN_VENV) || exit $$?; \
 	$(CLEAN_VENV)/bin/python -m pip install --quiet --upgrade pip==$(PIP_VERSION) || exit $$?; \
 	$(CLEAN_VENV)/bin/python -m pip install --quiet -c requirements.txt . || exit $$?; \
-	example=$$(pwd)/tests/toolkit_example.py; \
+	example=$$(pwd)/tests/toolkit/toolkit_example.py; \
 	(cd $(CLEAN_VENV) && bin/python $$example) || exit $$?; \
 	rm -rf $(CLEAN_VENV) build; \
 	echo "== make check-install: done in $$(( $$(date +%s) - start )) s"
@@ -107,9 +107,9 @@ gpu-bundle: setup data
 OLDEST_VENV ?= _build/torch-oldest-venv
 OLDEST_TORCH := torch==2.11.0 torchvision==0.26.0
 IMAGE_PACKAGES := numpy scipy pandas matplotlib seaborn sympy mpmath tqdm PyYAML pytest
-OLDEST_TESTS := tests/test_gpu_paths.py tests/test_curvature.py tests/test_spectrum.py tests/test_train.py \
-	tests/test_models.py tests/test_batching.py tests/test_scale_measures.py tests/test_checks.py \
-	tests/test_schedules.py tests/test_distributed.py
+OLDEST_TESTS := tests/toolkit/test_gpu_paths.py tests/toolkit/test_curvature.py tests/toolkit/test_spectrum.py tests/toolkit/test_train.py \
+	tests/toolkit/test_models.py tests/toolkit/test_batching.py tests/toolkit/test_scale_measures.py tests/toolkit/test_checks.py \
+	tests/toolkit/test_schedules.py tests/toolkit/test_distributed.py
 check-torch-oldest:
 	@start=$$(date +%s); \
 	echo "== make check-torch-oldest: $(OLDEST_TORCH) in $(OLDEST_VENV), the toolkit and distributed tests, gpu_check's CPU dry run"; \

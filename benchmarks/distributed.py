@@ -126,7 +126,7 @@ def main() -> None:
           f"{block * 2 * (2 - 1) / 2 / 2**20:.2f} MiB from each of 2 ranks")
     print(f"  largest difference from the single process, relative to the largest entry: {error:.1e} (a float32 "
           "model: the per-batch products round differently with 1 and 2 threads; float64 models agree to 1e-12, "
-          "tests/test_distributed.py)")
+          "tests/toolkit/test_distributed.py)")
     drift = float((two["weights"] - one_weights).abs().max())
     print(f"  training, global batch 128, crop-and-flip, {args.epochs} epochs (the last timed):")
     print(f"    one process, 2 threads:      {one_step * 1e3:.1f} ms per step")

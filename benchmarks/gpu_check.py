@@ -67,7 +67,7 @@ SECTIONS = [("machine", 15), ("resume", 35), ("hvp", 75), ("data_parallel", 50),
 TITLES = {"machine": "The machine", "throughput": "Training throughput", "data_parallel": "Data parallel, world size 1",
           "hvp": "Hessian-vector products", "slq": "SLQ", "resume": "Checkpoint and resume",
           "chapters": "Chapters at the ci profile", "distributed": "Distributed products and training (torchrun)"}
-# the gpu profile's networks (book/profiles/gpu.yaml; tests/test_gpu_paths.py checks they agree), CIFAR-100
+# the gpu profile's networks (book/profiles/gpu.yaml; tests/toolkit/test_gpu_paths.py checks they agree), CIFAR-100
 NETWORKS = {"All-CNN-C": ("allcnnc", {}), "PreResNet-164": ("preresnet164", {}),
             "WRN-16-4": ("wrn28x10", {"depth": 16, "width": 4}), "VGG-16-BN": ("vgg16bn", {})}
 QUICK_NETWORKS = {"All-CNN-C (width 0.25)": ("allcnnc", {"width": 0.25}),

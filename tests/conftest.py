@@ -13,7 +13,7 @@ import pytest
 
 # scripts run by the tests as programs, not test modules: `--doctest-modules` (pyproject) must not
 # import them (toolkit_example.py runs its example when imported)
-collect_ignore = ["toolkit_example.py", "distributed_worker.py"]
+collect_ignore = ["toolkit/toolkit_example.py", "toolkit/distributed_worker.py"]
 
 if TYPE_CHECKING:  # the toolkit's tests run where nbformat is not installed
     import nbformat

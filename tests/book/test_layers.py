@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "flatbook"
+PACKAGE = Path(__file__).resolve().parents[2] / "flatbook"
 RANK = {"toolkit": 0, "theory": 1, "chapters": 2, "book": 3}
 
 
@@ -86,7 +86,7 @@ def test_no_private_name_is_imported_across_modules():
     """Neither the package, nor the tests, nor the benchmarks import a private name of flatbook (the
     tests may still reach a private function as an attribute, to inject a fault)."""
     root = PACKAGE.parent
-    files = _sources() + sorted((root / "tests").glob("*.py")) + sorted((root / "benchmarks").glob("*.py"))
+    files = _sources() + sorted((root / "tests").rglob("*.py")) + sorted((root / "benchmarks").glob("*.py"))
     private = [line for p in files for line in _private_imports(p, str(p.relative_to(root)))]
     assert not private, "\n".join(private)
 
@@ -133,7 +133,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.mark.slow
 def test_toolkit_runs_with_its_core_dependencies_only():
-    example = Path(__file__).with_name("toolkit_example.py")
+    example = Path(__file__).resolve().parents[1] / "toolkit" / "toolkit_example.py"
     done = subprocess.run([sys.executable, "-c", BLOCKER, str(example)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "upper layers imported: none" in done.stdout

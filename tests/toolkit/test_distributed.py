@@ -34,7 +34,7 @@ from flatbook.batching import TensorBatches
 from flatbook.distributed import check_batch_split, shard_slice, torchrun_command
 from flatbook.launch import read_configs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")
 pytestmark = pytest.mark.slow
 

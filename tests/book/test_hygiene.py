@@ -11,7 +11,7 @@ import pytest
 from flatbook.book.registry import chapters, load_profile, toc_files
 from flatbook.book.parameters import parameters_cell_index, read_parameters
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "book").glob("*.ipynb"))
 
 

@@ -178,7 +178,7 @@ def test_train_first_trains_every_planned_run_once_costliest_first(monkeypatch, 
     from flatbook.book import registry
     from flatbook.book.plan import chapter_plan, plan_cost, train_first
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     seen = {}
 
     def record(configs, *, workers, progress):
@@ -234,7 +234,7 @@ def test_execution_order_and_the_profile_keys_for_it(tmp_path):
 
     assert execution_order(["a", "b", "c", "d"], ["c", "x", "a"]) == ["c", "a", "b", "d"]
     assert execution_order(["a", "b"], []) == ["a", "b"]
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     laptop = registry.load_profile("laptop", root)
     assert laptop.chapter_workers == 2 and laptop.chapter_threads == 1
     assert set(laptop.execute_first) <= {c.name for c in registry.chapters(root)}

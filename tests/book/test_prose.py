@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = (sorted((ROOT / "book").glob("*.ipynb")) + sorted((ROOT / "book").rglob("*.md"))
          + sorted((ROOT / "book" / "profiles").glob("*.yaml")))
 

@@ -20,7 +20,7 @@ from flatbook.book.site import build_html, external_resources
 
 from conftest import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = [c.name for c in chapters(ROOT)]
 
 

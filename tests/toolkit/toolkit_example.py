@@ -1,5 +1,5 @@
 """The toolkit on its own: the Hessian spectrum of a small network with flatbook's core
-dependencies only (torch, numpy, scipy, tqdm). Run by tests/test_layers.py with the book's
+dependencies only (torch, numpy, scipy, tqdm). Run by tests/book/test_layers.py with the book's
 packages made unimportable, and by .ci/run in a clean virtual environment after `pip install .`
 (no extras). Prints one line and exits 0 when every check holds."""
 

@@ -12,7 +12,7 @@ import pytest
 from flatbook.book.runner import run_chapter
 from flatbook.claims import claims_in_notebook, facts_in_notebook
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo). Usage:
-torchrun --standalone --nproc-per-node=2 tests/distributed_worker.py MODE OUT [ARG], MODE one of
+"""Run by tests/toolkit/test_distributed.py under torchrun (2 CPU processes, gloo). Usage:
+torchrun --standalone --nproc-per-node=2 tests/toolkit/distributed_worker.py MODE OUT [ARG], MODE one of
 
 * "hvp": distributed Hessian products in both BatchNorm modes and an SLQ spectrum;
 * "mismatch": rank 1 holds one sample fewer: both ranks must refuse the operator;

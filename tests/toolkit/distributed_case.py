@@ -1,5 +1,5 @@
-"""The small float64 BatchNorm CNN, data and block of vectors that tests/test_distributed.py and
-its torchrun worker (tests/distributed_worker.py) both build, identically, from fixed seeds."""
+"""The small float64 BatchNorm CNN, data and block of vectors that tests/toolkit/test_distributed.py and
+its torchrun worker (tests/toolkit/distributed_worker.py) both build, identically, from fixed seeds."""
 
 import torch
 from torch import nn
