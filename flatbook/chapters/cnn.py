@@ -22,7 +22,7 @@ from typing import Any
 from .base import CnnTrainingParameters
 
 __all__ = ["MODEL_NAMES", "CnnChapter", "AllCnnCChapter", "PreResNetChapter", "WideResNetChapter",
-           "DecayGridParameters", "ablation_table", "ablation_sentence"]
+           "DecayGridParameters", "ablation_table", "ablation_sentence", "cost_sentence", "cost_table", "decay_grid_sentence"]
 
 MODEL_NAMES = {"allcnnc": "All-CNN-C", "preresnet164": "PreResNet-164", "wrn28x10": "WideResNet-28-10"}
 
@@ -304,3 +304,48 @@ def ablation_sentence(table) -> str:
 
 
 
+def cost_sentence(cost: dict[str, float], device: str) -> str:
+    """*Computed:* what the paper's three runs of the chapter's network cost (``CnnChapter.cost``: FLOPs
+    per forward pass and their ratio to this run's, PFLOP of training and of Lanczos, and days at this
+    run's measured speed on ``device``, scaled by FLOPs), and why a GPU's time is only an assumption."""
+    return (f"*Computed:* the paper's network needs {cost['forward_flops'] / 1e9:.3g} GFLOP per forward pass, "
+            f"{cost['flop_ratio']:,.0f}x this run's. Its three runs: {cost['train_flops'] / 1e15:,.0f} PFLOP of training "
+            f"and {cost['hessian_flops'] / 1e15:,.0f} PFLOP of Lanczos. At this run's measured speed on {device}, scaled "
+            f"by FLOPs, that is about **{cost['cpu_seconds'] / 86400:,.1f} days**. On a GPU the time is the FLOPs over the "
+            "rate it sustains on these small convolutions at batch 128, which is far below its peak and was not measured "
+            "for this page (`benchmarks/train.py` measures images per second where a GPU is present):")
+
+
+def cost_table(cost: dict[str, float], rates: tuple[float, ...] = (5, 20, 50)):
+    """Hours of the paper's three runs (``cost["flops"]``) at each assumed sustained rate (TFLOP/s),
+    rounded to 0.1 h, indexed by the rate."""
+    import pandas as pd
+
+    return pd.DataFrame({"sustained TFLOP/s (assumed)": list(rates),
+                         "hours for the paper's three runs": [cost["flops"] / rate / 1e12 / 3600 for rate in rates]}
+                        ).set_index("sustained TFLOP/s (assumed)").round(1)
+
+
+def decay_grid_sentence(table, paper_exponent: float) -> str:
+    """*Computed:* the decay exponents the grid spans against the paper's, the largest E at which the
+    network still fits its training set (at least 99%) with its lambda_1 and validation accuracy
+    against the smallest weight decay's, and from which E the training accuracy falls (``table``:
+    ``DecayGrid.table``, ordered by weight decay)."""
+    fits = table[table["train_acc"] >= 99.0]
+    breaks = table[table["train_acc"] < 99.0]
+    text = (f"*Computed:* the paper's run has $E$ = {paper_exponent:.3g}. Here the weight decays from "
+            f"{table.index.min():g} to {table.index.max():g} give $E$ from {table['decay_exponent'].min():.3g} to "
+            f"{table['decay_exponent'].max():.3g}. ")
+    if len(fits):
+        largest = fits.iloc[-1]
+        text += (f"The largest $E$ at which the network still fits its training set (at least 99%) is "
+                 f"**{largest['decay_exponent']:.3g}**, where $\\lambda_1$ is "
+                 f"{largest['lambda_max'] / table['lambda_max'].iloc[0]:.3g} times its value at the smallest weight decay "
+                 f"and the validation accuracy {largest['val_acc'] - table['val_acc'].iloc[0]:+.2f} points from it")
+    else:
+        text += "No run of the grid fits its training set (at least 99%)"
+    if len(breaks):
+        return text + (f"; from $E$ = {breaks['decay_exponent'].min():.3g} on, the training accuracy falls, to "
+                       f"{breaks['train_acc'].min():.1f}% at the worst: there the run no longer tests a claim about "
+                       "fitted solutions.")
+    return text + "; every run of the grid fits its training set."

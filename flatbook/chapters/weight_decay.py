@@ -35,7 +35,9 @@ __all__ = ["PAPER_REPORTED", "PAPER_WEIGHT_DECAYS", "paper_numbers", "paper_data
            "decay_per_step_fact", "run_facts", "trained_models_fact", "paper_num_params",
            "LogregParameters", "MlpParameters", "SweepParameters",
            "chapter_config", "CNN_MODELS",
-           "cnn_chapter_config", "forward_flops", "paper_cost"]
+           "cnn_chapter_config", "forward_flops", "paper_cost",
+           "paper_numbers_heading", "first_seed_results", "histories_by_weight_decay", "spectra_by_weight_decay",
+           "sweep_speed_sentence", "exact_check_table", "exact_check_claim", "exact_trace_sentence"]
 
 # The paper's reported numbers (PAPER.md, "Numbers the paper reports"), accuracies in percent, keyed
 # by (model, dataset): a number measured on MNIST or CIFAR-100 is never set beside a Fashion-MNIST row.
@@ -650,3 +652,104 @@ def grid_claims(results: Sequence[Any], *, paper_exponent: float | None = None, 
                 corr, 1, regime=[cl.decay_condition(e_fit, paper_exponent)], evidence=[interpolation_note(fitted)],
                 role=role))
     return out
+
+
+# --- what the weight-decay notebooks display, as functions (the notebooks hold no control flow) ----
+
+
+def paper_numbers_heading(paper_data: str, dataset: str) -> str:
+    """The line above the paper's quoted table: on which data the paper ran, and, when that is not this
+    page's ``dataset``, that only directions compare."""
+    other = "" if paper_data == dataset else f", not this page's {dataset}: compare directions, not values"
+    return f"The paper's own numbers, quoted (its runs on **{paper_data}**{other}):"
+
+
+def first_seed_results(results: Sequence[Any], seed: int) -> list[Any]:
+    """The results of ``results`` trained with ``seed`` (the first seed: the one whose curves and
+    spectra a chapter draws), in their order."""
+    return [r for r in results if r.config.seed == seed]
+
+
+def histories_by_weight_decay(results: Sequence[Any]) -> dict[str, Any]:
+    """{"weight decay <wd>": training history} of ``results`` (one seed), for the training figure."""
+    return {f"weight decay {r.config.weight_decay:g}": r.history for r in results}
+
+
+def spectra_by_weight_decay(results: Sequence[Any]) -> dict[str, Any]:
+    """{"wd <wd>: val acc <acc>%": spectrum} of ``results`` (one seed), for the spectra figure."""
+    return {f"wd {r.config.weight_decay:g}: val acc {100 * r.metrics['val_acc']:.2f}%": r.spectrum for r in results}
+
+
+def sweep_speed_sentence(results: Sequence[Any], *, epochs: int, paper_epochs: int, paper_images: int = 55_000,
+                         paper_runs: int = 3, paper_exponent: float | None = None) -> str:
+    """*Computed:* how many runs of how many epochs on how many images, the mean seconds per epoch over
+    every epoch of every run, and what the paper's setting (``paper_runs`` weight decays x
+    ``paper_epochs`` epochs on ``paper_images`` images, one seed) takes at that speed, scaled by
+    images; with ``paper_exponent``, the decay exponent of the paper's largest weight decay."""
+    if not results:
+        raise ValueError("no results")
+    per_epoch = float(np.mean([row["seconds"] for r in results for row in r.history]))
+    images = results[0].metrics["train_samples"]
+    minutes = per_epoch * paper_runs * paper_epochs * paper_images / images / 60
+    text = (f"*Computed:* {len(results)} runs of {epochs} epochs on {images} images; {per_epoch:.3f} s per epoch on "
+            f"{results[0].device}. At that speed the paper's setting ({paper_runs} weight decays x {paper_epochs} "
+            f"epochs on {paper_images:,} images, one seed) would take about {minutes:.1f} minutes.")
+    if paper_exponent is not None:
+        text += f" The paper's largest weight decay acted for $E$ = {paper_exponent:.2f} in the paper's run."
+    return text
+
+
+def exact_check_table(results: Sequence[Any], x_train: Any, *, exact_samples: int, lanczos_steps: int, probes: int,
+                      seed: int):
+    """One row per logistic-regression result (one seed): the exact lambda_1, trace and Frobenius norm of
+    its Hessian over the first ``exact_samples`` training images (``theory.exact.logreg_hessian``, float64;
+    ``lanczos_checks.exact_top_measures``) beside SLQ's estimates on the same matrix (``lanczos_steps``
+    steps, ``probes`` probes, ``seed``), the SLQ trace's error and one probe's relative SD of the trace
+    (``stats.one_probe_relative_sd``). Indexed by weight decay."""
+    import pandas as pd
+
+    from ..spectrum import MatrixOperator, slq
+    from ..stats import one_probe_relative_sd
+    from ..theory import exact
+    from .lanczos_checks import exact_top_measures
+
+    n = min(exact_samples, len(x_train))
+    rows = []
+    for r in results:
+        H = exact.logreg_hessian(r.load_model().double(), x_train[:n])
+        est = slq(MatrixOperator(H), steps=lanczos_steps, probes=probes, seed=seed)
+        ex = exact_top_measures(H)
+        rows.append({"weight decay": r.config.weight_decay, "exact lambda_1": ex["lambda_max"],
+                     "Lanczos lambda_1": est.lambda_max, "Ritz residual": est.lambda_max_residual,
+                     "exact trace": ex["trace"], "SLQ trace": est.trace,
+                     "SLQ trace error (%)": 100 * (est.trace / ex["trace"] - 1),
+                     "one-probe trace SD (%)": 100 * one_probe_relative_sd(ex["trace"], ex["frobenius"], H.shape[0]),
+                     "exact Frobenius": ex["frobenius"], "SLQ Frobenius": est.frobenius})
+    return pd.DataFrame(rows).set_index("weight decay")
+
+
+def exact_check_claim(table):
+    """The book's check on ``exact_check_table``: Lanczos lambda_1 agrees with the exact top eigenvalue
+    to within its Ritz residual (the residual floored at 1e-12 of lambda_1, the rounding of a float64
+    product); the largest relative error as evidence."""
+    from ..claims import exact_claim
+
+    error = np.abs(table["Lanczos lambda_1"] - table["exact lambda_1"])
+    ratio = error / np.maximum(table["Ritz residual"], 1e-12 * table["exact lambda_1"])
+    return exact_claim("Lanczos lambda_1 agrees with the exact top eigenvalue to within its Ritz residual",
+                       float(np.max(ratio)), 1.0, "largest |Lanczos - exact| / Ritz residual",
+                       evidence=[("largest relative error of lambda_1",
+                                  f"{np.max(error / table['exact lambda_1']):.2g}")])
+
+
+def exact_trace_sentence(table) -> str:
+    """*Computed:* the SLQ trace errors of ``exact_check_table`` beside one probe's relative SD, and why
+    a comparison of traces within a seed is paired."""
+    errors = ", ".join(f"{x:+.1f}%" for x in table["SLQ trace error (%)"])
+    sds = ", ".join(f"{x:.0f}%" for x in table["one-probe trace SD (%)"])
+    return (f"*Computed:* the SLQ trace errs by {errors} on these models. One normalised probe's standard deviation "
+            "is $\\sqrt{2P/(P+2)\\,(1/r_{\\rm eff} - 1/P)}$ of the trace, about $\\sqrt{2 / r_{\\rm eff}}$ "
+            f"($r_{{\\rm eff}} = \\mathrm{{Tr}}(H)^2 / \\|H\\|_F^2$): {sds} here. With the same probe for every model "
+            "the errors are shared: a comparison of traces within one seed is paired (its errors largely cancel), and "
+            "the claims below pair the weight decays within each seed and take their intervals over seeds, whose probes "
+            "are independent.")
