@@ -67,3 +67,26 @@ def test_ablation_table_and_sentence():
     assert "not ordered by" in cnn.ablation_sentence(cnn.ablation_table(mixed))
     with pytest.raises(ValueError, match="pairs"):
         cnn.ablation_table(pairs[1:])
+
+
+def test_the_cnn_notebooks_sentences():
+    import pandas as pd
+
+    from flatbook.chapters import cnn
+
+    cost = {"forward_flops": 5.25e9, "flop_ratio": 1234.4, "train_flops": 3.1e18, "hessian_flops": 4.9e17,
+            "cpu_seconds": 86400 * 12.34, "flops": 3.59e18}
+    text = cnn.cost_sentence(cost, "cpu (1 thread)")
+    assert "needs 5.25 GFLOP per forward pass, 1,234x this run's" in text
+    assert "3,100 PFLOP of training and 490 PFLOP of Lanczos" in text and "**12.3 days**" in text
+    hours = cnn.cost_table(cost, rates=(20,))
+    assert hours.iloc[0, 0] == round(3.59e18 / 20e12 / 3600, 1)
+    grid = pd.DataFrame({"decay_exponent": [0.0, 1.0, 3.0, 37.0], "train_acc": [100.0, 99.5, 99.0, 10.0],
+                         "val_acc": [80.0, 81.0, 81.5, 10.0], "lambda_max": [1.0, 2.0, 8.0, 0.1]},
+                        index=[0.0, 1e-3, 3e-3, 4e-2])
+    text = cnn.decay_grid_sentence(grid, 37.2)
+    assert "the paper's run has $E$ = 37.2" in text and "give $E$ from 0 to 37" in text
+    assert "is **3**, where $\\lambda_1$ is 8 times" in text and "+1.50 points" in text
+    assert "from $E$ = 37 on, the training accuracy falls, to 10.0%" in text
+    assert cnn.decay_grid_sentence(grid.iloc[:2], 37.2).endswith("every run of the grid fits its training set.")
+    assert "No run of the grid fits" in cnn.decay_grid_sentence(grid.iloc[3:], 37.2)

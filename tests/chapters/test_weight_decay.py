@@ -377,3 +377,52 @@ def test_interpolation_note_names_the_runs_that_break_the_rule():
     runs[-1].metrics["train_acc"] = 0.335
     name, text = interpolation_note(runs)
     assert text.startswith("33.50%: not interpolating") and "below it: 1 of 9 runs (sgd seed 2, wd 0.001: 33.50%)" in text
+
+
+# --- the notebooks' sentences, computed (constructed inputs) -------------------------------------
+
+
+def _fake_result(wd, seed, val_acc, seconds):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=SimpleNamespace(weight_decay=wd, seed=seed), metrics={"val_acc": val_acc,
+                           "train_samples": 1000}, history=[{"seconds": s} for s in seconds], spectrum=f"spectrum {wd}",
+                           device="cpu (1 thread)")
+
+
+def test_the_weight_decay_notebooks_sentences():
+    from flatbook.chapters import weight_decay as wd
+
+    assert wd.paper_numbers_heading("mnist", "mnist") == "The paper's own numbers, quoted (its runs on **mnist**):"
+    assert wd.paper_numbers_heading("mnist", "fashion-mnist").endswith(
+        "**mnist**, not this page's fashion-mnist: compare directions, not values):")
+    results = [_fake_result(0.0, 0, 0.9, [1.0, 3.0]), _fake_result(5e-4, 0, 0.91234, [2.0, 2.0]),
+               _fake_result(0.0, 1, 0.9, [2.0, 2.0])]
+    first = wd.first_seed_results(results, 0)
+    assert first == results[:2]
+    assert list(wd.histories_by_weight_decay(first)) == ["weight decay 0", "weight decay 0.0005"]
+    assert wd.spectra_by_weight_decay(first) == {"wd 0: val acc 90.00%": "spectrum 0.0",
+                                                 "wd 0.0005: val acc 91.23%": "spectrum 0.0005"}
+    text = wd.sweep_speed_sentence(results, epochs=2, paper_epochs=50, paper_images=55_000, paper_exponent=0.7712)
+    # 2 s per epoch (mean over every epoch of every run); 3 x 50 epochs x 55 times the images: 275 minutes
+    assert "3 runs of 2 epochs on 1000 images; 2.000 s per epoch on cpu (1 thread)" in text
+    assert "(3 weight decays x 50 epochs on 55,000 images, one seed) would take about 275.0 minutes" in text
+    assert text.endswith("acted for $E$ = 0.77 in the paper's run.")
+    assert "acted for" not in wd.sweep_speed_sentence(results, epochs=2, paper_epochs=50)
+    with pytest.raises(ValueError, match="no results"):
+        wd.sweep_speed_sentence([], epochs=2, paper_epochs=50)
+
+
+def test_the_exact_check_claim_fails_when_lanczos_misses_the_top_eigenvalue():
+    import pandas as pd
+
+    from flatbook.chapters import weight_decay as wd
+
+    table = pd.DataFrame({"exact lambda_1": [10.0, 20.0], "Lanczos lambda_1": [10.0, 20.0 - 1e-9],
+                          "Ritz residual": [1e-14, 1e-8], "SLQ trace error (%)": [-4.04, 12.0],
+                          "one-probe trace SD (%)": [38.2, 9.0]}, index=[0.0, 1e-3])
+    assert wd.exact_check_claim(table).outcome == "passes"
+    missed = table.assign(**{"Lanczos lambda_1": [9.0, 20.0]})  # 1 below, with a residual of 1e-14
+    assert wd.exact_check_claim(missed).outcome == "fails"
+    text = wd.exact_trace_sentence(table)
+    assert "errs by -4.0%, +12.0% on these models" in text and ": 38%, 9% here." in text
