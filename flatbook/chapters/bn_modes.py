@@ -52,7 +52,9 @@ from .base import CnnTrainingParameters
 
 __all__ = ["PAPER_REPORTED", "MEASURES", "MODE_EQUIVALENCE_RATIO", "NEGLIGIBLE_EPS", "BnModesParameters", "mode_table",
            "ratio_tables", "mode_claims", "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance",
-           "invariance_claims"]
+           "invariance_claims",
+           "models_sentence", "first_seed_spectra", "regularised_heading", "invariance_reference", "invariance_table",
+           "invariance_sentence", "paper_exponent_of"]
 
 # Appendix C, WRN-28x10 on CIFAR-100 with BatchNorm in eval mode (the paper's numbers, quoted)
 PAPER_DATASET = "cifar100"  # the data of the paper's Appendix C runs
@@ -575,3 +577,96 @@ def invariance_claims(rows: Sequence[dict], param: str, exact_tolerance: float =
                                  "smallest ||c^2 H(c w) V - H(w) V|| / ||H(w) V||", at_least=True,
                                  evidence=[("weight scaled", param)], method=method))
     return out
+
+
+# --- what the notebook displays, as functions (the notebook holds no control flow) ---------------
+
+
+def models_sentence(results: Sequence[Any], *, weight_decays: Sequence[float], seeds: Sequence[int],
+                    hessian_samples: int | None, lanczos_steps: int, probes: int) -> str:
+    """*Computed:* how many models (from the cache, trained here), their parameters, and the Hessian's
+    images, Lanczos steps and probes."""
+    first = results[0].metrics
+    images = min(hessian_samples or first["train_samples"], first["train_samples"])
+    cached = sum(bool(r.cached) for r in results)
+    return (f"*Computed:* {len(results)} models ({cached} from the cache, {len(results) - cached} trained here; "
+            f"{len(weight_decays)} weight decays x {len(seeds)} seed(s)), {first['num_params']:,} parameters; the Hessian "
+            f"over {images:,} training images, {lanczos_steps} Lanczos steps, {probes} probe(s).")
+
+
+def first_seed_spectra(results: Sequence[Any], eval_spectra: Sequence[Any], seed: int) -> dict[str, Any]:
+    """{"wd <wd>, val acc <acc>%: train mode" / ": eval mode": spectrum} for the runs of ``seed``, the
+    train-mode spectrum beside the eval-mode one of the same weights (for the stem figure)."""
+    out = {}
+    for r, s in zip(results, eval_spectra):
+        if r.config.seed == seed:
+            label = f"wd {r.config.weight_decay:g}, val acc {100 * r.metrics['val_acc']:.2f}%"
+            out[f"{label}: train mode"] = r.spectrum
+            out[f"{label}: eval mode"] = s
+    return out
+
+
+def regularised_heading(weight_decays: Sequence[float]) -> str:
+    """The line above the table of most / least regularised ratios."""
+    return (f"The most regularised solution (weight decay {max(weight_decays):g}) over the least "
+            f"({min(weight_decays):g}), in each mode (ratios of the means over seeds):")
+
+
+def invariance_reference(results: Sequence[Any], seed: int) -> Any:
+    """The run whose weights the scale-invariance check rescales: the largest weight decay's, at ``seed``."""
+    runs = [r for r in results if r.config.seed == seed]
+    if not runs:
+        raise ValueError(f"no run with seed {seed}")
+    return max(runs, key=lambda r: r.config.weight_decay)
+
+
+def invariance_table(rows: Sequence[dict]):
+    """``result_scale_invariance``'s rows as a table indexed by (BatchNorm mode, epsilon, c): the
+    loss change, gradient and Hessian errors, the Hessian block's norm ratio, Euler's identity and
+    epsilon over the channel variance."""
+    import pandas as pd
+
+    table = pd.DataFrame(list(rows))
+    table["BatchNorm epsilon"] = ["the model's" if pd.isna(e) else f"{e:g}" for e in table["bn_eps"]]
+    return table.set_index(["bn_mode", "BatchNorm epsilon", "c"])[
+        ["loss_change", "gradient_error", "hessian_error", "hessian_ratio", "euler", "eps_over_variance"]]
+
+
+def invariance_sentence(scaled_weight: str, fed_layer: str, rows: Sequence[dict]) -> str:
+    """*Computed:* the scale-invariance check in words: train mode with BatchNorm's epsilon made
+    negligible (the identity, to rounding), train mode with the model's own epsilon, and eval mode
+    (no invariance), each by its worst relative change."""
+    import math
+
+    def nan(e: Any) -> bool:
+        return e is None or (isinstance(e, float) and math.isnan(e))
+
+    own = [r for r in rows if r["bn_mode"] == "train" and nan(r["bn_eps"])]
+    negligible = [r for r in rows if r["bn_mode"] == "train" and not nan(r["bn_eps"])]
+    eval_rows = [r for r in rows if r["bn_mode"] == "eval"]
+    if not (own and negligible and eval_rows):
+        raise ValueError("the rows need train mode with the model's epsilon, train mode with a negligible one, and eval mode")
+
+    def worst(which: Sequence[dict], key: str) -> float:
+        return max(r[key] for r in which)
+
+    scales = ", ".join(f"{r['c']:g}" for r in own)
+    ratios = ", ".join(f"{r['hessian_ratio']:.4g} for c = {r['c']:g}" for r in negligible)
+    return (f"*Computed:* `{scaled_weight}` ({rows[0]['parameters']:,} weights) feeds `{fed_layer}`. In train mode with "
+            f"BatchNorm's epsilon made negligible ({negligible[0]['bn_eps']:g}), scaling it by c = {scales} changes the "
+            f"loss by at most a relative {worst(negligible, 'loss_change'):.1e}, and c times the gradient and c^2 times "
+            f"the Hessian block by at most {worst(negligible, 'gradient_error'):.1e} and "
+            f"{worst(negligible, 'hessian_error'):.1e}: the identity, to rounding (the block's norm changes by {ratios}). "
+            f"With the model's own epsilon, which is up to {worst(own, 'eps_over_variance'):.1e} of a channel's batch "
+            f"variance at the input of `{fed_layer}`, the same numbers are {worst(own, 'loss_change'):.1e}, "
+            f"{worst(own, 'gradient_error'):.1e} and {worst(own, 'hessian_error'):.1e}. In eval mode the scaling changes "
+            f"the loss by up to {worst(eval_rows, 'loss_change'):.1e} and the rescaled Hessian block by "
+            f"{min(r['hessian_error'] for r in eval_rows):.2g} to {worst(eval_rows, 'hessian_error'):.2g}: no invariance.")
+
+
+def paper_exponent_of(model: str) -> float | None:
+    """The decay exponent of the paper's largest weight decay for a CIFAR architecture ``model``;
+    None for a model the paper's Section 4 did not train."""
+    from .weight_decay import CNN_MODELS, paper_decay_exponent
+
+    return paper_decay_exponent(model) if model in CNN_MODELS else None

@@ -314,3 +314,44 @@ def test_regularised_sentence_reads_the_two_modes():
     assert "larger in eval mode" in both and "cannot be the whole reason" in both
     split = regularised_sentence(table(5.0, 0.5))
     assert "(flatter)" in split and "the choice of mode decides the answer" in split and "whole reason" not in split
+
+
+def test_the_bn_modes_notebooks_sentences_and_tables():
+    import math
+    from types import SimpleNamespace
+
+    from flatbook.chapters import bn_modes
+
+    def run(wd, seed, cached):
+        return SimpleNamespace(config=SimpleNamespace(weight_decay=wd, seed=seed), cached=cached, spectrum=f"train {wd} {seed}",
+                               metrics={"val_acc": 0.9, "num_params": 12345, "train_samples": 2000})
+
+    results = [run(0.0, 0, True), run(1e-3, 0, False), run(0.0, 1, True), run(1e-3, 1, True)]
+    evals = [f"eval {r.config.weight_decay} {r.config.seed}" for r in results]
+    text = bn_modes.models_sentence(results, weight_decays=[0.0, 1e-3], seeds=[0, 1], hessian_samples=1024,
+                                    lanczos_steps=10, probes=1)
+    assert text.startswith("*Computed:* 4 models (3 from the cache, 1 trained here; 2 weight decays x 2 seed(s)), "
+                           "12,345 parameters; the Hessian over 1,024 training images, 10 Lanczos steps, 1 probe(s).")
+    assert "over 2,000 training images" in bn_modes.models_sentence(results, weight_decays=[0.0, 1e-3], seeds=[0, 1],
+                                                                   hessian_samples=None, lanczos_steps=10, probes=1)
+    assert bn_modes.first_seed_spectra(results, evals, 1) == {
+        "wd 0, val acc 90.00%: train mode": "train 0.0 1", "wd 0, val acc 90.00%: eval mode": "eval 0.0 1",
+        "wd 0.001, val acc 90.00%: train mode": "train 0.001 1", "wd 0.001, val acc 90.00%: eval mode": "eval 0.001 1"}
+    assert bn_modes.invariance_reference(results, 1) is results[3]
+    with pytest.raises(ValueError, match="no run with seed 7"):
+        bn_modes.invariance_reference(results, 7)
+    assert "weight decay 0.001) over the least (0)" in bn_modes.regularised_heading([0.0, 1e-3])
+    row = dict(parameters=144, loss_change=1e-9, gradient_error=2e-9, hessian_error=3e-9, hessian_ratio=1.0, euler=0.0,
+               eps_over_variance=1e-4)
+    rows = ([dict(row, bn_mode="train", bn_eps=math.nan, c=c, hessian_error=1e-3 * c) for c in (0.5, 2.0)]
+            + [dict(row, bn_mode="train", bn_eps=1e-30, c=c, hessian_ratio=1.0 + 1e-12) for c in (0.5, 2.0)]
+            + [dict(row, bn_mode="eval", bn_eps=math.nan, c=c, loss_change=0.25 * c, hessian_error=c) for c in (0.5, 2.0)])
+    text = bn_modes.invariance_sentence("blocks.0.conv1.weight", "blocks.0.bn2", rows)
+    assert "`blocks.0.conv1.weight` (144 weights) feeds `blocks.0.bn2`" in text
+    assert "epsilon made negligible (1e-30), scaling it by c = 0.5, 2 changes the loss by at most a relative 1.0e-09" in text
+    assert "the same numbers are 1.0e-09, 2.0e-09 and 2.0e-03" in text
+    assert "changes the loss by up to 5.0e-01 and the rescaled Hessian block by 0.5 to 2: no invariance." in text
+    assert list(bn_modes.invariance_table(rows).index.names) == ["bn_mode", "BatchNorm epsilon", "c"]
+    with pytest.raises(ValueError, match="eval mode"):
+        bn_modes.invariance_sentence("w", "bn", rows[:4])
+    assert bn_modes.paper_exponent_of("mlp") is None and bn_modes.paper_exponent_of("wrn28x10") > 1
