@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -34,7 +34,8 @@ from .weight_decay import evaluated_images
 
 __all__ = ["ScaleAwareParameters", "MEASURES", "TREATMENT_FIELDS", "group_key", "one_per_trained_model", "group_results",
            "outside_regime", "excluded_runs", "measures_table", "rank_correlations", "resolved_groups",
-           "claims", "resolved_group_summary", "invariance_claims"]
+           "claims", "resolved_group_summary", "invariance_claims",
+           "dinh_invariance", "invariance_display", "checked_groups", "pool_facts", "tau_summary", "resolved_sentence"]
 
 # the measures of ``measures_table``, with how they are computed
 MEASURES = {
@@ -311,9 +312,12 @@ def invariance_claims(invariance) -> list[Any]:
     """Exact claims on the Dinh-rescaling check (a DataFrame with rows "trained" and "Dinh x10" and
     columns loss, lambda_max, normalized_lambda_max, relative_flatness): the loss, the layer-normalised
     lambda_1 and the relative flatness are unchanged (relative change <= 1e-6: float64 and 30 Lanczos
-    steps), while the paper's lambda_1 changes by more than 1% (the non-invariance the chapter is about)."""
+    steps), while the paper's lambda_1 changes by more than 1% (the non-invariance the chapter is about).
+    None (no MLP in the cache, ``dinh_invariance``): no claims."""
     from .. import claims as cl
 
+    if invariance is None:
+        return []
     change = invariance.loc["Dinh x10"] / invariance.loc["trained"]
     out = [cl.exact_claim(f"{q} is unchanged by Dinh's rescaling", abs(float(change[q]) - 1.0), 1e-6,
                           "relative change") for q in ("loss", "normalized_lambda_max", "relative_flatness")]
@@ -322,3 +326,103 @@ def invariance_claims(invariance) -> list[Any]:
                               "shortfall of the relative change below 1%",
                               evidence=[("relative change of lambda_1", f"{float(change['lambda_max']) - 1:+.3g}")]))
     return out
+
+
+# --- what the notebook computes and displays, as functions (the notebook holds no control flow) ---
+
+
+def dinh_invariance(results: Sequence[Any], *, images: int = 1000, factor: float = 10.0, steps: int = 30):
+    """(DataFrame or None, sentence): on the first cached MLP run of ``results`` with a spectrum, in float64
+    over its first ``images`` training images, the loss, the paper's lambda_1 (SLQ, ``steps`` steps, one
+    probe, seed 0), the layer-normalised lambda_1 and the last layer's relative flatness of the trained
+    network and of the same function after Dinh et al.'s rescaling (the second layer times ``factor``,
+    the last divided by it). None and a sentence that says so when the cache holds no MLP run."""
+    import pandas as pd
+    import torch
+
+    from ..curvature import HessianOperator
+    from ..experiments import prepare_data
+    from ..scale_measures import LayerNormalizedOperator, relative_flatness
+    from ..spectrum import slq
+    from ..theory import scaling
+
+    mlps = [r for r in results if r.config.model == "mlp" and r.spectrum is not None]
+    if not mlps:
+        return None, "*No trained MLP in the cache: run the {doc}`wd_mlp` chapter first.*"
+    run = mlps[0]
+    model = run.load_model().double()
+    x, y = prepare_data(run.config, "train")
+    n = min(images, len(y))
+    data = (x[:n].double(), y[:n])
+    loss_fn = torch.nn.functional.cross_entropy
+    rows = []
+    for name, net in (("trained", model), (f"Dinh x{factor:g}", scaling.dinh(model, factor, layer=1))):
+        op = HessianOperator(net, loss_fn, data, batch_size=128)
+        with torch.no_grad():
+            loss = float(loss_fn(net(data[0]), data[1]))
+        rows.append({"network": name, "loss": loss, "lambda_max": slq(op, steps=steps, probes=1, seed=0).lambda_max,
+                     "normalized_lambda_max": slq(LayerNormalizedOperator(op, net), steps=steps, probes=1,
+                                                  seed=0).lambda_max,
+                     "relative_flatness": relative_flatness(net, loss_fn, data, batch_size=128)})
+    table = pd.DataFrame(rows).set_index("network")
+    change = table.iloc[1] / table.iloc[0]
+    sentence = (f"*Computed* (float64, the first {n} training images of a cached MLP run, weight decay "
+                f"{run.config.weight_decay:g}): the loss changes by a factor {change['loss']:.12f}, the paper's "
+                f"$\\lambda_1$ by {change['lambda_max']:.4g}, the layer-normalised $\\lambda_1$ by "
+                f"{change['normalized_lambda_max']:.12f} and the relative flatness by {change['relative_flatness']:.12f}.")
+    return table, sentence
+
+
+def invariance_display(table) -> Any:
+    """What the notebook shows for ``dinh_invariance``'s table: the table to six digits, or an empty
+    Markdown when there is none (its sentence says why)."""
+    from IPython.display import Markdown
+
+    return Markdown("") if table is None else table.style.format(precision=6)
+
+
+def checked_groups(results: Sequence[Any], *, min_runs: int, models: list[str] | None, in_regime_only: bool,
+                   results_dir: Any = None) -> dict[str, list[Any]]:
+    """``group_results``, or a RuntimeError naming the cache when no group has ``min_runs`` runs."""
+    groups = group_results(results, min_runs=min_runs, models=models, in_regime_only=in_regime_only)
+    if not groups:
+        from ..experiments import results_dir as cache_dir
+
+        raise RuntimeError(f"no group of at least {min_runs} runs with spectra in the results cache "
+                           f"({cache_dir(results_dir)}): run the other chapters first (make book)")
+    return groups
+
+
+def pool_facts(groups: dict[str, list[Any]], results: Sequence[Any], models: list[str] | None,
+               in_regime_only: bool) -> list[tuple[str, str]]:
+    """The regime facts of the pooled runs: runs and groups, the runs left out (and why), seeds per
+    model, and where the trained models came from and what they cost."""
+    members = [r for rs in groups.values() for r in rs]
+    left_out = excluded_runs(results, models) if in_regime_only else {}
+    per_model = "; ".join(f"{m} ({len({r.config.seed for r in members if r.config.model == m})} seeds)"
+                          for m in sorted({r.config.model for r in members}))
+    minutes = sum(r.seconds["train"] + r.seconds["spectrum"] for r in members) / 60
+    return [("runs measured, groups", f"{len(members)}, {len(groups)}"),
+            ("runs left out, outside the regime", "; ".join(f"{n}: {why}" for why, n in left_out.items()) or "none"),
+            ("models (seeds)", per_model),
+            ("trained models", f"all {len(members)} from the results cache, trained by the book's other chapters on "
+                               f"{'; '.join(sorted({r.device for r in members}))}; {minutes:.1f} min of training and "
+                               "Lanczos in all")]
+
+
+def tau_summary(tau):
+    """Per measure: in how many groups flatter is better (tau < 0), sharper is better (tau > 0), no
+    ranking (tau NaN or 0), and the mean tau (``tau``: ``rank_correlations``)."""
+    import pandas as pd
+
+    return pd.DataFrame({"groups where flatter is better (tau < 0)": (tau < 0).sum(axis=1),
+                         "groups where sharper is better (tau > 0)": (tau > 0).sum(axis=1),
+                         "groups with no ranking (ties)": tau.isna().sum(axis=1) + (tau == 0).sum(axis=1),
+                         "mean tau": tau.mean(axis=1)})
+
+
+def resolved_sentence(table, tau) -> str:
+    """*Computed:* how many groups resolve their validation accuracies (best and worst more than two
+    standard errors apart), and what those groups show (``resolved_group_summary``)."""
+    return (f"*Computed:* {len(resolved_groups(table))} of {len(tau.columns)} groups have validation accuracies whose "
+            "best and worst differ by more than two standard errors. What they show: " + resolved_group_summary(table))

@@ -167,3 +167,21 @@ def test_false_friend_claims_pool_groups_with_a_stratified_test():
     assert "p 0.33 (no evidence either way at 5%)" in summary  # 3 runs cannot show a trend
     few = table[table["group"] == "g0"]
     assert scale_aware.claims(few)[0].outcome == "untestable"  # one group of 3: no ordering reaches p < 0.05
+
+
+def test_the_scale_aware_notebooks_helpers_on_constructed_inputs():
+    import math
+
+    import pandas as pd
+
+    from flatbook.chapters import scale_aware
+
+    table, sentence = scale_aware.dinh_invariance([])
+    assert table is None and "No trained MLP in the cache" in sentence
+    assert scale_aware.invariance_claims(None) == []
+    with pytest.raises(RuntimeError, match="no group of at least 3 runs"):
+        scale_aware.checked_groups([], min_runs=3, models=None, in_regime_only=True)
+    tau = pd.DataFrame({"g1": [-0.5, 1.0, 0.0], "g2": [-1.0, math.nan, 0.5]}, index=["lambda_max", "trace", "frobenius"])
+    summary = scale_aware.tau_summary(tau)
+    assert summary.loc["lambda_max"].tolist() == [2, 0, 0, -0.75]
+    assert summary.loc["trace"].tolist()[:3] == [0, 1, 1] and summary.loc["frobenius"].tolist()[:3] == [0, 1, 1]
