@@ -59,6 +59,7 @@ __all__ = [
     "path_limits",
     "resolve_point",
     "resolve_directions",
+    "spectra_along_rays",
 ]
 
 
@@ -444,3 +445,10 @@ def spectrum_along_ray(
             log10_spectral_norm=log10_L + np.log10(np.max(np.abs(eig), axis=1)),
             log10_frobenius=log10_L + np.log10(np.sqrt(np.sum(K**2, axis=(1, 2)))),
         )
+
+
+
+def spectra_along_rays(derivation: GedankenDerivation, directions: Sequence[Sequence[float]], X: float,
+                       scales: np.ndarray) -> list[RaySpectrum]:
+    """``spectrum_along_ray`` for each direction of ``directions``, in order."""
+    return [spectrum_along_ray(derivation, d, X, scales) for d in directions]
