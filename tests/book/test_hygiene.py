@@ -115,7 +115,7 @@ def test_every_parameter_reaches_the_chapters_object(path):
 # Notebooks hold parameters, prose, calls into flatbook and display; the logic (loops, branches,
 # comprehensions, functions) lives in the library, where it has unit tests. These chapters still
 # hold some and are being moved (issue 21); the list only shrinks.
-CONTROL_FLOW_PENDING = {"theorem1", "lanczos"}
+CONTROL_FLOW_PENDING = {"lanczos"}
 CONTROL_NODES = ("For", "AsyncFor", "While", "If", "IfExp", "ListComp", "SetComp", "DictComp", "GeneratorExp",
                  "FunctionDef", "AsyncFunctionDef", "Lambda", "ClassDef", "Try", "With")
 
