@@ -113,9 +113,7 @@ def test_every_parameter_reaches_the_chapters_object(path):
 
 
 # Notebooks hold parameters, prose, calls into flatbook and display; the logic (loops, branches,
-# comprehensions, functions) lives in the library, where it has unit tests. These chapters still
-# hold some and are being moved (issue 21); the list only shrinks.
-CONTROL_FLOW_PENDING = {"lanczos"}
+# comprehensions, functions) lives in the library, where it has unit tests.
 CONTROL_NODES = ("For", "AsyncFor", "While", "If", "IfExp", "ListComp", "SetComp", "DictComp", "GeneratorExp",
                  "FunctionDef", "AsyncFunctionDef", "Lambda", "ClassDef", "Try", "With")
 
@@ -138,10 +136,7 @@ def control_flow(nb: nbformat.NotebookNode) -> list[str]:
 def test_notebooks_hold_no_control_flow_outside_the_parameters_cell(path):
     nb = nbformat.read(str(path), as_version=4)
     found = control_flow(nb)
-    if path.stem in CONTROL_FLOW_PENDING:
-        assert found, f"{path.stem} holds no control flow any more: remove it from CONTROL_FLOW_PENDING"
-    else:
-        assert not found, f"{path.name}: move this logic into flatbook (a function with a unit test): {found}"
+    assert not found, f"{path.name}: move this logic into flatbook (a function with a unit test): {found}"
 
 
 def test_the_control_flow_check_finds_a_loop_and_a_comprehension():
