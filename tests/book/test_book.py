@@ -352,7 +352,7 @@ def test_plan_cli_writes_configs_that_train_reads(tmp_path):
 
 
 def test_the_gpu_profile_is_about_two_hours_by_its_flop_count():
-    """The README and the profile say about 2.5 hours at the assumed rates: keep it true."""
+    """The scale page (book/library/scale.md) and the profile say about 2.5 hours at the assumed rates: keep it true."""
     from flatbook.book.plan import DEFAULT_TFLOPS, chapter_plan, plan_cost
     from flatbook.experiments import unique_configs
 
