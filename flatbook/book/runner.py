@@ -293,15 +293,13 @@ def run_chapter(
     output.parent.mkdir(parents=True, exist_ok=True)
     defaults = {n: p.default for n, p in chapter.parameters.items()}
 
+    from contextlib import nullcontext
+
+    from ..checks import positive_int
     from ..device import compute_threads, describe_device
 
-    if threads is not None:
-        from ..checks import positive_int
-
-        threads = positive_int("threads", threads)
-        with compute_threads(threads):
-            device = describe_device()
-    else:
+    threads = None if threads is None else positive_int("threads", threads)
+    with compute_threads(threads) if threads is not None else nullcontext():  # the threads the kernel will have
         device = describe_device()
     partial = output.with_name(f".{output.stem}.partial-{os.getpid()}.ipynb")
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -54,7 +54,7 @@ __all__ = ["PAPER_REPORTED", "MEASURES", "MODE_EQUIVALENCE_RATIO", "NEGLIGIBLE_E
            "ratio_tables", "mode_claims", "batchnorm_fed_weights", "scale_invariance", "result_scale_invariance",
            "invariance_claims",
            "models_sentence", "first_seed_spectra", "regularised_heading", "invariance_reference", "invariance_table",
-           "invariance_sentence", "paper_exponent_of"]
+           "invariance_sentence", "paper_exponent_of", "rows_by_epsilon"]
 
 # Appendix C, WRN-28x10 on CIFAR-100 with BatchNorm in eval mode (the paper's numbers, quoted)
 PAPER_DATASET = "cifar100"  # the data of the paper's Appendix C runs
@@ -543,9 +543,7 @@ def invariance_claims(rows: Sequence[dict], param: str, exact_tolerance: float =
     "exact computation ..."): it holds for any weights; 2 and 3 are measured on this model."""
     from .theorem import checked_claim
 
-    exact = [r for r in rows if r["bn_mode"] == "train" and not math.isnan(r.get("bn_eps", math.nan))]
-    own = [r for r in rows if r["bn_mode"] == "train" and math.isnan(r.get("bn_eps", math.nan))]
-    evalm = [r for r in rows if r["bn_mode"] == "eval"]
+    exact, own, evalm = rows_by_epsilon(rows)
     if not exact and not own:
         raise ValueError("no train-mode rows")
     method = "measured on the trained model in float64 (no sampling)"
@@ -632,18 +630,23 @@ def invariance_table(rows: Sequence[dict]):
         ["loss_change", "gradient_error", "hessian_error", "hessian_ratio", "euler", "eps_over_variance"]]
 
 
+def rows_by_epsilon(rows: Sequence[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """``scale_invariance`` rows split three ways: train mode with an epsilon of its own set
+    (``NEGLIGIBLE_EPS``), train mode with the model's epsilon (``bn_eps`` NaN or absent), eval mode."""
+    def models_own(r: dict) -> bool:
+        e = r.get("bn_eps")
+        return e is None or (isinstance(e, float) and math.isnan(e))
+
+    train = [r for r in rows if r["bn_mode"] == "train"]
+    return ([r for r in train if not models_own(r)], [r for r in train if models_own(r)],
+            [r for r in rows if r["bn_mode"] == "eval"])
+
+
 def invariance_sentence(scaled_weight: str, fed_layer: str, rows: Sequence[dict]) -> str:
     """*Computed:* the scale-invariance check in words: train mode with BatchNorm's epsilon made
     negligible (the identity, to rounding), train mode with the model's own epsilon, and eval mode
     (no invariance), each by its worst relative change."""
-    import math
-
-    def nan(e: Any) -> bool:
-        return e is None or (isinstance(e, float) and math.isnan(e))
-
-    own = [r for r in rows if r["bn_mode"] == "train" and nan(r["bn_eps"])]
-    negligible = [r for r in rows if r["bn_mode"] == "train" and not nan(r["bn_eps"])]
-    eval_rows = [r for r in rows if r["bn_mode"] == "eval"]
+    negligible, own, eval_rows = rows_by_epsilon(rows)
     if not (own and negligible and eval_rows):
         raise ValueError("the rows need train mode with the model's epsilon, train mode with a negligible one, and eval mode")
 
